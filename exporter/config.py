@@ -1,0 +1,464 @@
+"""YAML configuration -> frozen ``Config``, validated completely before anything runs.
+
+Every problem is reported at once, one line each, naming the file and the key path::
+
+    config.yml: targets[3].module: unknown module 'submision' (did you mean 'submission'?)
+
+Secrets are read here (``password_file`` / ``password_env``) and wrapped in ``Secret``, whose
+``str`` and ``repr`` are ``***``, so no log line, label or report can show them by accident.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+class Secret:
+    """A credential that refuses to be printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class TLSMode(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+
+
+DEFAULT_PORTS = {TLSMode.NONE: 25, TLSMode.STARTTLS: 587, TLSMode.IMPLICIT: 465}
+AUTH_MECHANISMS = ("auto", "PLAIN", "LOGIN")
+IP_PROTOCOLS = ("auto", "ip4", "ip6")
+# Labels the exporter sets itself; a target's extra labels may not shadow them.
+RESERVED_LABELS = frozenset({"target", "module", "phase", "job", "instance", "le"})
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    username: str
+    password: Secret
+    mechanism: str = "auto"
+    allow_insecure: bool = False  # send credentials without TLS (never, unless said)
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """How to probe: everything except where."""
+
+    name: str
+    tls: TLSMode = TLSMode.STARTTLS
+    port: int | None = None  # None: the TLS mode's usual port
+    tls_required: bool = True
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
+    tls_server_name: str | None = None
+    ehlo_name: str = field(default_factory=lambda: default_ehlo_name())
+    timeout: float = 10.0  # seconds for the whole probe, not per operation
+    ip_protocol: str = "auto"
+    auth: AuthConfig | None = None
+
+    @property
+    def default_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.tls]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str  # as written in the config; the ``target`` label
+    host: str
+    port: int
+    module: Module
+    interval: float = 60.0
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    modules: Mapping[str, Module]
+    targets: tuple[Target, ...]
+    source: str = "<none>"
+
+
+def default_ehlo_name() -> str:
+    # Strict servers reject a HELO name without a dot (reject_non_fqdn_helo_hostname).
+    name = socket.getfqdn()
+    return name if "." in name else "localhost.localdomain"
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; raises ``ConfigError`` listing every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", file=file) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config file is not UTF-8", file=file) from exc
+    return parse(text, file=file)
+
+
+def parse(text: str, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {where}{problem}", file=file) from exc
+    v = _Validator(file, os.environ if env is None else env)
+    config = v.config(data)
+    if v.errors:
+        raise ConfigError("\n".join(f"{file}: {e}" for e in v.errors))
+    return config
+
+
+def parse_target(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("expected [ipv6]:port")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") > 1:
+        host, port_text = text, ""
+    else:
+        host, _, port_text = text.partition(":")
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise ValueError("expected host[:port]")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"invalid port {port_text!r}")
+        return host, int(port_text)
+    return host, default_port
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_EHLO = re.compile(r"[A-Za-z0-9.\-\[\]:_]{1,255}")
+
+
+def parse_duration(text: str) -> float:
+    """Prometheus-style durations: ``500ms``, ``30s``, ``5m``, ``1h30m``. Seconds out."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {text!r}, expected e.g. '30s', '5m', '1h30m'")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+class _Validator:
+    """Walks the YAML tree, collecting errors with key paths instead of stopping at one."""
+
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.errors: list[str] = []
+        self.base = Path(file).parent if file and not file.startswith("<") else Path(".")
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}" if path else message)
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping, got {_type(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                why = (
+                    f"did you mean '{hint[0]}'?"
+                    if hint
+                    else f"expected one of: {', '.join(allowed)}"
+                )
+                self.error(_join(path, str(key)), f"unknown key ({why})")
+        return value
+
+    def typed(self, d: dict[str, Any], key: str, path: str, kind: type, default: Any) -> Any:
+        if key not in d or d[key] is None:
+            return default
+        value = d[key]
+        # bool is an int in Python; a YAML `yes` must not become port 1.
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+            self.error(_join(path, key), f"expected {kind.__name__}, got {_type(value)}")
+            return default
+        return value
+
+    def choice(
+        self, d: dict[str, Any], key: str, path: str, choices: tuple[str, ...], default: str
+    ) -> str:
+        value = self.typed(d, key, path, str, default)
+        if value not in choices:
+            self.error(_join(path, key), f"expected one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def duration(self, d: dict[str, Any], key: str, path: str, default: float) -> float:
+        if key not in d or d[key] is None:
+            return default
+        value = d[key]
+        if not isinstance(value, str):
+            self.error(
+                _join(path, key),
+                f"expected a duration like '30s' or '5m', got {_type(value)} {value!r}",
+            )
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.error(_join(path, key), str(exc))
+            return default
+        if seconds <= 0:
+            self.error(_join(path, key), "must be greater than zero")
+            return default
+        return seconds
+
+    def file_path(self, d: dict[str, Any], key: str, path: str) -> str | None:
+        value = self.typed(d, key, path, str, None)
+        if value is None:
+            return None
+        resolved = value if os.path.isabs(value) else str(self.base / value)
+        if not os.path.isfile(resolved):
+            self.error(_join(path, key), f"file {value!r} does not exist")
+            return None
+        return resolved
+
+    # --- sections ---------------------------------------------------------------------
+    def config(self, data: Any) -> Config:
+        top = self.mapping(data, "", ("defaults", "modules", "targets"))
+        if data is None:
+            self.error("", "config file is empty")
+        defaults = self.mapping(
+            top.get("defaults"), "defaults", ("module", "interval", "timeout", "ehlo_name")
+        )
+        interval = self.duration(defaults, "interval", "defaults", 60.0)
+        module_defaults = {k: defaults[k] for k in ("timeout", "ehlo_name") if k in defaults}
+        modules_raw = top.get("modules")
+        if not isinstance(modules_raw, dict):
+            self.mapping(modules_raw, "modules", ())
+            modules_raw = {}
+        modules: dict[str, Module] = {}
+        for name, raw in modules_raw.items():
+            path = f"modules.{name}"
+            if not _NAME.fullmatch(str(name)):
+                self.error(path, "module names may use letters, digits, '_', '-' and '.'")
+            if raw is None or isinstance(raw, dict):
+                raw = {**module_defaults, **(raw or {})}
+            modules[str(name)] = self.module(str(name), raw, path)
+        default_module = self.typed(defaults, "module", "defaults", str, None)
+        if default_module is not None and default_module not in modules:
+            self.error(
+                "defaults.module",
+                f"unknown module {default_module!r}{_hint(default_module, modules)}",
+            )
+        targets = self.targets(top.get("targets"), modules, default_module, interval)
+        return Config(MappingProxyType(modules), tuple(targets), self.file)
+
+    def module(self, name: str, raw: Any, path: str) -> Module:
+        keys = (
+            "port",
+            "tls",
+            "tls_required",
+            "tls_verify",
+            "tls_ca_file",
+            "tls_server_name",
+            "ehlo_name",
+            "timeout",
+            "ip_protocol",
+            "auth",
+        )
+        d = self.mapping(raw, path, keys)
+        tls = TLSMode(self.choice(d, "tls", path, tuple(TLSMode), TLSMode.STARTTLS.value))
+        port = self.typed(d, "port", path, int, None)
+        if port is not None and not 0 < port < 65536:
+            self.error(_join(path, "port"), f"expected 1-65535, got {port}")
+        ehlo = self.typed(d, "ehlo_name", path, str, None)
+        if ehlo is not None and not _EHLO.fullmatch(ehlo):
+            self.error(_join(path, "ehlo_name"), f"not a valid host name: {ehlo!r}")
+        server_name = self.typed(d, "tls_server_name", path, str, None)
+        if server_name is not None and not _EHLO.fullmatch(server_name):
+            self.error(_join(path, "tls_server_name"), f"not a valid host name: {server_name!r}")
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "tls": tls,
+            "port": port,
+            "tls_required": self.typed(d, "tls_required", path, bool, True),
+            "tls_verify": self.typed(d, "tls_verify", path, bool, True),
+            "tls_ca_file": self.file_path(d, "tls_ca_file", path),
+            "tls_server_name": server_name,
+            "timeout": self.duration(d, "timeout", path, 10.0),
+            "ip_protocol": self.choice(d, "ip_protocol", path, IP_PROTOCOLS, "auto"),
+            "auth": self.auth(d.get("auth"), _join(path, "auth")) if "auth" in d else None,
+        }
+        if ehlo:
+            kwargs["ehlo_name"] = ehlo
+        return Module(**kwargs)
+
+    def auth(self, raw: Any, path: str) -> AuthConfig | None:
+        d = self.mapping(
+            raw, path, ("username", "password_file", "password_env", "mechanism", "allow_insecure")
+        )
+        username = self.typed(d, "username", path, str, None)
+        if not username:
+            self.error(_join(path, "username"), "required")
+        sources = [k for k in ("password_file", "password_env") if d.get(k) is not None]
+        if len(sources) != 1:
+            self.error(path, "set exactly one of password_file, password_env")
+            return None
+        secret = self.secret(d, sources[0], path)
+        mechanism = self.choice(d, "mechanism", path, AUTH_MECHANISMS, "auto")
+        allow = self.typed(d, "allow_insecure", path, bool, False)
+        if username is None or secret is None:
+            return None
+        return AuthConfig(username, secret, mechanism, allow)
+
+    def secret(self, d: dict[str, Any], key: str, path: str) -> Secret | None:
+        value = self.typed(d, key, path, str, None)
+        if value is None:
+            return None
+        if key == "password_env":
+            if not self.env.get(value):
+                self.error(_join(path, key), f"environment variable {value!r} is not set or empty")
+                return None
+            return Secret(self.env[value])
+        resolved = value if os.path.isabs(value) else str(self.base / value)
+        try:
+            text = Path(resolved).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            self.error(_join(path, key), f"cannot read secret file {value!r}: {reason}")
+            return None
+        # Files written by editors and `echo` end in a newline that is not part of the password.
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text:
+            self.error(_join(path, key), f"secret file {value!r} is empty")
+            return None
+        return Secret(text)
+
+    def targets(
+        self, raw: Any, modules: Mapping[str, Module], default_module: str | None, interval: float
+    ) -> list[Target]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.error("targets", f"expected a list, got {_type(raw)}")
+            return []
+        out: list[Target] = []
+        seen: set[tuple[str, str]] = set()
+        for i, item in enumerate(raw):
+            path = f"targets[{i}]"
+            d = self.mapping(item, path, ("target", "module", "interval", "labels"))
+            if not d:
+                if isinstance(item, dict):
+                    self.error(path, "empty target")
+                continue
+            name = self.typed(d, "target", path, str, None)
+            mod_name = self.typed(d, "module", path, str, default_module)
+            if name is None:
+                self.error(_join(path, "target"), "required")
+            if mod_name is None:
+                self.error(_join(path, "module"), "required (no defaults.module)")
+                continue
+            module = modules.get(mod_name)
+            if module is None:
+                self.error(
+                    _join(path, "module"), f"unknown module {mod_name!r}{_hint(mod_name, modules)}"
+                )
+                continue
+            every = self.duration(d, "interval", path, interval)
+            labels = self.labels(d.get("labels"), _join(path, "labels"))
+            if name is None:
+                continue
+            try:
+                host, port = parse_target(name, module.default_port)
+            except ValueError as exc:
+                self.error(_join(path, "target"), f"{exc}, got {name!r}")
+                continue
+            if module.timeout > every:
+                self.error(
+                    _join(path, "interval"),
+                    f"{every:g}s is shorter than module {mod_name!r} timeout {module.timeout:g}s",
+                )
+            if (name, mod_name) in seen:
+                self.error(
+                    _join(path, "target"), f"duplicate target {name!r} with module {mod_name!r}"
+                )
+            seen.add((name, mod_name))
+            out.append(Target(name, host, port, module, every, labels))
+        return out
+
+    def labels(self, raw: Any, path: str) -> tuple[tuple[str, str], ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.error(path, f"expected a mapping of label names to values, got {_type(raw)}")
+            return ()
+        out = []
+        for key, value in raw.items():
+            key_s = str(key)
+            if not _LABEL.fullmatch(key_s) or key_s.startswith("__"):
+                self.error(_join(path, key_s), "invalid label name")
+            elif key_s in RESERVED_LABELS:
+                self.error(_join(path, key_s), "reserved label name")
+            elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                self.error(_join(path, key_s), f"expected a string value, got {_type(value)}")
+            else:
+                out.append((key_s, str(value)))
+        return tuple(sorted(out))
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type(value: Any) -> str:
+    return {
+        dict: "mapping",
+        list: "list",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _hint(name: str, options: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

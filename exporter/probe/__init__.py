@@ -1,0 +1,73 @@
+"""The probe boundary: ``run(target)`` always returns a ``ProbeResult`` and never raises
+(except cancellation, which must pass through). It imports neither prometheus_client nor
+apscheduler; a probe knows nothing of how its result is shown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..config import Target
+from ..errors import ProbeError, ReplyError
+from ..results import Failure, FailureKind, ProbeResult
+from .deadline import Deadline
+from .smtp import Session
+
+__all__ = ["Deadline", "run"]
+
+log = logging.getLogger(__name__)
+MAX_DETAIL = 256
+
+
+async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
+    """Probe ``target`` once, ending by ``deadline`` (default: the module's timeout)."""
+    deadline = deadline or Deadline.after(target.module.timeout)
+    started_at = time.time()
+    start = time.perf_counter()
+    session = Session(target)
+    failure: Failure | None = None
+    try:
+        async with asyncio.timeout_at(deadline.at):
+            await session.execute()
+    except TimeoutError:
+        failure = Failure(
+            session.phase,
+            FailureKind.TIMEOUT,
+            f"no answer within the probe's {deadline.budget:g}s deadline",
+        )
+    except ReplyError as exc:
+        failure = Failure(
+            exc.phase, exc.kind, _clip(session.redact(exc.detail)), exc.code, exc.enhanced
+        )
+    except ProbeError as exc:
+        failure = Failure(exc.phase, exc.kind, _clip(session.redact(exc.detail)))
+    except Exception as exc:  # a bug of ours must not take the exporter down
+        log.exception("internal error probing %s", target.name)
+        failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
+    finally:
+        session.close()
+    ext = session.extensions
+    return ProbeResult(
+        target=target.name,
+        module=target.module.name,
+        host=target.host,
+        port=target.port,
+        started_at=started_at,
+        duration_seconds=time.perf_counter() - start,
+        phases=tuple(session.timings),
+        failure=failure,
+        address=session.address,
+        tls=session.tls,
+        greeting_host=session.greeting_host,
+        extensions=ext.keywords,
+        auth_mechanisms=ext.auth_mechanisms,
+        size_limit=ext.size_limit,
+        used_helo=session.used_helo,
+        auth=session.auth,
+        last_reply_code=session.last_code,
+    )
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."

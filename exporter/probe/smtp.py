@@ -1,0 +1,209 @@
+"""The SMTP health check as a state machine over one connection:
+
+resolve -> connect -> [implicit TLS] -> greeting -> EHLO -> [STARTTLS -> TLS -> EHLO] ->
+[AUTH] -> NOOP -> QUIT
+
+Each phase is timed. The first failure ends the session with a ``ProbeError`` naming the
+phase; ``probe.run`` turns it into the result's ``Failure``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..config import Target, TLSMode
+from ..errors import ProbeError, ReplyError, TLSError
+from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, TLSInfo
+from . import sasl, tls
+from .esmtp import NO_EXTENSIONS, Extensions, parse_ehlo
+from .reply import Reply
+from .transport import Connection, resolve
+
+
+class Session:
+    """State of one probe run. Everything it learns stays readable after a failure, so the
+    result can report the certificate of a server whose AUTH then failed."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.module = target.module
+        self.phase = Phase.RESOLVE
+        self.timings: list[PhaseTiming] = []
+        self.conn: Connection | None = None
+        self.address: str | None = None
+        self.greeting_host: str | None = None
+        self.extensions: Extensions = NO_EXTENSIONS
+        self.used_helo = False
+        self.tls: TLSInfo | None = None
+        self.auth = AuthInfo()
+        self.last_code: int | None = None
+        self.quit_ok = False
+        self.secrets = _secret_forms(target)
+
+    @contextmanager
+    def step(self, phase: Phase) -> Iterator[None]:
+        self.phase = phase
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings.append(PhaseTiming(phase, time.perf_counter() - start))
+
+    async def execute(self) -> None:
+        target, module = self.target, self.module
+        with self.step(Phase.RESOLVE):
+            self.address = await resolve(target.host, target.port, module.ip_protocol)
+        with self.step(Phase.CONNECT):
+            self.conn = await Connection.open(self.address, target.port)
+        if module.tls is TLSMode.IMPLICIT:
+            with self.step(Phase.TLS_HANDSHAKE):
+                await self._handshake()
+        with self.step(Phase.GREETING):
+            self._expect(await self._read(Phase.GREETING), 220, Phase.GREETING, greeting=True)
+        with self.step(Phase.EHLO):
+            self.extensions = await self._ehlo(Phase.EHLO)
+        if module.tls is TLSMode.STARTTLS:
+            await self._starttls()
+        if module.auth is not None:
+            with self.step(Phase.AUTH):
+                await self._auth()
+        with self.step(Phase.NOOP):
+            self._expect(await self._command("NOOP", Phase.NOOP), 250, Phase.NOOP)
+        with self.step(Phase.QUIT):
+            self._expect(await self._command("QUIT", Phase.QUIT), 221, Phase.QUIT)
+            self.quit_ok = True
+
+    # --- phases -----------------------------------------------------------------------
+    async def _ehlo(self, phase: Phase) -> Extensions:
+        name = self.module.ehlo_name
+        reply = await self._command(f"EHLO {name}", phase)
+        if reply.code == 250:
+            return parse_ehlo(reply)
+        # RFC 5321 §3.2: fall back to HELO only when EHLO itself is not understood.
+        if reply.code not in (500, 502):
+            self._expect(reply, 250, phase)
+        self._expect(await self._command(f"HELO {name}", phase), 250, phase)
+        self.used_helo = True
+        return NO_EXTENSIONS
+
+    async def _starttls(self) -> None:
+        if not self.extensions.has("STARTTLS"):
+            if self.module.tls_required:
+                raise ProbeError(
+                    Phase.STARTTLS,
+                    FailureKind.TLS_UNAVAILABLE,
+                    "server does not advertise STARTTLS",
+                )
+            return
+        with self.step(Phase.STARTTLS):
+            self._expect(await self._command("STARTTLS", Phase.STARTTLS), 220, Phase.STARTTLS)
+        with self.step(Phase.TLS_HANDSHAKE):
+            await self._handshake()
+        with self.step(Phase.EHLO_TLS):
+            # RFC 3207 §4.2: forget everything learnt before TLS.
+            self.extensions = NO_EXTENSIONS
+            self.extensions = await self._ehlo(Phase.EHLO_TLS)
+
+    async def _handshake(self) -> None:
+        assert self.conn is not None
+        server_name = self.module.tls_server_name or self.target.host
+        sni = None if _is_ip(server_name) else server_name
+        obj = await self.conn.start_tls(tls.client_context(), sni)
+        self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
+        if self.module.tls_verify:
+            if not self.tls.verified:
+                raise TLSError(
+                    Phase.TLS_HANDSHAKE,
+                    FailureKind.TLS_VERIFY,
+                    f"certificate not trusted: {self.tls.verify_error}",
+                )
+            if not self.tls.hostname_match:
+                raise TLSError(
+                    Phase.TLS_HANDSHAKE,
+                    FailureKind.TLS_HOSTNAME,
+                    f"certificate does not match {server_name!r}",
+                )
+
+    async def _auth(self) -> None:
+        auth = self.module.auth
+        assert auth is not None
+        if self.tls is None and not auth.allow_insecure:
+            raise ProbeError(
+                Phase.AUTH,
+                FailureKind.INSECURE,
+                "refusing to send credentials over an unencrypted connection",
+            )
+        if not self.extensions.has("AUTH"):
+            raise ProbeError(Phase.AUTH, FailureKind.NOT_OFFERED, "server advertises no AUTH")
+        mechanism = sasl.choose(self.extensions.auth_mechanisms, auth.mechanism)
+        if mechanism is None:
+            offered = " ".join(self.extensions.auth_mechanisms) or "none"
+            raise ProbeError(
+                Phase.AUTH,
+                FailureKind.NOT_OFFERED,
+                f"no usable AUTH mechanism (offered: {offered})",
+            )
+        self.auth = AuthInfo(attempted=True, mechanism=mechanism)
+        password = auth.password.reveal()
+        if mechanism == "PLAIN":
+            reply = await self._command(
+                f"AUTH PLAIN {sasl.plain(auth.username, password)}", Phase.AUTH
+            )
+            if reply.code == 334:  # a server that ignores the initial response asks again
+                reply = await self._command(sasl.plain(auth.username, password), Phase.AUTH)
+        else:
+            self._expect(await self._command("AUTH LOGIN", Phase.AUTH), 334, Phase.AUTH)
+            self._expect(await self._command(sasl.b64(auth.username), Phase.AUTH), 334, Phase.AUTH)
+            reply = await self._command(sasl.b64(password), Phase.AUTH)
+        self._expect(reply, 235, Phase.AUTH)
+        self.auth = AuthInfo(attempted=True, success=True, mechanism=mechanism)
+
+    # --- helpers ----------------------------------------------------------------------
+    async def _command(self, line: str, phase: Phase) -> Reply:
+        assert self.conn is not None
+        self.conn.send(line)
+        return await self._read(phase)
+
+    async def _read(self, phase: Phase) -> Reply:
+        assert self.conn is not None
+        reply = await self.conn.read_reply(phase)
+        self.last_code = reply.code
+        return reply
+
+    def _expect(self, reply: Reply, code: int, phase: Phase, *, greeting: bool = False) -> None:
+        if greeting and reply.lines:
+            words = reply.lines[0].split()
+            self.greeting_host = words[0][:255] if words else None
+        if reply.code != code:
+            raise ReplyError(phase, reply.code, reply.enhanced, self.redact(str(reply)))
+
+    def redact(self, text: str) -> str:
+        """Mask anything derived from our credentials that a server might echo back."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close(graceful=self.quit_ok)
+
+
+def _secret_forms(target: Target) -> tuple[str, ...]:
+    auth = target.module.auth
+    if auth is None:
+        return ()
+    password = auth.password.reveal()
+    forms = {password, sasl.b64(password), sasl.plain(auth.username, password)}
+    # Longest first, so a base64 form is masked whole rather than around an inner match.
+    return tuple(sorted((f for f in forms if len(f) >= 3), key=len, reverse=True))
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,217 @@
+"""TLS facts from a finished handshake: version, cipher, the presented chain, whether it
+verifies and whether it names the host.
+
+The handshake itself never verifies (CERT_NONE): verification is done here afterwards with
+``cryptography``'s X.509 path validation, so a broken certificate is described in full (expiry,
+issuer, SANs) instead of ending the probe with an opaque handshake error. Whether a failed
+verification fails the probe is the module's decision, made by the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import ipaddress
+import os
+import ssl
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.verification import (
+    Criticality,
+    DNSName,
+    ExtensionPolicy,
+    IPAddress,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from ..results import CertInfo, TLSInfo
+
+# OpenSSL bounds the chain's size in bytes (max_cert_list); this bounds what we parse.
+MAX_CHAIN = 10
+_SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, BSD
+)
+
+
+def client_context() -> ssl.SSLContext:
+    """The handshake context: no verification here (see module docstring), modern protocols."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def inspect(obj: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSInfo:
+    """Describe the session ``obj`` and check its chain against the trust store."""
+    ders = _chain_der(obj)
+    certs: list[x509.Certificate] = []
+    infos: list[CertInfo] = []
+    parse_error: str | None = None
+    for der in ders[:MAX_CHAIN]:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            infos.append(_describe(cert))
+        except ValueError as exc:
+            parse_error = f"unparseable certificate: {exc}"
+            break
+        certs.append(cert)
+    cipher = obj.cipher()
+    hostname_match = bool(certs) and matches_hostname(server_name, infos[0].sans)
+    if parse_error:
+        verified, error = False, parse_error
+    elif not certs:
+        verified, error = False, "server presented no certificate"
+    else:
+        verified, error = _verify(certs, server_name if hostname_match else None, ca_file)
+    return TLSInfo(
+        version=obj.version() or "unknown",
+        cipher=cipher[0] if cipher else "unknown",
+        chain=tuple(infos),
+        verified=verified,
+        verify_error=error,
+        hostname_match=hostname_match,
+        server_name=server_name,
+    )
+
+
+def matches_hostname(name: str, sans: Sequence[str]) -> bool:
+    """RFC 6125 matching against subjectAltName entries (the CN is not consulted, as in
+    browsers). A wildcard stands for exactly one whole left-most label."""
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        return any(san == f"IP:{ip}" for san in sans)
+    host = name.lower().rstrip(".")
+    for san in sans:
+        if not san.startswith("DNS:"):
+            continue
+        pattern = san[4:].lower().rstrip(".")
+        if pattern == host:
+            return True
+        if pattern.startswith("*.") and "." in host and host.split(".", 1)[1] == pattern[2:]:
+            return True
+    return False
+
+
+def _chain_der(obj: ssl.SSLObject) -> list[bytes]:
+    # Public from Python 3.13; the same call lives on the private _sslobj since 3.10.
+    getter = getattr(obj, "get_unverified_chain", None)
+    if getter is None:
+        inner = getattr(obj, "_sslobj", None)
+        getter = getattr(inner, "get_unverified_chain", None)
+    chain = getter() if getter else None
+    if not chain:
+        leaf = obj.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
+    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+
+
+def _describe(cert: x509.Certificate) -> CertInfo:
+    sans: list[str] = []
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans += [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
+        sans += [f"IP:{a}" for a in ext.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        sans=tuple(sans[:100]),
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        serial=format(cert.serial_number, "x"),
+        sha256=cert.fingerprint(hashes.SHA256()).hex(),
+    )
+
+
+def _verify(
+    certs: list[x509.Certificate], server_name: str | None, ca_file: str | None
+) -> tuple[bool, str | None]:
+    try:
+        store = _store(ca_file or _system_bundle(), _mtime(ca_file or _system_bundle()))
+    except (OSError, ValueError) as exc:
+        return False, f"cannot load trust store: {exc}"
+    # The chain is checked on its own; whether it names the host is matches_hostname's job.
+    # When it does not, validate the path against a name the leaf does carry.
+    subject = _subject(server_name) if server_name else _any_name(certs[0])
+    if subject is None:
+        return False, "certificate has no subjectAltName"
+    verifier = (
+        PolicyBuilder()
+        .store(store)
+        .time(dt.datetime.now(dt.UTC))
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_EE_POLICY)
+        .build_server_verifier(subject)
+    )
+    try:
+        verifier.verify(certs[0], certs[1:])
+    except VerificationError as exc:
+        return False, str(exc)[:300]
+    except ValueError as exc:
+        return False, f"invalid certificate: {str(exc)[:300]}"
+    return True, None
+
+
+# RFC 5280 path validation with the Web PKI rules for CA certificates, but without the Web
+# PKI's checks of the leaf's extensions (criticality, EKU) beyond requiring subjectAltName:
+# OpenSSL, and so the mail servers' own peers, accept those leaves, and private CAs (trustme
+# among them) issue them.
+_EE_POLICY = ExtensionPolicy.permit_all().require_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+)
+
+
+def _subject(name: str) -> DNSName | IPAddress | None:
+    try:
+        return IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    try:
+        return DNSName(name.rstrip("."))
+    except ValueError:
+        return None
+
+
+def _any_name(cert: x509.Certificate) -> DNSName | IPAddress | None:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    for dns in ext.get_values_for_type(x509.DNSName):
+        subject = _subject(dns.replace("*.", "wildcard.", 1))
+        if subject is not None:
+            return subject
+    for ip in ext.get_values_for_type(x509.IPAddress):
+        return IPAddress(ip)
+    return None
+
+
+def _system_bundle() -> str:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    for candidate in _SYSTEM_BUNDLES:
+        if os.path.isfile(candidate):
+            return candidate
+    raise OSError("no system CA bundle found; set tls_ca_file")
+
+
+def _mtime(path: str) -> float:
+    return os.stat(path).st_mtime
+
+
+@functools.lru_cache(maxsize=32)
+def _store(path: str, mtime: float) -> Store:
+    # Keyed by mtime so a renewed CA file is picked up without a restart.
+    with open(path, "rb") as fh:
+        return Store(x509.load_pem_x509_certificates(fh.read()))

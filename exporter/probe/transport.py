@@ -1,0 +1,187 @@
+"""The only place where socket and TLS exceptions become ``ProbeError``s.
+
+``Connection`` is an asyncio protocol rather than a StreamReader: it feeds every chunk the
+server sends straight into the bounded ``ReplyReader`` (so memory per probe is bounded by
+construction, whatever the server sends), and STARTTLS can drop buffered plaintext exactly
+at the switch to TLS. Time limits are not handled here: the caller runs the whole probe
+under one ``asyncio.timeout_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+import ssl
+from typing import Any
+
+from ..errors import ProbeError, ProtocolError, TLSError
+from ..results import FailureKind, Phase
+from .reply import Reply, ReplyReader
+
+_FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_INET6}
+_SSL_SHUTDOWN_SECONDS = 2.0
+
+
+async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
+    """The address to connect to: ``host`` itself if it is an IP literal, else the first
+    address the system resolver returns for the requested family."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if (ip_protocol == "ip4" and ip.version != 4) or (ip_protocol == "ip6" and ip.version != 6):
+            raise ProbeError(
+                Phase.RESOLVE, FailureKind.DNS, f"{host} is not an {ip_protocol} address"
+            )
+        return str(ip)
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(
+            host, port, family=_FAMILIES[ip_protocol], type=socket.SOCK_STREAM
+        )
+    except socket.gaierror as exc:
+        raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {exc.strerror}") from exc
+    except (OSError, UnicodeError) as exc:
+        raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {_describe(exc)}") from exc
+    if not infos:
+        raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: no addresses")
+    return str(infos[0][4][0])
+
+
+class Connection(asyncio.Protocol):
+    """One SMTP client connection: send command lines, await complete replies."""
+
+    def __init__(self) -> None:
+        self._reader = ReplyReader()
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._broken: str | None = None  # why the reader refused the server's bytes
+        self._closed: str | None = None  # why the connection ended, once it has
+        self.tls_object: ssl.SSLObject | None = None
+
+    # --- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._broken is not None:
+            return
+        try:
+            self._reader.feed(data)
+        except ProtocolError as exc:
+            self._broken = exc.detail
+            if self._transport is not None:
+                # Stop reading at once: the bound holds only if nothing more is buffered.
+                self._transport.abort()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._closed = self._closed or "connection closed by server"
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = self._closed or (
+            f"connection lost: {_describe(exc)}" if exc else "connection closed by server"
+        )
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # --- client API -------------------------------------------------------------------
+    @classmethod
+    async def open(cls, address: str, port: int) -> Connection:
+        loop = asyncio.get_running_loop()
+        conn = cls()
+        try:
+            await loop.create_connection(lambda: conn, address, port)
+        except ConnectionRefusedError as exc:
+            raise ProbeError(
+                Phase.CONNECT, FailureKind.REFUSED, f"{address}:{port} refused"
+            ) from exc
+        except OSError as exc:
+            raise ProbeError(Phase.CONNECT, FailureKind.NETWORK, _describe(exc)) from exc
+        return conn
+
+    async def read_reply(self, phase: Phase) -> Reply:
+        """The next complete reply, or the ``ProbeError`` that explains why there is none."""
+        while True:
+            reply = self._reader.pop()
+            if reply is not None:
+                return reply
+            if self._broken is not None:
+                raise ProtocolError(self._broken, phase)
+            if self._closed is not None:
+                kind = FailureKind.NETWORK if "lost" in self._closed else FailureKind.CLOSED
+                raise ProbeError(phase, kind, self._closed)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def command(self, line: str, phase: Phase) -> Reply:
+        self.send(line)
+        return await self.read_reply(phase)
+
+    def send(self, line: str) -> None:
+        if "\r" in line or "\n" in line:
+            raise ValueError("SMTP command must not contain CR or LF")
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(line.encode("utf-8") + b"\r\n")
+
+    async def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> ssl.SSLObject:
+        """Upgrade to TLS. Plaintext the server sent after its go-ahead is discarded."""
+        self._reader.discard()
+        loop = asyncio.get_running_loop()
+        assert self._transport is not None
+        try:
+            transport = await loop.start_tls(
+                self._transport,
+                self,
+                context,
+                server_hostname=server_name,
+                ssl_shutdown_timeout=_SSL_SHUTDOWN_SECONDS,
+            )
+        except ssl.SSLError as exc:
+            raise TLSError(Phase.TLS_HANDSHAKE, FailureKind.TLS, _describe(exc)) from exc
+        except (ConnectionError, EOFError) as exc:
+            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.CLOSED, _describe(exc)) from exc
+        except OSError as exc:
+            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.NETWORK, _describe(exc)) from exc
+        if transport is None:
+            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.CLOSED, "connection closed")
+        self._transport = transport
+        obj = transport.get_extra_info("ssl_object")
+        if self._closed is not None or obj is None:
+            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.CLOSED, self._closed or "no TLS")
+        self.tls_object = obj
+        return obj
+
+    def extra(self, name: str) -> Any:
+        return self._transport.get_extra_info(name) if self._transport else None
+
+    def close(self, *, graceful: bool) -> None:
+        if self._transport is None:
+            return
+        if graceful:
+            self._transport.close()
+        else:
+            self._transport.abort()
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, stable description of a socket or TLS error, without addresses of ours."""
+    if isinstance(exc, ssl.SSLError):
+        return f"{type(exc).__name__}: {exc.reason or exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return f"{name}: {exc.strerror}" if exc.strerror else name
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
