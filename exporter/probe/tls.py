@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import os
 import ssl
+import warnings
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -214,4 +215,9 @@ def _mtime(path: str) -> float:
 def _store(path: str, mtime: float) -> Store:
     # Keyed by mtime so a renewed CA file is picked up without a restart.
     with open(path, "rb") as fh:
-        return Store(x509.load_pem_x509_certificates(fh.read()))
+        data = fh.read()
+    # Some system bundles carry old roots with non-positive serials; cryptography warns on
+    # each load, which would repeat in the logs for nothing we can fix.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Store(x509.load_pem_x509_certificates(data))

@@ -1,0 +1,216 @@
+"""Command line: flags in the Prometheus style, ``--once`` reports, and (later) serving.
+
+Exit codes of ``--once``: 0 every target passed, 1 any failed, 2 config or usage error;
+with ``--output nagios`` the plugin convention 0/1/2/3 instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from . import __version__, config, probe, report
+from .errors import ConfigError
+from .results import ProbeResult
+
+log = logging.getLogger("exporter")
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+ONCE_CONCURRENCY = 64
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="smtp-health-exporter",
+        description="Prometheus exporter for the health of SMTP servers.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--config.file", dest="config_file", metavar="PATH", help="YAML configuration file"
+    )
+    p.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration, print a summary and exit",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="probe every target once, print a report, exit non-zero on failure",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="start an embedded SMTP server (STARTTLS + AUTH) and probe it",
+    )
+    p.add_argument(
+        "--output",
+        choices=("table", "json", "nagios"),
+        default="table",
+        help="report format for --once (json: one object per line)",
+    )
+    p.add_argument(
+        "--log.level", dest="log_level", default="info", choices=("debug", "info", "warn", "error")
+    )
+
+    adhoc = p.add_argument_group("ad-hoc target (instead of --config.file)")
+    adhoc.add_argument("--target", help="host[:port] to probe")
+    adhoc.add_argument("--tls", choices=[m.value for m in config.TLSMode], default="starttls")
+    adhoc.add_argument(
+        "--tls-optional",
+        action="store_true",
+        help="with --tls starttls: report, but do not require, STARTTLS",
+    )
+    adhoc.add_argument(
+        "--no-tls-verify",
+        action="store_true",
+        help="record but do not require a trusted, matching certificate",
+    )
+    adhoc.add_argument("--tls-ca-file", help="CA bundle to verify against (default: system)")
+    adhoc.add_argument("--tls-server-name", help="name to check the certificate against")
+    adhoc.add_argument("--ehlo-name", help="name sent with EHLO")
+    adhoc.add_argument("--timeout", default="10s", help="deadline for the whole probe")
+    adhoc.add_argument("--ip-protocol", choices=config.IP_PROTOCOLS, default="auto")
+    adhoc.add_argument("--auth-user", help="AUTH username")
+    adhoc.add_argument("--auth-password-file", help="file holding the AUTH password")
+    adhoc.add_argument("--auth-password-env", help="environment variable holding the password")
+    adhoc.add_argument("--auth-mechanism", choices=config.AUTH_MECHANISMS, default="auto")
+
+    ng = p.add_argument_group("--output nagios thresholds")
+    ng.add_argument("--warning.cert-days", dest="warning_cert_days", type=float, default=14)
+    ng.add_argument("--critical.cert-days", dest="critical_cert_days", type=float, default=7)
+    ng.add_argument("--warning.latency", dest="warning_latency", default="5s")
+    ng.add_argument("--critical.latency", dest="critical_latency", default="10s")
+    return p
+
+
+def adhoc_config(args: argparse.Namespace) -> config.Config:
+    """A one-target config from flags, validated by the same code as a file."""
+    module: dict[str, object] = {
+        "tls": args.tls,
+        "tls_required": not args.tls_optional,
+        "tls_verify": not args.no_tls_verify,
+        "timeout": args.timeout,
+        "ip_protocol": args.ip_protocol,
+    }
+    for key, value in (
+        ("tls_ca_file", args.tls_ca_file),
+        ("ehlo_name", args.ehlo_name),
+        ("tls_server_name", args.tls_server_name),
+    ):
+        if value:
+            module[key] = os.path.abspath(value) if key == "tls_ca_file" else value
+    secret_flags = {
+        "password_file": args.auth_password_file,
+        "password_env": args.auth_password_env,
+    }
+    if args.auth_user or any(secret_flags.values()):
+        auth: dict[str, object] = {"username": args.auth_user, "mechanism": args.auth_mechanism}
+        auth.update(
+            {
+                k: (os.path.abspath(v) if k == "password_file" else v)
+                for k, v in secret_flags.items()
+                if v
+            }
+        )
+        module["auth"] = auth
+    data = {"modules": {"adhoc": module}, "targets": [{"target": args.target, "module": "adhoc"}]}
+    import yaml
+
+    return config.parse(yaml.safe_dump(data), file="command line")
+
+
+async def probe_all(cfg: config.Config, concurrency: int = ONCE_CONCURRENCY) -> list[ProbeResult]:
+    """Probe every target once, concurrently (bounded), in config order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(target: config.Target) -> ProbeResult:
+        async with gate:
+            return await probe.run(target)
+
+    return list(await asyncio.gather(*(one(t) for t in cfg.targets)))
+
+
+@contextlib.contextmanager
+def demo_config() -> Iterator[config.Config]:
+    """Start the embedded server and yield a config that probes it (STARTTLS + AUTH)."""
+    from .embedded import EmbeddedSMTPServer, make_certificates
+
+    with tempfile.TemporaryDirectory(prefix="smtp-health-demo-") as tmp:
+        certs = make_certificates(Path(tmp))
+        password_file = Path(tmp) / "password"
+        password_file.write_text("demo-password\n")
+        password_file.chmod(0o600)
+        with EmbeddedSMTPServer(
+            tls="starttls", ssl_context=certs.server_context(), users={"demo": "demo-password"}
+        ) as server:
+            text = f"""
+modules:
+  submission:
+    tls: starttls
+    tls_ca_file: {certs.ca_file}
+    timeout: 5s
+    auth: {{username: demo, password_file: {password_file}}}
+targets:
+  - target: 127.0.0.1:{server.port}
+    module: submission
+    interval: 15s
+    labels: {{env: demo}}
+"""
+            yield config.parse(text, file="embedded demo config")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper().replace("WARN", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sources = sum(bool(x) for x in (args.config_file, args.target, args.demo))
+    if sources != 1:
+        parser.error("give exactly one of --config.file, --target, --demo")
+    nagios = args.output == "nagios"
+    try:
+        thresholds = report.NagiosThresholds(
+            args.warning_cert_days,
+            args.critical_cert_days,
+            config.parse_duration(args.warning_latency),
+            config.parse_duration(args.critical_latency),
+        )
+        with contextlib.ExitStack() as stack:
+            if args.demo:
+                cfg = stack.enter_context(demo_config())
+            elif args.target:
+                cfg = adhoc_config(args)
+            else:
+                cfg = config.load(args.config_file)
+            if args.config_check:
+                print(f"{cfg.source}: OK, {len(cfg.modules)} modules, {len(cfg.targets)} targets")
+                return EXIT_OK
+            if not args.once:
+                parser.error("serving metrics is not implemented yet; use --once")
+            results = asyncio.run(probe_all(cfg))
+    except (ConfigError, ValueError) as exc:
+        if nagios:
+            print(f"SMTP UNKNOWN - {exc}".splitlines()[0])
+            return report.UNKNOWN
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if nagios:
+        text, code = report.nagios(results, thresholds)
+        sys.stdout.write(text)
+        return code
+    sys.stdout.write(report.json_lines(results) if args.output == "json" else report.table(results))
+    return EXIT_OK if all(r.success for r in results) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
