@@ -1,0 +1,182 @@
+"""Configuration: good files load, bad ones are refused with file + key path + expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter import config
+from exporter.config import TLSMode
+from exporter.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = """
+defaults: {module: sub, interval: 30s, timeout: 5s}
+modules:
+  sub:
+    tls: starttls
+    auth: {username: u, password_env: PW}
+  smtps: {tls: implicit, timeout: 2s}
+  plain: {tls: none, port: 2525}
+targets:
+  - target: mail.example.com
+  - target: "[2001:db8::1]:465"
+    module: smtps
+    interval: 1m30s
+    labels: {site: fra, tier: 1}
+  - {target: 192.0.2.1, module: plain}
+"""
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> config.Config:
+    return config.parse(text, file="t.yml", env={"PW": "pw"} if env is None else env)
+
+
+def test_good_config_loads_with_defaults():
+    cfg = parse(GOOD)
+    a, b, c = cfg.targets
+    assert (a.host, a.port, a.module.name, a.interval, a.module.timeout) == (
+        "mail.example.com",
+        587,
+        "sub",
+        30.0,
+        5.0,
+    )
+    assert a.module.auth is not None and a.module.auth.password.reveal() == "pw"
+    assert (b.host, b.port, b.interval, b.module.tls, b.module.timeout) == (
+        "2001:db8::1",
+        465,
+        90.0,
+        TLSMode.IMPLICIT,
+        2.0,
+    )
+    assert b.labels == (("site", "fra"), ("tier", "1"))
+    assert (c.host, c.port) == ("192.0.2.1", 2525)
+
+
+def test_secret_is_masked_everywhere():
+    cfg = parse(GOOD, env={"PW": "hunter2-secret"})
+    auth = cfg.targets[0].module.auth
+    assert auth is not None
+    assert "hunter2" not in repr(cfg) and "hunter2" not in str(auth.password)
+
+
+BAD = [
+    (
+        "modules: {m: {tls: starttls}}\ntargets: [{target: a, module: submision}]",
+        "targets[0].module: unknown module 'submision'",
+    ),
+    (
+        "modules: {submission: {}}\ntargets: [{target: a, module: submision}]",
+        "did you mean 'submission'?",
+    ),
+    ("modules: {m: {tsl: none}}", "modules.m.tsl: unknown key (did you mean 'tls'?)"),
+    ("modules: {m: {tls: startls}}", "modules.m.tls: expected one of none, starttls, implicit"),
+    ("modules: {m: {port: yes}}", "modules.m.port: expected int, got boolean"),
+    ("modules: {m: {port: 70000}}", "modules.m.port: expected 1-65535"),
+    ("modules: {m: {timeout: 10}}", "modules.m.timeout: expected a duration like '30s'"),
+    ("modules: {m: {timeout: 10 seconds}}", "modules.m.timeout: invalid duration '10 seconds'"),
+    ("modules: {m: {timeout: 0s}}", "modules.m.timeout: must be greater than zero"),
+    ("modules: {m: {tls_verify: 'no'}}", "modules.m.tls_verify: expected bool, got string"),
+    (
+        "modules: {m: {tls_ca_file: /nonexistent/ca.pem}}",
+        "modules.m.tls_ca_file: file '/nonexistent/ca.pem' does not exist",
+    ),
+    ("modules: {m: {ehlo_name: 'a b'}}", "modules.m.ehlo_name: not a valid host name"),
+    (
+        "modules: {m: {auth: {username: u}}}",
+        "modules.m.auth: set exactly one of password_file, password_env",
+    ),
+    (
+        "modules: {m: {auth: {username: u, password_env: NOPE}}}",
+        "modules.m.auth.password_env: environment variable 'NOPE' is not set or empty",
+    ),
+    (
+        "modules: {m: {auth: {username: u, password_file: /nonexistent/pw}}}",
+        "modules.m.auth.password_file: cannot read secret file '/nonexistent/pw'",
+    ),
+    (
+        "modules: {m: {auth: {username: u, password_env: PW, mechanism: NTLM}}}",
+        "modules.m.auth.mechanism: expected one of auto, PLAIN, LOGIN",
+    ),
+    (
+        "modules: {m: {}}\ntargets: [{target: 'a:99999', module: m}]",
+        "targets[0].target: invalid port '99999'",
+    ),
+    ("modules: {m: {}}\ntargets: [{module: m}]", "targets[0].target: required"),
+    ("modules: {m: {}}\ntargets: [{target: a}]", "targets[0].module: required"),
+    (
+        "modules: {m: {}}\ntargets: [{target: a, module: m, interval: 5s}]",
+        "targets[0].interval: 5s is shorter than module 'm' timeout 10s",
+    ),
+    (
+        "modules: {m: {}}\ntargets: [{target: a, module: m}, {target: a, module: m}]",
+        "targets[1].target: duplicate target 'a'",
+    ),
+    (
+        "modules: {m: {}}\ntargets: [{target: a, module: m, labels: {target: x}}]",
+        "targets[0].labels.target: reserved label name",
+    ),
+    (
+        "modules: {m: {}}\ntargets: [{target: a, module: m, labels: {'1x': x}}]",
+        "targets[0].labels.1x: invalid label name",
+    ),
+    ("modules: {m: {}}\ntargets: {target: a}", "targets: expected a list, got mapping"),
+    ("defaults: {module: nope}\nmodules: {m: {}}", "defaults.module: unknown module 'nope'"),
+    ("modulez: {}", "modulez: unknown key (did you mean 'modules'?)"),
+    ("", "config file is empty"),
+    ("modules: [a", "invalid YAML: line 1"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD, ids=[e for _, e in BAD])
+def test_bad_config_names_file_and_key(text, expected):
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    message = str(info.value)
+    assert expected in message
+    assert message.startswith("t.yml: ")
+
+
+def test_every_error_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        parse("modules: {m: {tls: x, port: 0}}\ntargets: [{target: a, module: q}]")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("t.yml: ") for line in lines)
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yml: cannot read config file"):
+        config.load(tmp_path / "nope.yml")
+
+
+def test_password_file_relative_to_config_and_newline_stripped(tmp_path):
+    (tmp_path / "pw").write_text("secret\n")
+    path = tmp_path / "c.yml"
+    path.write_text("modules: {m: {auth: {username: u, password_file: pw}}}\n")
+    cfg = config.load(path)
+    auth = cfg.modules["m"].auth
+    assert auth is not None and auth.password.reveal() == "secret"
+
+
+def test_example_configs_validate(monkeypatch):
+    monkeypatch.setenv("SMTPS_PASSWORD", "x")
+    for path in sorted((ROOT / "config").glob("*.yml")):
+        cfg = config.load(path)
+        assert cfg.targets, path
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d", 86400)],
+)
+def test_durations(text, seconds):
+    assert config.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "5x", "m5", "1.5.5s", "-5s", " 5s"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        config.parse_duration(text)
