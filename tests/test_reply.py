@@ -81,12 +81,13 @@ def test_huge_line_rejected_before_buffering_it():
             assert reader.pending_bytes <= MAX_LINE + len(chunk)
 
 
-def test_discard_drops_injected_plaintext():
+@pytest.mark.parametrize("extra", [b"250 injected\r\n", b"250-part", b"\x16\x03\x03"])
+def test_holds_data_after_a_reply(extra):
     reader = ReplyReader()
-    reader.feed(b"220 go ahead\r\n250 injected\r\n250-part")
-    assert reader.pop() is not None
-    reader.discard()
-    assert reader.pop() is None and reader.pending_bytes == 0
+    reader.feed(b"220 go ahead\r\n")
+    assert reader.pop() is not None and not reader.holds_data
+    reader.feed(extra)
+    assert reader.holds_data
 
 
 def test_ehlo_parser():

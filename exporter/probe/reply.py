@@ -82,13 +82,10 @@ class ReplyReader:
         """Bytes of an unfinished reply line held (for tests of the memory bound)."""
         return len(self._buf)
 
-    def discard(self) -> None:
-        """Drop everything buffered: after STARTTLS's 220 any plaintext left over is an
-        injection attempt (RFC 3207 §4.2) and must not be read as if it came over TLS."""
-        self._buf.clear()
-        self._lines.clear()
-        self._code = None
-        self._ready.clear()
+    @property
+    def holds_data(self) -> bool:
+        """Whether anything beyond the replies already taken has been received."""
+        return bool(self._buf or self._lines or self._ready or self._error)
 
     def _feed(self, data: bytes) -> None:
         start = len(self._buf)

@@ -164,7 +164,7 @@ class Session:
     # --- helpers ----------------------------------------------------------------------
     async def _command(self, line: str, phase: Phase) -> Reply:
         assert self.conn is not None
-        self.conn.send(line)
+        self.conn.send(line, phase)
         return await self._read(phase)
 
     async def _read(self, phase: Phase) -> Reply:

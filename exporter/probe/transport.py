@@ -16,7 +16,7 @@ import socket
 import ssl
 from typing import Any
 
-from ..errors import ProbeError, ProtocolError, TLSError
+from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import FailureKind, Phase
 from .reply import Reply, ReplyReader
 
@@ -127,20 +127,44 @@ class Connection(asyncio.Protocol):
                 self._waiter = None
 
     async def command(self, line: str, phase: Phase) -> Reply:
-        self.send(line)
+        self.send(line, phase)
         return await self.read_reply(phase)
 
-    def send(self, line: str) -> None:
+    def send(self, line: str, phase: Phase) -> None:
         if "\r" in line or "\n" in line:
             raise ValueError("SMTP command must not contain CR or LF")
+        # We never pipeline, so a reply waiting before we ask is unsolicited. Only 421
+        # (service closing, RFC 5321 3.8) may come unasked; anything else would be read
+        # as the answer to our command.
+        early = self._reader.pop()
+        if early is not None:
+            if early.code == 421:
+                raise ReplyError(phase, early.code, early.enhanced, str(early))
+            raise ProtocolError(f"unsolicited reply before command: {str(early)[:60]!r}", phase)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(line.encode("utf-8") + b"\r\n")
 
     async def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> ssl.SSLObject:
-        """Upgrade to TLS. Plaintext the server sent after its go-ahead is discarded."""
-        self._reader.discard()
+        """Upgrade to TLS after the server's 220.
+
+        A server cannot send TLS bytes before our ClientHello, so anything received after the
+        220 is plaintext the server (or a man in the middle) slipped in: the STARTTLS
+        injection of RFC 3207 §4.2 / CVE-2011-0411. We refuse to go on rather than quietly
+        dropping it, so the monitor shows it."""
         loop = asyncio.get_running_loop()
         assert self._transport is not None
+        if self._reader.holds_data:
+            self._transport.abort()
+            raise ProtocolError(
+                "server sent plaintext after its 220 to STARTTLS (possible injection)",
+                Phase.TLS_HANDSHAKE,
+            )
+        if self._closed is not None or self._transport.is_closing():
+            raise ProbeError(
+                Phase.TLS_HANDSHAKE,
+                FailureKind.CLOSED,
+                self._closed or "connection closed by server",
+            )
         try:
             transport = await loop.start_tls(
                 self._transport,
