@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import trustme
 
 from exporter.config import AuthConfig, Module, Secret, Target, TLSMode
 from exporter.embedded import EmbeddedSMTPServer
+from tests.servers.mailstack import MailStack, mail_stack, postfix_available
 
 USER, PASSWORD = "probe", "s3cret-Pa55word"
 
@@ -78,3 +80,39 @@ def write_secret(directory: Path, value: str = PASSWORD) -> Path:
     path = directory / "password"
     path.write_text(value + "\n")
     return path
+
+
+# --------------------------------------------------------------------------- real Postfix + Dovecot
+
+
+def _in_ci() -> bool:
+    # CI=true is set by GitHub Actions, GitLab CI and most others; "0"/"false" count as unset.
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _world_traversable(path: Path) -> bool:
+    return all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents))
+
+
+@pytest.fixture(scope="session")
+def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
+    """A real Postfix + Dovecot on 127.0.0.1 (tests/servers/mailstack.py), one per session.
+
+    Skipped (loudly) when Postfix/Dovecot cannot run here; with CI set that is a failure
+    instead, so a broken CI image cannot silently skip every real-server test.
+    """
+    reason = postfix_available()
+    if reason is not None:
+        msg = f"real Postfix/Dovecot mail stack unavailable: {reason}"
+        if _in_ci():
+            pytest.fail(f"{msg} (CI is set, so this fails instead of skipping)", pytrace=False)
+        pytest.skip(f"SKIPPING REAL-SERVER TESTS -- {msg}")
+    # The daemons run as postfix/dovecot/nobody and must traverse the work dir's parents.
+    # pytest's basetemp (/tmp/pytest-of-<user>) is usually 0700: then mail_stack() uses a
+    # fresh 0755 dir under /tmp and removes it afterwards (MAILSTACK_KEEP=1 keeps it).
+    # A traversable --basetemp keeps the stack's logs alongside pytest's tmp dirs.
+    base: Path | None = tmp_path_factory.getbasetemp()
+    if base is not None and not _world_traversable(base):
+        base = None
+    with mail_stack(base) as stack:
+        yield stack
