@@ -156,7 +156,7 @@ def _verify(
     try:
         verifier.verify(certs[0], certs[1:])
     except VerificationError as exc:
-        return False, str(exc)[:300]
+        return False, _dates_problem(certs) or _tidy(str(exc))
     except ValueError as exc:
         return False, f"invalid certificate: {str(exc)[:300]}"
     return True, None
@@ -169,6 +169,28 @@ def _verify(
 _EE_POLICY = ExtensionPolicy.permit_all().require_present(
     x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
 )
+
+
+def _dates_problem(certs: list[x509.Certificate]) -> str | None:
+    """Say which presented certificate is expired or not yet valid: operators act on that,
+    while the verifier only says "not valid at validation time"."""
+    now = dt.datetime.now(dt.UTC)
+    for i, cert in enumerate(certs):
+        which = "certificate" if i == 0 else f"chain certificate {i}"
+        name = cert.subject.rfc4514_string()[:80]
+        if cert.not_valid_after_utc < now:
+            return f"{which} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ} ({name})"
+        if cert.not_valid_before_utc > now:
+            return (
+                f"{which} not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ} ({name})"
+            )
+    return None
+
+
+def _tidy(message: str) -> str:
+    # cryptography appends a repr of the certificate it was processing; the subject is in
+    # the result already.
+    return message.split(" (encountered processing", 1)[0][:300]
 
 
 def _subject(name: str) -> DNSName | IPAddress | None:
