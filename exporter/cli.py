@@ -22,6 +22,8 @@ from .results import ProbeResult
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# Prometheus's exporter port list filled 9100-9999; this one is past it (25 for SMTP).
+DEFAULT_PORT = 10525
 ONCE_CONCURRENCY = 64
 
 
@@ -58,6 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--log.level", dest="log_level", default="info", choices=("debug", "info", "warn", "error")
+    )
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json"))
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=f":{DEFAULT_PORT}",
+        help=f"address to serve metrics on (default :{DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="exporter-toolkit web config: TLS and basic auth",
+    )
+    p.add_argument(
+        "--probe.concurrency",
+        dest="concurrency",
+        type=int,
+        default=None,
+        help="most probes in flight at once (default 1000)",
     )
 
     adhoc = p.add_argument_group("ad-hoc target (instead of --config.file)")
@@ -161,19 +183,81 @@ modules:
 targets:
   - target: 127.0.0.1:{server.port}
     module: submission
-    interval: 15s
+    interval: 5s
     labels: {{env: demo}}
 """
             yield config.parse(text, file="embedded demo config")
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``:10525``, ``127.0.0.1:10525``, ``[::1]:10525`` -> (host, port)."""
+    host, port = config.parse_target(text if not text.startswith(":") else "0.0.0.0" + text, 0)
+    if not port:
+        raise ValueError(f"--web.listen-address {text!r}: expected [host]:port")
+    return ("" if text.startswith(":") else host), port
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JSONFormatter()
+        if fmt == "json"
+        else logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper().replace("WARN", "WARNING"))
+    # APScheduler logs every job run at INFO; our own logs say what matters.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def serve(args: argparse.Namespace, initial: config.Config) -> int:
+    """Run the exporter until SIGTERM/SIGINT. ``initial`` is already validated."""
+    from .app import Exporter
+
+    listen = parse_listen(args.listen)
+    path = args.config_file
+
+    def load() -> config.Config:
+        # The demo's config is generated, not read: a reload re-applies it.
+        return config.load(path) if path else initial
+
+    if args.web_config_file:
+        from . import webconfig
+
+        webconfig.load(args.web_config_file)  # fail before starting anything
+    exporter = Exporter(
+        load, listen, web_config_file=args.web_config_file, concurrency=args.concurrency
+    )
+    exporter.config = initial
+    exporter.own.reload_ok.set(1)
+    try:
+        asyncio.run(exporter.run())
+    except OSError as exc:
+        print(f"error: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper().replace("WARN", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level, args.log_format)
     sources = sum(bool(x) for x in (args.config_file, args.target, args.demo))
     if sources != 1:
         parser.error("give exactly one of --config.file, --target, --demo")
@@ -196,7 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{cfg.source}: OK, {len(cfg.modules)} modules, {len(cfg.targets)} targets")
                 return EXIT_OK
             if not args.once:
-                parser.error("serving metrics is not implemented yet; use --once")
+                if args.target:
+                    parser.error("--target is for --once; serve a config file or --demo")
+                return serve(args, cfg)
             results = asyncio.run(probe_all(cfg))
     except (ConfigError, ValueError) as exc:
         if nagios:

@@ -1,0 +1,138 @@
+"""The long-running exporter: config -> scheduler -> probes -> store -> HTTP.
+
+The config is loaded and validated before anything starts (a bad file exits 2 and nothing
+listens). A reload (SIGHUP or POST /-/reload) validates the new file completely first; if
+it fails, the running config stays, the error is logged and the reload metric goes to 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from . import config
+from .errors import ConfigError
+from .http import Server
+from .scheduler import ProbeScheduler
+from .selfmetrics import ExporterMetrics
+from .store import ResultStore
+
+log = logging.getLogger(__name__)
+RELOAD_WAIT = 30.0
+
+
+class Exporter:
+    def __init__(
+        self,
+        load: Callable[[], config.Config],
+        listen: tuple[str, int],
+        *,
+        web_config_file: str | None = None,
+        concurrency: int | None = None,
+        initial: config.Config | None = None,
+    ) -> None:
+        self._load = load
+        self._listen = listen
+        self._web_config_file = web_config_file
+        self.store = ResultStore()
+        self.own = ExporterMetrics()
+        self.ready = False
+        self.config: config.Config | None = initial
+        if initial is not None:
+            self._mark_reload(True)
+        self._concurrency = concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.server: Server | None = None
+        self.scheduler: ProbeScheduler | None = None
+
+    def load_initial(self) -> config.Config:
+        """Load config and web config; raises ConfigError before anything is started."""
+        self.config = self._load()
+        self._mark_reload(True)
+        return self.config
+
+    async def run(self, started: Callable[[Exporter], None] | None = None) -> None:
+        if self.config is None:
+            self.load_initial()
+        assert self.config is not None
+        web = None
+        ssl_context = None
+        if self._web_config_file:
+            from . import webconfig
+
+            web = webconfig.load(self._web_config_file)
+            ssl_context = web.ssl_context()
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        kwargs = {"concurrency": self._concurrency} if self._concurrency else {}
+        self.scheduler = ProbeScheduler(self.store, self.own, **kwargs)
+        self.scheduler.apply(self.config)
+        self.scheduler.start()
+        self.server = Server(self, self._listen, web, ssl_context)
+        self.server.start()
+        for sig, handler in (
+            (signal.SIGHUP, self._on_sighup),
+            (signal.SIGTERM, self.stop),
+            (signal.SIGINT, self.stop),
+        ):
+            # Only the main thread may own signals; tests run the exporter in another one.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self._loop.add_signal_handler(sig, handler)
+        self.ready = True
+        scheme = "https" if ssl_context else "http"
+        log.info(
+            "listening on %s://%s:%d/metrics, %d targets",
+            scheme,
+            self._listen[0],
+            self.server.port,
+            len(self.config.targets),
+        )
+        if started is not None:
+            started(self)
+        try:
+            await self._stop.wait()
+        finally:
+            self.ready = False
+            self.scheduler.shutdown()
+            self.server.stop()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: reloading configuration")
+        self.reload()
+
+    def reload(self) -> str | None:
+        """Load and apply a new config (event loop thread). None, or the error message."""
+        try:
+            new = self._load()
+        except ConfigError as exc:
+            self._mark_reload(False)
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return str(exc)
+        assert self.scheduler is not None
+        self.scheduler.apply(new)
+        self.config = new
+        self._mark_reload(True)
+        log.info("configuration reloaded: %d targets", len(new.targets))
+        return None
+
+    def reload_from_thread(self) -> str | None:
+        assert self._loop is not None
+        fut = asyncio.run_coroutine_threadsafe(self._reload_async(), self._loop)
+        return fut.result(RELOAD_WAIT)
+
+    async def _reload_async(self) -> str | None:
+        return self.reload()
+
+    def _mark_reload(self, ok: bool) -> None:
+        self.own.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.own.reload_time.set(time.time())

@@ -1,0 +1,281 @@
+"""Prometheus text for the results in the store.
+
+Rendering 10,000 targets through prometheus_client's per-sample objects costs over a second a
+scrape. Instead each target's lines are rendered once per new result and cached by the
+store entry's identity; a scrape joins cached strings family by family (the text format
+wants each family's samples together). ``METRICS`` is the single list of families: the
+renderer writes HELP/TYPE from it and docs/metrics.md is checked against it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client.utils import floatToGoString
+
+from .results import Phase, ProbeResult
+from .store import LATENCY_BUCKETS, Entry, ResultStore, key_of
+
+# Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
+# new series.
+EXTENSIONS = (
+    "STARTTLS",
+    "AUTH",
+    "SIZE",
+    "PIPELINING",
+    "8BITMIME",
+    "SMTPUTF8",
+    "CHUNKING",
+    "BINARYMIME",
+    "DSN",
+    "ENHANCEDSTATUSCODES",
+    "REQUIRETLS",
+)
+MECHANISMS = (
+    "PLAIN",
+    "LOGIN",
+    "CRAM-MD5",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "XOAUTH2",
+    "OAUTHBEARER",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    type: str  # gauge | counter | histogram
+    help: str
+    labels: tuple[str, ...] = ()  # beyond target, module and the target's extra labels
+
+
+PER_TARGET: tuple[MetricSpec, ...] = (
+    MetricSpec("smtp_probe_success", "gauge", "1 if every phase of the last probe passed."),
+    MetricSpec("smtp_probe_duration_seconds", "gauge", "Duration of the last probe."),
+    MetricSpec(
+        "smtp_probe_phase_duration_seconds",
+        "gauge",
+        "Duration of each phase of the last probe (0 for phases not reached).",
+        ("phase",),
+    ),
+    MetricSpec(
+        "smtp_probe_failed_phase",
+        "gauge",
+        "1 with the phase and kind of the last probe's failure; 0 with empty labels "
+        "after a success.",
+        ("phase", "kind"),
+    ),
+    MetricSpec(
+        "smtp_probe_reply_code",
+        "gauge",
+        "Last SMTP reply code received in the last probe (0 if none).",
+    ),
+    MetricSpec("smtp_probe_ip_protocol", "gauge", "IP version of the address probed (4 or 6)."),
+    MetricSpec("smtp_probe_timestamp_seconds", "gauge", "When the last probe started."),
+    MetricSpec(
+        "smtp_tls_info", "gauge", "TLS version and cipher of the last probe.", ("version", "cipher")
+    ),
+    MetricSpec(
+        "smtp_tls_cert_info",
+        "gauge",
+        "The leaf certificate presented.",
+        ("subject", "issuer", "serial", "fingerprint_sha256"),
+    ),
+    MetricSpec(
+        "smtp_tls_leaf_cert_expiry_timestamp_seconds", "gauge", "notAfter of the leaf certificate."
+    ),
+    MetricSpec(
+        "smtp_tls_earliest_cert_expiry_timestamp_seconds",
+        "gauge",
+        "Earliest notAfter in the presented chain.",
+    ),
+    MetricSpec(
+        "smtp_tls_chain_verified",
+        "gauge",
+        "1 if the presented chain verified against the trust store.",
+    ),
+    MetricSpec(
+        "smtp_tls_hostname_match",
+        "gauge",
+        "1 if the certificate names the host (or tls_server_name).",
+    ),
+    MetricSpec(
+        "smtp_auth_success",
+        "gauge",
+        "1 if AUTH succeeded in the last probe (modules with auth only).",
+        ("mechanism",),
+    ),
+    MetricSpec(
+        "smtp_extension_advertised",
+        "gauge",
+        "1 if the last EHLO (after STARTTLS, if any) advertised the extension.",
+        ("extension",),
+    ),
+    MetricSpec(
+        "smtp_auth_mechanism_advertised",
+        "gauge",
+        "1 if the last EHLO advertised the AUTH mechanism.",
+        ("mechanism",),
+    ),
+    MetricSpec("smtp_size_limit_bytes", "gauge", "Message size limit advertised with SIZE."),
+    MetricSpec("smtp_probes_total", "counter", "Probes completed since the exporter started."),
+    MetricSpec(
+        "smtp_probe_failures_total", "counter", "Failed probes by failing phase.", ("phase",)
+    ),
+)
+HISTOGRAM = MetricSpec(
+    "smtp_probe_phase_seconds",
+    "histogram",
+    "Phase durations over time, per module (per-target quantiles: quantile_over_time on "
+    "smtp_probe_phase_duration_seconds).",
+    ("phase",),
+)
+METRICS = (*PER_TARGET, HISTOGRAM)
+_INDEX = {spec.name: i for i, spec in enumerate(PER_TARGET)}
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _fmt(value: float) -> str:
+    return floatToGoString(value)
+
+
+def phase_plan(entry: Entry) -> tuple[Phase, ...]:
+    """The phases this target's module runs, so every one has a series from the start."""
+    module = entry.target.module
+    skip = set()
+    if module.tls.value == "none":
+        skip |= {Phase.STARTTLS, Phase.TLS_HANDSHAKE, Phase.EHLO_TLS}
+    elif module.tls.value == "implicit":
+        skip |= {Phase.STARTTLS, Phase.EHLO_TLS}
+    if module.auth is None:
+        skip.add(Phase.AUTH)
+    return tuple(p for p in Phase if p not in skip)
+
+
+def render_target(entry: Entry) -> tuple[str, ...]:
+    """One string per PER_TARGET family (possibly empty) for this target."""
+    out: list[list[str]] = [[] for _ in PER_TARGET]
+    t = entry.target
+    base = f'target="{escape(t.name)}",module="{escape(t.module.name)}"' + "".join(
+        f',{k}="{escape(v)}"' for k, v in t.labels
+    )
+
+    def add(name: str, value: float, extra: str = "") -> None:
+        out[_INDEX[name]].append(f"{name}{{{base}{extra}}} {_fmt(value)}\n")
+
+    plan = phase_plan(entry)
+    add("smtp_probes_total", entry.probes)
+    failures = dict(entry.failures)
+    for phase in plan:
+        add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+    r: ProbeResult | None = entry.result
+    if r is not None:
+        add("smtp_probe_success", 1 if r.success else 0)
+        add("smtp_probe_duration_seconds", r.duration_seconds)
+        secs = {p.phase: p.seconds for p in r.phases}
+        for phase in plan:
+            add("smtp_probe_phase_duration_seconds", secs.get(phase, 0.0), f',phase="{phase}"')
+        f = r.failure
+        add(
+            "smtp_probe_failed_phase",
+            1 if f else 0,
+            f',phase="{f.phase}",kind="{f.kind}"' if f else ',phase="",kind=""',
+        )
+        add("smtp_probe_reply_code", r.last_reply_code or 0)
+        if r.address:
+            add("smtp_probe_ip_protocol", 6 if ":" in r.address else 4)
+        add("smtp_probe_timestamp_seconds", r.started_at)
+        if r.tls is not None:
+            tls = r.tls
+            add(
+                "smtp_tls_info",
+                1,
+                f',version="{escape(tls.version)}",cipher="{escape(tls.cipher)}"',
+            )
+            leaf = tls.leaf
+            if leaf is not None:
+                add(
+                    "smtp_tls_cert_info",
+                    1,
+                    f',subject="{escape(leaf.subject)}",issuer="{escape(leaf.issuer)}",'
+                    f'serial="{leaf.serial}",fingerprint_sha256="{leaf.sha256}"',
+                )
+                add("smtp_tls_leaf_cert_expiry_timestamp_seconds", leaf.not_after)
+            if tls.earliest_not_after is not None:
+                add("smtp_tls_earliest_cert_expiry_timestamp_seconds", tls.earliest_not_after)
+            add("smtp_tls_chain_verified", 1 if tls.verified else 0)
+            add("smtp_tls_hostname_match", 1 if tls.hostname_match else 0)
+        if t.module.auth is not None:
+            add(
+                "smtp_auth_success",
+                1 if r.auth.success else 0,
+                f',mechanism="{r.auth.mechanism or ""}"',
+            )
+        if r.extensions or r.failure is None:
+            for ext in EXTENSIONS:
+                add(
+                    "smtp_extension_advertised",
+                    1 if ext in r.extensions else 0,
+                    f',extension="{ext}"',
+                )
+            for mech in MECHANISMS:
+                add(
+                    "smtp_auth_mechanism_advertised",
+                    1 if mech in r.auth_mechanisms else 0,
+                    f',mechanism="{mech}"',
+                )
+        if r.size_limit is not None:
+            add("smtp_size_limit_bytes", r.size_limit)
+    return tuple("".join(lines) for lines in out)
+
+
+class Renderer:
+    """Joins cached per-target blocks into the exposition text."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self._store = store
+        self._cache: dict[tuple[str, str], tuple[Entry, tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def render(self) -> str:
+        entries = self._store.entries()
+        with self._lock:
+            cache: dict[tuple[str, str], tuple[Entry, tuple[str, ...]]] = {}
+            blocks = []
+            for entry in entries:
+                key = key_of(entry.target)
+                hit = self._cache.get(key)
+                block = hit[1] if hit is not None and hit[0] is entry else render_target(entry)
+                cache[key] = (entry, block)
+                blocks.append(block)
+            # Rebuilt each time, so removed targets leave the cache with the store.
+            self._cache = cache
+        parts: list[str] = []
+        for i, spec in enumerate(PER_TARGET):
+            parts.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n")
+            parts.extend(block[i] for block in blocks)
+        parts.append(_histogram_text(self._store))
+        return "".join(parts)
+
+
+def _histogram_text(store: ResultStore) -> str:
+    name = HISTOGRAM.name
+    lines = [f"# HELP {name} {HISTOGRAM.help}\n# TYPE {name} histogram\n"]
+    for module, phase, buckets, total, count in store.histograms():
+        labels = f'module="{escape(module)}",phase="{phase}"'
+        for bound, n in zip(LATENCY_BUCKETS, buckets, strict=True):
+            lines.append(f'{name}_bucket{{{labels},le="{_fmt(bound)}"}} {n}\n')
+        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {count}\n')
+        lines.append(f"{name}_sum{{{labels}}} {_fmt(total)}\n")
+        lines.append(f"{name}_count{{{labels}}} {count}\n")
+    return "".join(lines)
+
+
+def metric_names(specs: Iterable[MetricSpec] = METRICS) -> list[str]:
+    return [s.name for s in specs]

@@ -1,0 +1,154 @@
+"""Runs each target's probe at its interval on APScheduler's asyncio scheduler.
+
+- Each target's first run is offset by a stable fraction of its interval (a hash of its
+  name), so a fleet's probes spread evenly instead of firing together; the offset survives
+  restarts, so a target keeps its slot.
+- ``max_instances=1``: never two probes of one target at once; ``coalesce``: runs missed
+  while the loop was busy collapse into one.
+- A semaphore bounds probes in flight. Every probe ends by its deadline, so a tarpitting
+  target holds a slot for at most its timeout and cannot starve the others for longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import probe
+from .config import Config, Target
+from .results import ProbeResult
+from .selfmetrics import ExporterMetrics
+from .store import ResultStore, TargetKey, key_of
+
+log = logging.getLogger(__name__)
+DEFAULT_CONCURRENCY = 1000
+
+
+def offset_fraction(target: Target) -> float:
+    """A stable number in [0, 1) for the target: where in its interval it runs."""
+    digest = hashlib.sha256(f"{target.name}|{target.module.name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def job_id(key: TargetKey) -> str:
+    return f"{key[0]}|{key[1]}"
+
+
+class ProbeScheduler:
+    def __init__(
+        self, store: ResultStore, own: ExporterMetrics, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> None:
+        self._store = store
+        self._own = own
+        self._gate = asyncio.Semaphore(concurrency)
+        self._targets: dict[str, Target] = {}
+        self._scheduled: dict[str, float] = {}  # job id -> when APScheduler meant it to run
+        self._scheduler = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=dt.UTC,
+        )
+        self._scheduler.add_listener(
+            self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def apply(self, config: Config) -> None:
+        """Make the scheduled jobs match ``config``: add new targets, reschedule changed ones,
+        remove the rest. Unchanged targets keep their schedule."""
+        wanted = {job_id(key_of(t)): t for t in config.targets}
+        for jid in list(self._targets):
+            if jid not in wanted:
+                self._scheduler.remove_job(jid)
+                del self._targets[jid]
+                self._scheduled.pop(jid, None)
+        now = time.time()
+        for jid, target in wanted.items():
+            if self._targets.get(jid) == target:
+                continue
+            start = now + offset_fraction(target) * target.interval
+            self._scheduler.add_job(
+                self._run,
+                IntervalTrigger(
+                    seconds=target.interval, start_date=dt.datetime.fromtimestamp(start, dt.UTC)
+                ),
+                args=[jid],
+                id=jid,
+                replace_existing=True,
+                # A run later than one interval is dropped in favour of the next.
+                misfire_grace_time=max(1, int(target.interval)),
+            )
+            self._targets[jid] = target
+        self._store.set_targets(config.targets)
+        self._own.targets.set(len(wanted))
+
+    def _on_event(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_SUBMITTED:
+            assert isinstance(event, JobSubmissionEvent)
+            self._scheduled[event.job_id] = event.scheduled_run_times[-1].timestamp()
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            self._own.skipped.labels("still_running").inc()
+        elif event.code == EVENT_JOB_MISSED:
+            self._own.skipped.labels("missed").inc()
+
+    async def _run(self, jid: str) -> None:
+        target = self._targets.get(jid)
+        if target is None:
+            return
+        scheduled = self._scheduled.get(jid)
+        async with self._gate:
+            if scheduled is not None:
+                self._own.lag.observe(max(0.0, time.time() - scheduled))
+            self._own.in_flight.inc()
+            try:
+                result = await probe.run(target)
+            finally:
+                self._own.in_flight.dec()
+        previous = self._store.record(target, result)
+        if previous is not None:
+            log_transition(target, previous.result, result)
+
+    async def run_now(self) -> None:
+        """Probe every target once now (used at start-up by tests and --demo)."""
+        await asyncio.gather(*(self._run(jid) for jid in list(self._targets)))
+
+
+def log_transition(target: Target, before: ProbeResult | None, after: ProbeResult) -> None:
+    """Log when a target goes down or recovers, not on every probe."""
+    was_ok = None if before is None else before.success
+    if after.success and was_ok is not True:
+        log.info(
+            "target up: %s (module %s)%s",
+            target.name,
+            target.module.name,
+            "" if was_ok is None else ", recovered",
+        )
+    elif not after.success and was_ok is not False:
+        f = after.failure
+        assert f is not None
+        log.warning(
+            "target down: %s (module %s): %s failed: %s: %s",
+            target.name,
+            target.module.name,
+            f.phase,
+            f.kind,
+            f.detail,
+        )

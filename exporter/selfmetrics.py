@@ -1,0 +1,70 @@
+"""The exporter's own health, with ordinary prometheus_client instrumentation: build info,
+config reloads, scheduler lag and skipped runs, probes in flight, render time."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from . import __version__
+
+OWN_METRICS = (
+    "smtp_exporter_build_info",
+    "smtp_exporter_config_last_reload_successful",
+    "smtp_exporter_config_last_reload_success_timestamp_seconds",
+    "smtp_exporter_targets",
+    "smtp_exporter_probes_in_flight",
+    "smtp_exporter_scheduler_lag_seconds",
+    "smtp_exporter_scheduler_skipped_runs_total",
+    "smtp_exporter_metrics_render_seconds",
+)
+
+
+class ExporterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        build = Gauge(
+            "smtp_exporter_build_info",
+            "Version of the exporter and of Python.",
+            ["version", "python_version"],
+            registry=r,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self.reload_ok = Gauge(
+            "smtp_exporter_config_last_reload_successful",
+            "1 if the last configuration (re)load succeeded.",
+            registry=r,
+        )
+        self.reload_time = Gauge(
+            "smtp_exporter_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            registry=r,
+        )
+        self.targets = Gauge("smtp_exporter_targets", "Targets scheduled.", registry=r)
+        self.in_flight = Gauge("smtp_exporter_probes_in_flight", "Probes running now.", registry=r)
+        self.lag = Histogram(
+            "smtp_exporter_scheduler_lag_seconds",
+            "How late probes start behind their schedule.",
+            registry=r,
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.skipped = Counter(
+            "smtp_exporter_scheduler_skipped_runs",
+            "Scheduled runs not started: the previous run of the target "
+            "was still going, or the run was missed entirely.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("still_running", "missed"):
+            self.skipped.labels(reason)
+        self.render_time = Histogram(
+            "smtp_exporter_metrics_render_seconds",
+            "Time to render /metrics.",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )
+
+    def text(self) -> str:
+        return generate_latest(self.registry).decode("utf-8")
