@@ -13,6 +13,7 @@ def test_probe_imports_neither_prometheus_nor_apscheduler():
         "('prometheus_client', 'apscheduler'))\n"
         "print(','.join(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == ""

@@ -1,0 +1,167 @@
+"""The long-running exporter against real embedded SMTP servers: scheduling, /metrics
+content (parsed with prometheus_client's parser), reloads, HTTP endpoints."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from exporter.metrics import METRICS
+from exporter.selfmetrics import OWN_METRICS
+
+from .conftest import PASSWORD, USER, write_secret
+from .exporter_harness import RunningExporter, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(
+    path: Path, ca_file: str, secret: Path, targets: list[tuple[int, str, str]], timeout: str = "1s"
+) -> Path:
+    lines = [
+        "modules:",
+        f"  sub: {{tls: starttls, tls_ca_file: {ca_file}, timeout: {timeout},",
+        f"         auth: {{username: {USER}, password_file: {secret}}}}}",
+        f"  plain: {{tls: none, timeout: {timeout}}}",
+        "targets:",
+    ]
+    for port, module, interval in targets:
+        lines.append(
+            f'  - {{target: "127.0.0.1:{port}", module: {module}, interval: {interval},'
+            f" labels: {{site: test}}}}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def exporter_for(tmp_path, ca_file):
+    running: list[RunningExporter] = []
+
+    def start(targets: list[tuple[int, str, str]], **kw) -> RunningExporter:
+        secret = write_secret(tmp_path)
+        cfg = write_config(tmp_path / "config.yml", ca_file, secret, targets)
+        r = RunningExporter(cfg, **kw).start()
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        r.stop()
+
+
+def test_metrics_after_real_probes(smtp_server, exporter_for):
+    good = smtp_server()
+    bad = smtp_server(users={USER: "other-password"})
+    exp = exporter_for([(good.port, "sub", "1s"), (bad.port, "sub", "1s")])
+    g, b = f"127.0.0.1:{good.port}", f"127.0.0.1:{bad.port}"
+    assert wait_for(
+        lambda: (
+            exp.value("smtp_probes_total", target=b) is not None
+            and exp.value("smtp_probes_total", target=b) >= 1
+            and exp.value("smtp_probes_total", target=g) >= 1
+        )
+    )
+    s = exp.samples()
+
+    def v(name: str, target: str, **labels: str) -> float:
+        key = tuple(sorted({"target": target, "module": "sub", "site": "test", **labels}.items()))
+        return s[(name, key)]
+
+    assert v("smtp_probe_success", g) == 1 and v("smtp_probe_success", b) == 0
+    assert v("smtp_probe_failed_phase", b, phase="auth", kind="reply") == 1
+    assert v("smtp_probe_failed_phase", g, phase="", kind="") == 0
+    assert v("smtp_probe_reply_code", b) == 535
+    assert v("smtp_auth_success", g, mechanism="PLAIN") == 1
+    assert v("smtp_auth_success", b, mechanism="PLAIN") == 0
+    assert v("smtp_tls_chain_verified", g) == 1 and v("smtp_tls_hostname_match", g) == 1
+    assert v("smtp_tls_info", g, version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384") == 1
+    assert v("smtp_tls_leaf_cert_expiry_timestamp_seconds", g) > 1.7e9
+    assert v("smtp_extension_advertised", g, extension="AUTH") == 1
+    assert v("smtp_extension_advertised", g, extension="STARTTLS") == 0  # post-TLS list
+    assert v("smtp_probe_phase_duration_seconds", g, phase="tls_handshake") > 0
+    assert v("smtp_probe_failures_total", b, phase="auth") >= 1
+    assert v("smtp_probe_failures_total", g, phase="auth") == 0
+    hist = [k for k in s if k[0] == "smtp_probe_phase_seconds_count"]
+    assert any(dict(k[1]) == {"module": "sub", "phase": "auth"} for k in hist)
+    assert s[("smtp_exporter_config_last_reload_successful", ())] == 1
+    assert s[("smtp_exporter_targets", ())] == 2
+    # No secret anywhere in the exposition or the landing page.
+    assert PASSWORD not in exp.get("/metrics")[1] and PASSWORD not in exp.get("/")[1]
+
+
+def test_each_target_probed_at_its_interval(smtp_server, exporter_for):
+    fast, slow = smtp_server(), smtp_server()
+    exp = exporter_for([(fast.port, "sub", "1s"), (slow.port, "sub", "3s")])
+    f, sl = f"127.0.0.1:{fast.port}", f"127.0.0.1:{slow.port}"
+    assert wait_for(lambda: (exp.value("smtp_probes_total", target=f) or 0) >= 1, 5)
+    start_fast = exp.value("smtp_probes_total", target=f) or 0
+    start_slow = exp.value("smtp_probes_total", target=sl) or 0
+    import time
+
+    time.sleep(6.2)
+    fast_runs = (exp.value("smtp_probes_total", target=f) or 0) - start_fast
+    slow_runs = (exp.value("smtp_probes_total", target=sl) or 0) - start_slow
+    assert 5 <= fast_runs <= 7, fast_runs
+    assert 1 <= slow_runs <= 3, slow_runs
+    lag_count = exp.value("smtp_exporter_scheduler_lag_seconds_count")
+    assert lag_count is not None and lag_count >= fast_runs
+
+
+def test_reload_good_and_bad(smtp_server, exporter_for, tmp_path, ca_file):
+    a, b = smtp_server(), smtp_server()
+    exp = exporter_for([(a.port, "sub", "1s")])
+    ta, tb = f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"
+    assert wait_for(lambda: exp.value("smtp_probe_success", target=ta) == 1)
+    # Good reload: a replaced by b; a's series disappear.
+    write_config(exp.config_file, ca_file, write_secret(tmp_path), [(b.port, "sub", "1s")])
+    status, body = exp.get("/-/reload", "POST")
+    assert status == 200, body
+    assert wait_for(lambda: exp.value("smtp_probe_success", target=tb) == 1)
+    assert exp.value("smtp_probe_success", target=ta) is None
+    assert exp.value("smtp_probes_total", target=ta) is None
+    # Bad reload: refused with the file and key, old config kept, metric 0.
+    exp.config_file.write_text("modules: {sub: {tls: startls}}\n")
+    status, body = exp.get("/-/reload", "POST")
+    assert status == 500
+    assert f"{exp.config_file}: modules.sub.tls: expected one of" in body
+    assert exp.value("smtp_exporter_config_last_reload_successful") == 0
+    before = exp.value("smtp_probes_total", target=tb) or 0
+    assert wait_for(lambda: (exp.value("smtp_probes_total", target=tb) or 0) > before, 5)
+
+
+def test_http_endpoints(smtp_server, exporter_for):
+    s = smtp_server()
+    exp = exporter_for([(s.port, "sub", "1s")])
+    assert exp.get("/-/healthy") == (200, "Healthy\n")
+    assert exp.get("/-/ready") == (200, "Ready\n")
+    assert exp.get("/-/reload")[0] == 405
+    assert exp.get("/nope")[0] == 404
+    assert wait_for(lambda: "up" in exp.get("/")[1])
+    page = exp.get("/")[1]
+    assert f"127.0.0.1:{s.port}" in page and "<table>" in page
+
+
+def test_every_documented_metric_is_real_and_every_real_metric_documented():
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = {
+        line.split("|")[1].strip().strip("`")
+        for line in doc.splitlines()
+        if line.startswith("| `smtp_")
+    }
+    assert documented == {m.name for m in METRICS} | set(OWN_METRICS)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_check_metrics(smtp_server, exporter_for):
+    good = smtp_server()
+    exp = exporter_for([(good.port, "sub", "1s")])
+    assert wait_for(lambda: exp.value("smtp_probe_success") == 1)
+    text = exp.get("/metrics")[1]
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
