@@ -1,9 +1,9 @@
 """``--web.config.file``: TLS, basic auth and response headers for the metrics endpoint.
 
-The file format is the Prometheus exporter-toolkit's (docs/web-configuration.md there), so the
-file node_exporter already uses can be shared. Where Python's ``ssl`` cannot do what Go does, or
-a feature is not implemented, the key is refused by name rather than ignored: a file must never
-silently run with weaker settings than its author wrote.
+The format is the Prometheus exporter-toolkit's (its docs/web-configuration.md), so the file
+node_exporter already uses can be shared. What is not implemented, or what Python's ``ssl``
+cannot do, is refused by name rather than ignored: a file must never silently run with weaker
+settings than its author wrote.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import secrets
 import ssl
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -27,19 +27,23 @@ import yaml
 
 from .errors import ConfigError
 
+_T = "tls_server_config"
+_TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version")
+_TLS_KEYS += ("max_version", "prefer_server_cipher_suites")
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-_CLIENT_AUTH = {
+_CLIENT_AUTH: dict[str, ssl.VerifyMode | None] = {
     "NoClientCert": ssl.CERT_NONE,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+    # Go can ask for a client certificate and then not verify it; Python's ssl cannot.
+    "RequestClientCert": None,
+    "RequireAnyClientCert": None,
 }
-# Go can ask for a client certificate and then not verify it; Python's ssl has no such mode.
-_UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
 # The toolkit's own allow-list (web/handler.go), so a file valid here is valid there too.
 _HEADERS: dict[str, tuple[str, ...]] = {
     "Content-Security-Policy": (),
@@ -48,17 +52,8 @@ _HEADERS: dict[str, tuple[str, ...]] = {
     "X-Frame-Options": ("deny", "sameorigin"),
     "X-XSS-Protection": (),
 }
-_UNSUPPORTED = {"rate_limit"} | {
-    f"tls_server_config.{k}"
-    for k in (
-        "cert",
-        "key",
-        "client_ca",
-        "client_allowed_sans",
-        "cipher_suites",
-        "curve_preferences",
-    )
-}
+_UNSUPPORTED = {f"{_T}.{k}" for k in ("cert", "key", "client_ca", "client_allowed_sans")}
+_UNSUPPORTED |= {f"{_T}.cipher_suites", f"{_T}.curve_preferences", "rate_limit"}
 _BCRYPT = re.compile(r"\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}")
 _CACHE_SIZE = 64
 
@@ -76,23 +71,11 @@ class TLSServerConfig:
     prefer_server_cipher_suites: bool = True
 
 
-class _Hashes(Mapping[str, bytes]):
-    """Read-only username -> bcrypt hash map whose repr names the users, never the hashes."""
-
-    def __init__(self, users: Mapping[str, bytes | str]) -> None:
-        self._users = {u: h.encode() if isinstance(h, str) else bytes(h) for u, h in users.items()}
-
-    def __getitem__(self, user: str) -> bytes:
-        return self._users[user]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._users)
-
-    def __len__(self) -> int:
-        return len(self._users)
+class _Hashes(dict[str, bytes]):
+    """Username -> bcrypt hash; the repr names the users, never the hashes."""
 
     def __repr__(self) -> str:
-        return f"<bcrypt hashes for {sorted(self._users)!r}>"
+        return f"<bcrypt hashes for {sorted(self)!r}>"
 
 
 class _AuthCache:
@@ -119,7 +102,8 @@ class WebConfig:
     _cache: _AuthCache = field(default_factory=_AuthCache, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "basic_auth_users", _Hashes(self.basic_auth_users))
+        users = MappingProxyType(_Hashes(self.basic_auth_users))
+        object.__setattr__(self, "basic_auth_users", users)
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -135,19 +119,15 @@ class WebConfig:
             ctx.load_cert_chain(tls.cert_file, tls.key_file, password=_no_passphrase)
         except (OSError, _EncryptedKey) as exc:  # ssl.SSLError is an OSError
             why = "key_file is encrypted" if isinstance(exc, _EncryptedKey) else str(exc)
-            raise ConfigError(
-                f"cannot load certificate/key: {why}", file=self.source, path="tls_server_config"
-            ) from exc
+            msg = f"cannot load certificate/key: {why}"
+            raise ConfigError(msg, file=self.source, path=_T) from exc
         if tls.client_ca_file is not None:
             try:
                 ctx.load_verify_locations(cafile=tls.client_ca_file)
             except OSError as exc:
-                raise ConfigError(
-                    f"cannot load CA certificates: {exc}",
-                    file=self.source,
-                    path="tls_server_config.client_ca_file",
-                ) from exc
-        ctx.verify_mode = _CLIENT_AUTH[tls.client_auth_type]
+                where = f"{_T}.client_ca_file"
+                raise ConfigError(f"cannot load: {exc}", file=self.source, path=where) from exc
+        ctx.verify_mode = _CLIENT_AUTH[tls.client_auth_type] or ssl.CERT_NONE
         return ctx
 
     def check_basic_auth(self, authorization_header: str | None) -> bool:
@@ -203,27 +183,27 @@ def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
 
 
 def load(path: str) -> WebConfig:
-    """Read and validate a web config file, including loading its certificates.
+    """Read and validate a web config file, loading its certificates too.
 
     Raises ``ConfigError`` naming the file and the key path of the first problem.
     """
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read web config file: {exc.strerror}", file=path) from exc
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError("web config file is not UTF-8", file=path) from exc
+        raise ConfigError("not UTF-8", file=path) from exc
     except yaml.YAMLError as exc:
         # str(exc) quotes the offending source line, which may hold a password hash.
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"invalid YAML: {where}{getattr(exc, 'problem', '')}", file=path) from exc
     p = _Parser(path)
-    top = p.mapping(data, "", ("tls_server_config", "http_server_config", "basic_auth_users"))
+    top = p.mapping(data, "", (_T, "http_server_config", "basic_auth_users"))
     http = p.mapping(top.get("http_server_config"), "http_server_config", ("headers", "http2"))
-    p.typed(http, "http2", "http_server_config", bool)  # HTTP/1.1 only here: checked, unused
+    p.get(http, "http_server_config", "http2", bool)  # HTTP/1.1 only here: checked, unused
     config = WebConfig(
-        tls=p.tls(top.get("tls_server_config")),
+        tls=p.tls(top.get(_T)),
         basic_auth_users=p.users(top.get("basic_auth_users")),
         headers=p.headers(http.get("headers")),
         source=path,
@@ -233,14 +213,14 @@ def load(path: str) -> WebConfig:
 
 
 class _Parser:
-    """Walks the YAML tree; the first problem raises with its key path."""
+    """Walks the YAML tree; the first problem raises, naming its key path."""
 
     def __init__(self, file: str) -> None:
-        self.file = file
+        self.source = file
         self.base = Path(file).parent
 
     def fail(self, path: str, message: str) -> ConfigError:
-        return ConfigError(message, file=self.file, path=path or None)
+        return ConfigError(message, file=self.source, path=path or None)
 
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...] | None) -> dict[str, Any]:
         if value is None:
@@ -257,105 +237,68 @@ class _Parser:
                 raise self.fail(where, f"unknown key (expected one of: {', '.join(allowed)})")
         return value
 
-    def typed(self, d: dict[str, Any], key: str, path: str, kind: type) -> Any:
-        value = d.get(key)
-        if value is not None and not isinstance(value, kind):
-            # Type names only: the value itself might be a secret put in the wrong place.
-            raise self.fail(
-                f"{path}.{key}", f"expected {kind.__name__}, got {type(value).__name__}"
-            )
+    def get(self, d: dict[str, Any], path: str, key: str, kind: type, options: Any = None) -> Any:
+        """``d[key]`` checked for type and, given ``options``, membership; None when unset."""
+        value, where = d.get(key), f"{path}.{key}"
+        if value is None:
+            return None
+        if not isinstance(value, kind):
+            # Type names only: the value might be a secret typed in the wrong place.
+            raise self.fail(where, f"expected {kind.__name__}, got {type(value).__name__}")
+        if options and value not in options:
+            raise self.fail(where, f"expected one of {', '.join(options)}, got {value!r}")
         return value
 
     def file(self, d: dict[str, Any], key: str) -> str | None:
-        value = self.typed(d, key, "tls_server_config", str)
+        value = self.get(d, _T, key, str)
         if value is None:
             return None
         resolved = self.base / value  # an absolute value replaces the base
         if not resolved.exists():
-            raise self.fail(f"tls_server_config.{key}", f"file {value!r} does not exist")
+            raise self.fail(f"{_T}.{key}", f"file {value!r} does not exist")
         return str(resolved)
 
     def tls(self, raw: Any) -> TLSServerConfig | None:
-        keys = ("cert_file", "key_file", "client_auth_type", "client_ca_file")
-        d = self.mapping(
-            raw,
-            "tls_server_config",
-            (*keys, "min_version", "max_version", "prefer_server_cipher_suites"),
-        )
+        d = self.mapping(raw, _T, _TLS_KEYS)
         if not d:
             return None
-        cert, key, ca = (
-            self.file(d, "cert_file"),
-            self.file(d, "key_file"),
-            self.file(d, "client_ca_file"),
-        )
+        cert, key, ca = (self.file(d, k) for k in ("cert_file", "key_file", "client_ca_file"))
         if cert is None or key is None:
-            raise self.fail("tls_server_config", "cert_file and key_file are both required")
-        auth = self.typed(d, "client_auth_type", "tls_server_config", str) or "NoClientCert"
-        where = "tls_server_config.client_auth_type"
-        if auth in _UNVERIFIED_CLIENT_AUTH:
-            raise self.fail(
-                where,
-                f"{auth} is not supported (Python's ssl always verifies a "
-                "client certificate it asks for); use VerifyClientCertIfGiven or "
-                "RequireAndVerifyClientCert with client_ca_file",
-            )
-        if auth not in _CLIENT_AUTH:
-            raise self.fail(where, f"expected one of {', '.join(_CLIENT_AUTH)}, got {auth!r}")
-        if ca is not None and auth == "NoClientCert":
-            raise self.fail(
-                "tls_server_config.client_ca_file", "set, but client_auth_type is NoClientCert"
-            )
-        if ca is None and auth != "NoClientCert":
-            # Go would fall back to the system roots: any publicly issued certificate would do.
-            raise self.fail("tls_server_config.client_ca_file", f"required with {auth}")
-        lo, hi = self.version(d, "min_version", "TLS12"), self.version(d, "max_version", "TLS13")
+            raise self.fail(_T, "cert_file and key_file are both required")
+        auth = self.get(d, _T, "client_auth_type", str, _CLIENT_AUTH) or "NoClientCert"
+        if _CLIENT_AUTH[auth] is None:
+            why = "Python's ssl verifies every client certificate it asks for"
+            raise self.fail(f"{_T}.client_auth_type", f"{auth} is not supported ({why})")
+        if (ca is None) != (auth == "NoClientCert"):
+            # Go would verify against the system roots: any publicly issued cert would pass.
+            need = "required" if ca is None else "not allowed"
+            raise self.fail(f"{_T}.client_ca_file", f"{need} with client_auth_type {auth}")
+        lo = _TLS_VERSIONS[self.get(d, _T, "min_version", str, _TLS_VERSIONS) or "TLS12"]
+        hi = _TLS_VERSIONS[self.get(d, _T, "max_version", str, _TLS_VERSIONS) or "TLS13"]
         if lo > hi:
-            raise self.fail("tls_server_config.min_version", "greater than max_version")
-        prefer = self.typed(d, "prefer_server_cipher_suites", "tls_server_config", bool)
-        return TLSServerConfig(cert, key, auth, ca, lo, hi, prefer is not False)
-
-    def version(self, d: dict[str, Any], key: str, default: str) -> ssl.TLSVersion:
-        name = self.typed(d, key, "tls_server_config", str) or default
-        if name not in _TLS_VERSIONS:
-            raise self.fail(
-                f"tls_server_config.{key}",
-                f"expected one of {', '.join(_TLS_VERSIONS)}, got {name!r}",
-            )
-        return _TLS_VERSIONS[name]
+            raise self.fail(f"{_T}.min_version", "greater than max_version")
+        prefer = self.get(d, _T, "prefer_server_cipher_suites", bool) is not False
+        return TLSServerConfig(cert, key, auth, ca, lo, hi, prefer)
 
     def users(self, raw: Any) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         for user, hashed in self.mapping(raw, "basic_auth_users", None).items():
             where = f"basic_auth_users.{user}"
-            # RFC 7617: the user-id of Basic auth cannot contain a colon; such a user could
-            # never log in.
-            if not user or ":" in user:
+            if not user or ":" in user:  # RFC 7617: such a user could never log in
                 raise self.fail(where, "username must be non-empty and contain no ':'")
             match = _BCRYPT.fullmatch(hashed) if isinstance(hashed, str) else None
             if match is None or not 4 <= int(match[1]) <= 31:
-                raise self.fail(
-                    where,
-                    "not a valid bcrypt hash (make one with "
-                    "`htpasswd -nBC 10 \"\" | tr -d ':\\n'`)",
-                )
+                raise self.fail(where, "not a valid bcrypt hash (see `htpasswd -nBC 10 ''`)")
             out[user] = hashed.encode("ascii")
         return out
 
     def headers(self, raw: Any) -> dict[str, str]:
         out: dict[str, str] = {}
-        for name, value in self.mapping(raw, "http_server_config.headers", None).items():
-            where = f"http_server_config.headers.{name}"
-            if name not in _HEADERS:
-                raise self.fail(where, f"cannot be configured (allowed: {', '.join(_HEADERS)})")
-            if not isinstance(value, str):
-                raise self.fail(where, f"expected str, got {type(value).__name__}")
-            if "\r" in value or "\n" in value:  # http.server would emit them: header injection
-                raise self.fail(where, "must not contain line breaks")
-            if _HEADERS[name] and value not in _HEADERS[name]:
-                raise self.fail(
-                    where, f"expected one of {', '.join(_HEADERS[name])}, got {value!r}"
-                )
+        path = "http_server_config.headers"
+        for name in self.mapping(raw, path, tuple(_HEADERS)):
+            value = self.get(raw, path, name, str, _HEADERS[name])
+            if value and ("\r" in value or "\n" in value):  # http.server would send them as-is
+                raise self.fail(f"{path}.{name}", "must not contain line breaks")
             if value:  # the toolkit documents a blank value as "unset"
                 out[name] = value
         return out
