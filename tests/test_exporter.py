@@ -262,3 +262,51 @@ def test_sighup_reload_and_bad_start(smtp_server, tmp_path, ca_file):
     assert server.returncode == 0, out
     assert "configuration reloaded" in out
     assert PASSWORD not in out
+
+
+def test_web_config_tls_and_basic_auth(smtp_server, tmp_path, ca, ca_file):
+    import base64
+    import ssl
+    import urllib.request
+
+    import bcrypt
+
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    web_password = "web-Pa55-secret"
+    hashed = bcrypt.hashpw(web_password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config: {{cert_file: server.pem, key_file: server.pem}}\n"
+        f"basic_auth_users: {{alice: '{hashed}'}}\n"
+    )
+    s = smtp_server()
+    cfg = write_config(tmp_path / "c.yml", ca_file, write_secret(tmp_path), [(s.port, "sub", "1s")])
+    exp = RunningExporter(cfg, web_config_file=str(web)).start()
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+        url = f"https://127.0.0.1:{exp.port}/metrics"
+
+        def get(user: str | None, password: str = "") -> tuple[int, str]:
+            req = urllib.request.Request(url)
+            if user is not None:
+                token = base64.b64encode(f"{user}:{password}".encode()).decode()
+                req.add_header("Authorization", f"Basic {token}")
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                    return resp.status, resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        assert get(None)[0] == 401
+        assert get("alice", "wrong")[0] == 401
+        assert get("mallory", web_password)[0] == 401
+        status, body = get("alice", web_password)
+        assert status == 200 and "smtp_exporter_build_info" in body
+        for secret in (web_password, hashed, PASSWORD):
+            assert secret not in body
+        # Plain HTTP to the TLS port gets nowhere.
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{exp.port}/metrics", timeout=5)
+    finally:
+        exp.stop()
