@@ -5,8 +5,10 @@
   restarts, so a target keeps its slot.
 - ``max_instances=1``: never two probes of one target at once; ``coalesce``: runs missed
   while the loop was busy collapse into one.
-- A semaphore bounds probes in flight. Every probe ends by its deadline, so a tarpitting
-  target holds a slot for at most its timeout and cannot starve the others for longer.
+- Semaphores bound probes in flight, in two lanes: a target whose last probe ran into its
+  deadline (a tarpit, a dead host that drops SYNs) waits for a slot in the small slow lane,
+  so however many targets hang, they only delay each other; healthy targets keep the main
+  lane. Every probe ends by its deadline, so no slot is held longer than one timeout.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import probe
 from .config import Config, Target
-from .results import ProbeResult
+from .results import FailureKind, ProbeResult
 from .selfmetrics import ExporterMetrics
 from .store import ResultStore, TargetKey, key_of
 
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 1000
+SLOW_LANE_SHARE = 4  # the slow lane gets 1/4 of the slots (at least one)
 
 
 def offset_fraction(target: Target) -> float:
@@ -53,7 +56,9 @@ class ProbeScheduler:
     ) -> None:
         self._store = store
         self._own = own
-        self._gate = asyncio.Semaphore(concurrency)
+        self._fast = asyncio.Semaphore(concurrency)
+        self._slow = asyncio.Semaphore(max(1, concurrency // SLOW_LANE_SHARE))
+        self._slow_targets: set[str] = set()
         self._targets: dict[str, Target] = {}
         self._scheduled: dict[str, float] = {}  # job id -> when APScheduler meant it to run
         self._scheduler = AsyncIOScheduler(
@@ -80,6 +85,7 @@ class ProbeScheduler:
                 self._scheduler.remove_job(jid)
                 del self._targets[jid]
                 self._scheduled.pop(jid, None)
+                self._slow_targets.discard(jid)
         now = time.time()
         for jid, target in wanted.items():
             if self._targets.get(jid) == target:
@@ -114,7 +120,8 @@ class ProbeScheduler:
         if target is None:
             return
         scheduled = self._scheduled.get(jid)
-        async with self._gate:
+        lane = self._slow if jid in self._slow_targets else self._fast
+        async with lane:
             if scheduled is not None:
                 self._own.lag.observe(max(0.0, time.time() - scheduled))
             self._own.in_flight.inc()
@@ -122,6 +129,10 @@ class ProbeScheduler:
                 result = await probe.run(target)
             finally:
                 self._own.in_flight.dec()
+        if result.failure is not None and result.failure.kind is FailureKind.TIMEOUT:
+            self._slow_targets.add(jid)
+        else:
+            self._slow_targets.discard(jid)
         previous = self._store.record(target, result)
         if previous is not None:
             log_transition(target, previous.result, result)

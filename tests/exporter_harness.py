@@ -17,13 +17,16 @@ from exporter.embedded import free_port
 
 
 class RunningExporter:
-    def __init__(self, config_file: Path, web_config_file: str | None = None) -> None:
+    def __init__(
+        self, config_file: Path, web_config_file: str | None = None, concurrency: int | None = None
+    ) -> None:
         self.config_file = config_file
         self.port = free_port()
         self.exporter = Exporter(
             lambda: config.load(config_file),
             ("127.0.0.1", self.port),
             web_config_file=web_config_file,
+            concurrency=concurrency,
         )
         self.exporter.load_initial()
         self._started = threading.Event()

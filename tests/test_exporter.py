@@ -310,3 +310,40 @@ def test_web_config_tls_and_basic_auth(smtp_server, tmp_path, ca, ca_file):
             urllib.request.urlopen(f"http://127.0.0.1:{exp.port}/metrics", timeout=5)
     finally:
         exp.stop()
+
+
+def test_tarpits_do_not_starve_healthy_targets(smtp_server, server_context, tmp_path):
+    """8 tarpits against 4 probe slots: once they have shown themselves, they queue in the
+    slow lane and the healthy target keeps its 1 s interval."""
+    import time
+
+    from .servers.fault import FaultServer
+
+    good = smtp_server("none")
+    with FaultServer("tarpit_greeting", ssl_context=server_context) as tarpit:
+        lines = ["modules:", "  ok: {tls: none, timeout: 1s}"]
+        lines += [f"  slow{i}: {{tls: none, timeout: 2s}}" for i in range(8)]
+        lines += ["targets:", f'  - {{target: "127.0.0.1:{good.port}", module: ok, interval: 1s}}']
+        lines += [
+            f'  - {{target: "127.0.0.1:{tarpit.port}", module: slow{i}, interval: 2s}}'
+            for i in range(8)
+        ]
+        cfg = tmp_path / "c.yml"
+        cfg.write_text("\n".join(lines) + "\n")
+        exp = RunningExporter(cfg, concurrency=4).start()
+        try:
+            healthy = f"127.0.0.1:{good.port}"
+            time.sleep(5)  # every tarpit has timed out once and moved to the slow lane
+            before = exp.value("smtp_probes_total", target=healthy) or 0
+            time.sleep(5)
+            after = exp.value("smtp_probes_total", target=healthy) or 0
+            assert after - before >= 4, (before, after)
+            assert exp.value("smtp_probe_success", target=healthy) == 1
+            skipped = (
+                exp.value("smtp_exporter_scheduler_skipped_runs_total", reason="still_running") or 0
+            )
+            timeouts = exp.value("smtp_probe_failures_total", module="slow0", phase="greeting")
+            assert timeouts is not None and timeouts >= 1
+        finally:
+            exp.stop()
+    assert skipped >= 1  # the tarpits could not all run every 2 s: visible as skipped runs

