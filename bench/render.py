@@ -104,45 +104,48 @@ def timed(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
+def measure(n: int) -> str:
+    store, targets = build(n)
+    renderer = Renderer(store)
+    start = time.perf_counter()
+    text = renderer.render()
+    cold = time.perf_counter() - start
+    cached = timed(renderer.render)
+    rng = random.Random(1)
+    # One second of a 60 s interval: n/60 targets got a new result since the last scrape.
+    churn_targets = targets[: max(1, n // 60)]
+
+    def churn() -> None:
+        for t in churn_targets:
+            store.record(t, fake_result(t, rng))
+        renderer.render()
+
+    churned = timed(churn)
+    # Time only generate_latest: the families are built once, then rendered each time.
+    families = list(NaiveCollector(store).collect())
+
+    class Frozen:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Frozen())
+    naive = timed(lambda: generate_latest(registry), repeat=3)
+    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    return (
+        f"{n:>8} {series:>9} {len(text) / 1e6:>8.1f}M {cold * 1000:>8.0f}ms "
+        f"{cached * 1000:>8.1f}ms {churned * 1000:>8.1f}ms {naive * 1000:>8.0f}ms "
+        f"{naive / cached:>11.0f}x"
+    )
+
+
 def main(sizes: list[int]) -> None:
     print(
         f"{'targets':>8} {'series':>9} {'size':>9} {'cold':>9} {'cached':>9} "
         f"{'1s churn':>9} {'naive':>9} {'naive/cached':>12}"
     )
     for n in sizes:
-        store, targets = build(n)
-        renderer = Renderer(store)
-        start = time.perf_counter()
-        text = renderer.render()
-        cold = time.perf_counter() - start
-        cached = timed(renderer.render)
-        rng = random.Random(1)
-        # One second of a 60 s interval: n/60 targets got a new result since the last scrape.
-        churn_targets = targets[: max(1, n // 60)]
-
-        def churn() -> None:
-            for t in churn_targets:
-                store.record(t, fake_result(t, rng))
-            renderer.render()
-
-        churned = timed(churn)
-        registry = CollectorRegistry(auto_describe=False)
-        naive_collector = NaiveCollector(store)
-        # Time only generate_latest: build the families once, then render them each time.
-        families = list(naive_collector.collect())
-
-        class Frozen:
-            def collect(self):  # type: ignore[no-untyped-def]
-                return families
-
-        registry.register(Frozen())
-        naive = timed(lambda: generate_latest(registry), repeat=3)
-        series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-        print(
-            f"{n:>8} {series:>9} {len(text) / 1e6:>8.1f}M {cold * 1000:>8.0f}ms "
-            f"{cached * 1000:>8.1f}ms {churned * 1000:>8.1f}ms {naive * 1000:>8.0f}ms "
-            f"{naive / cached:>11.0f}x"
-        )
+        print(measure(n), flush=True)
     print(
         f"({len(PER_TARGET)} per-target families; 'naive' = prometheus_client generate_latest "
         "over prebuilt families, excluding the cost of building them)"
