@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..config import Target, TLSMode
@@ -27,8 +27,9 @@ class Session:
     """State of one probe run. Everything it learns stays readable after a failure, so the
     result can report the certificate of a server whose AUTH then failed."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, wire: Callable[[str], None] | None = None) -> None:
         self.target = target
+        self.wire = wire  # debug transcript sink; lines are redacted before it sees them
         self.module = target.module
         self.phase = Phase.RESOLVE
         self.timings: list[PhaseTiming] = []
@@ -53,6 +54,15 @@ class Session:
             self.timings.append(PhaseTiming(phase, time.perf_counter() - start))
 
     async def execute(self) -> None:
+        """The whole health check."""
+        await self.establish()
+        with self.step(Phase.NOOP):
+            self.expect(await self.command("NOOP", Phase.NOOP), 250, Phase.NOOP)
+        await self.quit()
+
+    async def establish(self) -> None:
+        """Everything up to a session ready for mail: connect, greeting, EHLO, TLS, AUTH.
+        Shared with the send library, which goes on with MAIL FROM instead of NOOP."""
         target, module = self.target, self.module
         with self.step(Phase.RESOLVE):
             self.address = await resolve(target.host, target.port, module.ip_protocol)
@@ -62,7 +72,7 @@ class Session:
             with self.step(Phase.TLS_HANDSHAKE):
                 await self._handshake()
         with self.step(Phase.GREETING):
-            self._expect(await self._read(Phase.GREETING), 220, Phase.GREETING, greeting=True)
+            self.expect(await self._read(Phase.GREETING), 220, Phase.GREETING, greeting=True)
         with self.step(Phase.EHLO):
             self.extensions = await self._ehlo(Phase.EHLO)
         if module.tls is TLSMode.STARTTLS:
@@ -70,22 +80,22 @@ class Session:
         if module.auth is not None:
             with self.step(Phase.AUTH):
                 await self._auth()
-        with self.step(Phase.NOOP):
-            self._expect(await self._command("NOOP", Phase.NOOP), 250, Phase.NOOP)
+
+    async def quit(self) -> None:
         with self.step(Phase.QUIT):
-            self._expect(await self._command("QUIT", Phase.QUIT), 221, Phase.QUIT)
+            self.expect(await self.command("QUIT", Phase.QUIT), 221, Phase.QUIT)
             self.quit_ok = True
 
     # --- phases -----------------------------------------------------------------------
     async def _ehlo(self, phase: Phase) -> Extensions:
         name = self.module.ehlo_name
-        reply = await self._command(f"EHLO {name}", phase)
+        reply = await self.command(f"EHLO {name}", phase)
         if reply.code == 250:
             return parse_ehlo(reply)
         # RFC 5321 §3.2: fall back to HELO only when EHLO itself is not understood.
         if reply.code not in (500, 502):
-            self._expect(reply, 250, phase)
-        self._expect(await self._command(f"HELO {name}", phase), 250, phase)
+            self.expect(reply, 250, phase)
+        self.expect(await self.command(f"HELO {name}", phase), 250, phase)
         self.used_helo = True
         return NO_EXTENSIONS
 
@@ -99,7 +109,7 @@ class Session:
                 )
             return
         with self.step(Phase.STARTTLS):
-            self._expect(await self._command("STARTTLS", Phase.STARTTLS), 220, Phase.STARTTLS)
+            self.expect(await self.command("STARTTLS", Phase.STARTTLS), 220, Phase.STARTTLS)
         with self.step(Phase.TLS_HANDSHAKE):
             await self._handshake()
         with self.step(Phase.EHLO_TLS):
@@ -149,21 +159,23 @@ class Session:
         self.auth = AuthInfo(attempted=True, mechanism=mechanism)
         password = auth.password.reveal()
         if mechanism == "PLAIN":
-            reply = await self._command(
+            reply = await self.command(
                 f"AUTH PLAIN {sasl.plain(auth.username, password)}", Phase.AUTH
             )
             if reply.code == 334:  # a server that ignores the initial response asks again
-                reply = await self._command(sasl.plain(auth.username, password), Phase.AUTH)
+                reply = await self.command(sasl.plain(auth.username, password), Phase.AUTH)
         else:
-            self._expect(await self._command("AUTH LOGIN", Phase.AUTH), 334, Phase.AUTH)
-            self._expect(await self._command(sasl.b64(auth.username), Phase.AUTH), 334, Phase.AUTH)
-            reply = await self._command(sasl.b64(password), Phase.AUTH)
-        self._expect(reply, 235, Phase.AUTH)
+            self.expect(await self.command("AUTH LOGIN", Phase.AUTH), 334, Phase.AUTH)
+            self.expect(await self.command(sasl.b64(auth.username), Phase.AUTH), 334, Phase.AUTH)
+            reply = await self.command(sasl.b64(password), Phase.AUTH)
+        self.expect(reply, 235, Phase.AUTH)
         self.auth = AuthInfo(attempted=True, success=True, mechanism=mechanism)
 
     # --- helpers ----------------------------------------------------------------------
-    async def _command(self, line: str, phase: Phase) -> Reply:
+    async def command(self, line: str, phase: Phase) -> Reply:
         assert self.conn is not None
+        if self.wire is not None:
+            self.wire("C: " + self.redact(line))
         self.conn.send(line, phase)
         return await self._read(phase)
 
@@ -171,9 +183,11 @@ class Session:
         assert self.conn is not None
         reply = await self.conn.read_reply(phase)
         self.last_code = reply.code
+        if self.wire is not None:
+            self.wire("S: " + self.redact(str(reply)))
         return reply
 
-    def _expect(self, reply: Reply, code: int, phase: Phase, *, greeting: bool = False) -> None:
+    def expect(self, reply: Reply, code: int, phase: Phase, *, greeting: bool = False) -> None:
         if greeting and reply.lines:
             words = reply.lines[0].split()
             self.greeting_host = words[0][:255] if words else None

@@ -60,6 +60,8 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._broken: str | None = None  # why the reader refused the server's bytes
         self._closed: str | None = None  # why the connection ended, once it has
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
         self.tls_object: ssl.SSLObject | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------
@@ -91,8 +93,16 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        for waiter in (self._waiter, self._drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
 
     # --- client API -------------------------------------------------------------------
     @classmethod
@@ -143,6 +153,21 @@ class Connection(asyncio.Protocol):
             raise ProtocolError(f"unsolicited reply before command: {str(early)[:60]!r}", phase)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(line.encode("utf-8") + b"\r\n")
+
+    async def send_data(self, data: bytes, phase: Phase) -> None:
+        """Write a message body with flow control, so a server that reads slowly cannot make
+        us buffer more than the transport's high-water mark beyond the message itself."""
+        view = memoryview(data)
+        for pos in range(0, len(view), 65536):
+            if self._closed is not None or self._transport is None:
+                raise ProbeError(phase, FailureKind.CLOSED, self._closed or "not connected")
+            self._transport.write(view[pos : pos + 65536])
+            while self._write_paused and self._closed is None:
+                self._drain_waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._drain_waiter
+                finally:
+                    self._drain_waiter = None
 
     async def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> ssl.SSLObject:
         """Upgrade to TLS after the server's 220.
