@@ -37,7 +37,7 @@ class ReceivedMessage:
     data: bytes
 
 
-class _Handler:
+class RecordingHandler:
     """Accepts every message and keeps the last ``MAX_KEPT_MESSAGES`` for inspection."""
 
     def __init__(self) -> None:
@@ -69,6 +69,7 @@ class EmbeddedSMTPServer:
         auth_require_tls: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        handler: object | None = None,
     ) -> None:
         if tls != "none" and ssl_context is None:
             raise ValueError(f"tls={tls!r} needs an ssl_context")
@@ -76,7 +77,9 @@ class EmbeddedSMTPServer:
         self.host = host
         self.port = port or free_port(host)
         self.users = dict(users or {})
-        self._handler = _Handler()
+        # A custom handler (aiosmtpd hooks such as handle_RCPT) may replace the default one;
+        # ``messages`` then reads its ``messages`` and ``lock`` if it has them.
+        self._handler = handler if handler is not None else RecordingHandler()
         kwargs: dict[str, Any] = {
             "hostname": host,
             "port": self.port,
@@ -107,8 +110,8 @@ class EmbeddedSMTPServer:
 
     @property
     def messages(self) -> list[ReceivedMessage]:
-        with self._handler.lock:
-            return list(self._handler.messages)
+        with self._handler.lock:  # type: ignore[attr-defined]
+            return list(self._handler.messages)  # type: ignore[attr-defined]
 
     def start(self) -> EmbeddedSMTPServer:
         self._controller.start()

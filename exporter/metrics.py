@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
 
-from .results import Phase, ProbeResult
+from .results import PROBE_PHASES, Phase, ProbeResult
 from .store import LATENCY_BUCKETS, Entry, ResultStore, key_of
 
 # Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
@@ -155,7 +155,7 @@ def phase_plan(entry: Entry) -> tuple[Phase, ...]:
         skip |= {Phase.STARTTLS, Phase.EHLO_TLS}
     if module.auth is None:
         skip.add(Phase.AUTH)
-    return tuple(p for p in Phase if p not in skip)
+    return tuple(p for p in PROBE_PHASES if p not in skip)
 
 
 def render_target(entry: Entry) -> tuple[str, ...]:

@@ -26,6 +26,9 @@ _PHASE_ABBREV = {
     Phase.AUTH: "auth",
     Phase.NOOP: "noop",
     Phase.QUIT: "quit",
+    Phase.MAIL: "mail",
+    Phase.RCPT: "rcpt",
+    Phase.DATA: "data",
 }
 
 

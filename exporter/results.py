@@ -23,6 +23,13 @@ class Phase(StrEnum):
     AUTH = "auth"
     NOOP = "noop"
     QUIT = "quit"
+    # Mail transaction steps, used by the send library and the canary, never by the probe.
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
+PROBE_PHASES = tuple(p for p in Phase if p not in (Phase.MAIL, Phase.RCPT, Phase.DATA))
 
 
 class FailureKind(StrEnum):

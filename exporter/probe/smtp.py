@@ -72,7 +72,7 @@ class Session:
             with self.step(Phase.TLS_HANDSHAKE):
                 await self._handshake()
         with self.step(Phase.GREETING):
-            self.expect(await self._read(Phase.GREETING), 220, Phase.GREETING, greeting=True)
+            self.expect(await self.read(Phase.GREETING), 220, Phase.GREETING, greeting=True)
         with self.step(Phase.EHLO):
             self.extensions = await self._ehlo(Phase.EHLO)
         if module.tls is TLSMode.STARTTLS:
@@ -177,9 +177,9 @@ class Session:
         if self.wire is not None:
             self.wire("C: " + self.redact(line))
         self.conn.send(line, phase)
-        return await self._read(phase)
+        return await self.read(phase)
 
-    async def _read(self, phase: Phase) -> Reply:
+    async def read(self, phase: Phase) -> Reply:
         assert self.conn is not None
         reply = await self.conn.read_reply(phase)
         self.last_code = reply.code
