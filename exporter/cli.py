@@ -15,10 +15,14 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, config, probe, report
 from .errors import ConfigError
 from .results import ProbeResult
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -149,15 +153,30 @@ def adhoc_config(args: argparse.Namespace) -> config.Config:
     return config.parse(yaml.safe_dump(data), file="command line")
 
 
-async def probe_all(cfg: config.Config, concurrency: int = ONCE_CONCURRENCY) -> list[ProbeResult]:
-    """Probe every target once, concurrently (bounded), in config order."""
+Canaries = report.Canaries
+
+
+async def probe_all(
+    cfg: config.Config, concurrency: int = ONCE_CONCURRENCY
+) -> tuple[list[ProbeResult], Canaries]:
+    """Probe every target once, concurrently (bounded), in config order; then send the
+    canary of every module that has one, through targets whose probe passed."""
+    from .canary import run_canary
+
     gate = asyncio.Semaphore(concurrency)
 
     async def one(target: config.Target) -> ProbeResult:
         async with gate:
             return await probe.run(target)
 
-    return list(await asyncio.gather(*(one(t) for t in cfg.targets)))
+    results = list(await asyncio.gather(*(one(t) for t in cfg.targets)))
+    due = [
+        (t, t.module.canary)
+        for t, r in zip(cfg.targets, results, strict=True)
+        if r.success and t.module.canary is not None
+    ]
+    sent = await asyncio.gather(*(run_canary(t, c) for t, c in due if c is not None))
+    return results, {(t.name, t.module.name): c for (t, _), c in zip(due, sent, strict=True)}
 
 
 @contextlib.contextmanager
@@ -283,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.target:
                     parser.error("--target is for --once; serve a config file or --demo")
                 return serve(args, cfg)
-            results = asyncio.run(probe_all(cfg))
+            results, canaries = asyncio.run(probe_all(cfg))
     except (ConfigError, ValueError) as exc:
         if nagios:
             print(f"SMTP UNKNOWN - {exc}".splitlines()[0])
@@ -291,11 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if nagios:
-        text, code = report.nagios(results, thresholds)
+        text, code = report.nagios(results, thresholds, canaries)
         sys.stdout.write(text)
         return code
-    sys.stdout.write(report.json_lines(results) if args.output == "json" else report.table(results))
-    return EXIT_OK if all(r.success for r in results) else EXIT_FAILED
+    sys.stdout.write(
+        report.json_lines(results, canaries)
+        if args.output == "json"
+        else report.table(results, canaries)
+    )
+    ok = all(r.success for r in results) and all(c.success for c in canaries.values())
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # imapcheck imports Secret from here
+    from .imapcheck import IMAPConfig
 
 
 class Secret:
@@ -72,6 +75,17 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CanaryConfig:
+    """Send a marked message through the target now and then; optionally find it over IMAP."""
+
+    sender: str
+    recipient: str
+    interval: float = 600.0  # between canaries, independent of the probe interval
+    timeout: float = 300.0  # how long to look for it in the mailbox
+    imap: IMAPConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """How to probe: everything except where."""
 
@@ -86,6 +100,7 @@ class Module:
     timeout: float = 10.0  # seconds for the whole probe, not per operation
     ip_protocol: str = "auto"
     auth: AuthConfig | None = None
+    canary: CanaryConfig | None = None
 
     @property
     def default_port(self) -> int:
@@ -167,6 +182,7 @@ def parse_target(text: str, default_port: int) -> tuple[str, int]:
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))")
+_ADDRESS = re.compile(r"[^\s<>@\"]{1,64}@[A-Za-z0-9.\-\[\]:]{1,255}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _EHLO = re.compile(r"[A-Za-z0-9.\-\[\]:_]{1,255}")
@@ -302,6 +318,7 @@ class _Validator:
             "timeout",
             "ip_protocol",
             "auth",
+            "canary",
         )
         d = self.mapping(raw, path, keys)
         tls = TLSMode(self.choice(d, "tls", path, tuple(TLSMode), TLSMode.STARTTLS.value))
@@ -325,10 +342,45 @@ class _Validator:
             "timeout": self.duration(d, "timeout", path, 10.0),
             "ip_protocol": self.choice(d, "ip_protocol", path, IP_PROTOCOLS, "auto"),
             "auth": self.auth(d.get("auth"), _join(path, "auth")) if "auth" in d else None,
+            "canary": self.canary(d["canary"], _join(path, "canary")) if "canary" in d else None,
         }
         if ehlo:
             kwargs["ehlo_name"] = ehlo
         return Module(**kwargs)
+
+    def canary(self, raw: Any, path: str) -> CanaryConfig | None:
+        d = self.mapping(raw, path, ("from", "to", "interval", "timeout", "imap"))
+        addresses = {}
+        for key in ("from", "to"):
+            value = self.typed(d, key, path, str, None)
+            if not value:
+                self.error(_join(path, key), "required: an email address")
+            elif not _ADDRESS.fullmatch(value):
+                self.error(_join(path, key), f"not a plain email address: {value!r}")
+            else:
+                addresses[key] = value
+        interval = self.duration(d, "interval", path, 600.0)
+        timeout = self.duration(d, "timeout", path, min(300.0, interval))
+        if timeout > interval:
+            self.error(
+                _join(path, "timeout"),
+                f"{timeout:g}s is longer than the canary interval {interval:g}s",
+            )
+        imap = None
+        if d.get("imap") is not None:
+            from .imapcheck import parse_imap_config
+
+            try:
+                imap = parse_imap_config(
+                    d["imap"], _join(path, "imap"), self.file, self.env, self.base
+                )
+            except ConfigError as exc:
+                # Its lines already carry the file name; keep ours uniform.
+                prefix = f"{self.file}: "
+                self.errors += [line.removeprefix(prefix) for line in str(exc).splitlines()]
+        if len(addresses) != 2:
+            return None
+        return CanaryConfig(addresses["from"], addresses["to"], interval, timeout, imap)
 
     def auth(self, raw: Any, path: str) -> AuthConfig | None:
         d = self.mapping(

@@ -121,6 +121,34 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         ("mechanism",),
     ),
     MetricSpec("smtp_size_limit_bytes", "gauge", "Message size limit advertised with SIZE."),
+    MetricSpec(
+        "smtp_canary_send_success",
+        "gauge",
+        "1 if the last canary was accepted for every recipient.",
+    ),
+    MetricSpec(
+        "smtp_canary_send_duration_seconds",
+        "gauge",
+        "Time to connect, send the last canary and quit.",
+    ),
+    MetricSpec(
+        "smtp_canary_last_sent_timestamp_seconds", "gauge", "When the last canary was sent."
+    ),
+    MetricSpec(
+        "smtp_canary_delivered",
+        "gauge",
+        "1 if the last canary was found in the IMAP mailbox before its deadline.",
+    ),
+    MetricSpec(
+        "smtp_canary_round_trip_seconds",
+        "gauge",
+        "From sending the last canary to finding it over IMAP.",
+    ),
+    MetricSpec(
+        "smtp_canary_last_delivered_timestamp_seconds",
+        "gauge",
+        "When a canary was last found in the mailbox.",
+    ),
     MetricSpec("smtp_probes_total", "counter", "Probes completed since the exporter started."),
     MetricSpec(
         "smtp_probe_failures_total", "counter", "Failed probes by failing phase.", ("phase",)
@@ -232,6 +260,17 @@ def render_target(entry: Entry) -> tuple[str, ...]:
                 )
         if r.size_limit is not None:
             add("smtp_size_limit_bytes", r.size_limit)
+    c = entry.canary
+    if c is not None:
+        add("smtp_canary_send_success", 1 if c.send_ok else 0)
+        add("smtp_canary_send_duration_seconds", c.send_seconds)
+        add("smtp_canary_last_sent_timestamp_seconds", c.sent_at)
+        if c.checked:
+            add("smtp_canary_delivered", 1 if c.delivered else 0)
+            if c.round_trip_seconds is not None:
+                add("smtp_canary_round_trip_seconds", c.round_trip_seconds)
+    if entry.last_delivered is not None:
+        add("smtp_canary_last_delivered_timestamp_seconds", entry.last_delivered)
     return tuple("".join(lines) for lines in out)
 
 

@@ -11,9 +11,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .results import Phase, ProbeResult
+
+if TYPE_CHECKING:
+    from .canary import CanaryResult
+
+Canaries = dict[tuple[str, str], "CanaryResult"]
 
 _PHASE_ABBREV = {
     Phase.RESOLVE: "dns",
@@ -51,10 +56,37 @@ def _auth_text(result: ProbeResult) -> str:
     return f"{'ok' if a.success else 'FAIL'} {a.mechanism}"
 
 
-def table(results: Sequence[ProbeResult]) -> str:
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def canary_text(c: CanaryResult | None) -> str:
+    if c is None:
+        return "-"
+    if not c.send_ok:
+        return "FAIL send"
+    if not c.checked:
+        return f"sent {_seconds(c.send_seconds)}"
+    if c.delivered and c.round_trip_seconds is not None:
+        return f"delivered {_seconds(c.round_trip_seconds)}"
+    return "NOT delivered"
+
+
+def failure_text(r: ProbeResult, c: CanaryResult | None) -> str:
+    if r.failure is not None:
+        return f"{r.failure.phase}: {reason(r)}"
+    if c is not None and c.reason:
+        return f"canary: {c.reason}"
+    return "-"
+
+
+def table(results: Sequence[ProbeResult], canaries: Canaries | None = None) -> str:
     """Two aligned tables: outcome per target, then per-phase milliseconds."""
-    rows = [["TARGET", "MODULE", "RESULT", "TOTAL", "TLS", "CERT", "VERIFY", "AUTH", "FAILURE"]]
+    canaries = canaries or {}
+    header = ["TARGET", "MODULE", "RESULT", "TOTAL", "TLS", "CERT", "VERIFY", "AUTH"]
+    rows = [[*header, *(["CANARY"] if canaries else []), "FAILURE"]]
     for r in results:
+        c = canaries.get((r.target, r.module))
         days = cert_days(r)
         verify = "-"
         if r.tls is not None:
@@ -73,7 +105,8 @@ def table(results: Sequence[ProbeResult]) -> str:
                 f"{math.floor(days)}d" if days is not None else "-",
                 verify,
                 _auth_text(r),
-                f"{r.failure.phase}: {reason(r)}" if r.failure else "-",
+                *([canary_text(c)] if canaries else []),
+                failure_text(r, c),
             ]
         )
     phases = [p for p in Phase if any(t.phase is p for r in results for t in r.phases)]
@@ -92,7 +125,24 @@ def _align(rows: list[list[str]]) -> str:
     )
 
 
-def as_dict(r: ProbeResult) -> dict[str, Any]:
+def canary_dict(c: CanaryResult | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "success": c.success,
+        "token": c.token,
+        "sent_at": c.sent_at,
+        "send_ok": c.send_ok,
+        "send_seconds": round(c.send_seconds, 6),
+        "send_error": c.send_error,
+        "checked": c.checked,
+        "delivered": c.delivered if c.checked else None,
+        "round_trip_seconds": c.round_trip_seconds,
+        "error": c.reason,
+    }
+
+
+def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any]:
     """The JSON shape of one result (documented in the README)."""
     tls = None
     if r.tls is not None:
@@ -137,11 +187,15 @@ def as_dict(r: ProbeResult) -> dict[str, Any]:
             "success": r.auth.success,
             "mechanism": r.auth.mechanism,
         },
+        "canary": canary_dict(canary),
     }
 
 
-def json_lines(results: Sequence[ProbeResult]) -> str:
-    return "".join(json.dumps(as_dict(r), sort_keys=False) + "\n" for r in results)
+def json_lines(results: Sequence[ProbeResult], canaries: Canaries | None = None) -> str:
+    canaries = canaries or {}
+    return "".join(
+        json.dumps(as_dict(r, canaries.get((r.target, r.module)))) + "\n" for r in results
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +210,15 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _STATE = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 
-def nagios(results: Sequence[ProbeResult], th: NagiosThresholds) -> tuple[str, int]:
+def nagios(
+    results: Sequence[ProbeResult], th: NagiosThresholds, canaries: Canaries | None = None
+) -> tuple[str, int]:
     """Monitoring-plugins output: a status line with perfdata, then one line per target.
     Returns the text and the exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
     if not results:
         return "SMTP UNKNOWN - no targets configured\n", UNKNOWN
-    states: list[tuple[int, str]] = [_nagios_state(r, th) for r in results]
+    canaries = canaries or {}
+    states = [_nagios_state(r, th, canaries.get((r.target, r.module))) for r in results]
     worst = max(s for s, _ in states)
     perf: list[str] = []
     for r in results:
@@ -186,7 +243,9 @@ def nagios(results: Sequence[ProbeResult], th: NagiosThresholds) -> tuple[str, i
     return "\n".join(lines) + "\n", worst
 
 
-def _nagios_state(r: ProbeResult, th: NagiosThresholds) -> tuple[int, str]:
+def _nagios_state(
+    r: ProbeResult, th: NagiosThresholds, canary: CanaryResult | None = None
+) -> tuple[int, str]:
     if r.failure is not None:
         f = r.failure
         return CRITICAL, f"{r.target}: {f.phase} failed: {f.kind}: {f.detail}".replace("|", "/")
@@ -205,6 +264,12 @@ def _nagios_state(r: ProbeResult, th: NagiosThresholds) -> tuple[int, str]:
         state = max(state, WARNING)
     if r.auth.attempted:
         notes.append(f"AUTH {r.auth.mechanism} ok")
+    if canary is not None:
+        if canary.success:
+            notes.append(f"canary {canary_text(canary)}")
+        else:
+            state = CRITICAL
+            notes.append(f"canary {canary.reason}".replace("|", "/"))
     return state, f"{r.target}: " + ", ".join(notes)
 
 

@@ -30,6 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import probe
+from .canary import run_canary
 from .config import Config, Target
 from .results import FailureKind, ProbeResult
 from .selfmetrics import ExporterMetrics
@@ -59,6 +60,8 @@ class ProbeScheduler:
         self._fast = asyncio.Semaphore(concurrency)
         self._slow = asyncio.Semaphore(max(1, concurrency // SLOW_LANE_SHARE))
         self._slow_targets: set[str] = set()
+        self._canaries: dict[str, asyncio.Task[None]] = {}
+        self._last_canary: dict[str, float] = {}
         self._targets: dict[str, Target] = {}
         self._scheduled: dict[str, float] = {}  # job id -> when APScheduler meant it to run
         self._scheduler = AsyncIOScheduler(
@@ -75,6 +78,8 @@ class ProbeScheduler:
     def shutdown(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        for task in self._canaries.values():
+            task.cancel()
 
     def apply(self, config: Config) -> None:
         """Make the scheduled jobs match ``config``: add new targets, reschedule changed ones,
@@ -86,6 +91,10 @@ class ProbeScheduler:
                 del self._targets[jid]
                 self._scheduled.pop(jid, None)
                 self._slow_targets.discard(jid)
+                self._last_canary.pop(jid, None)
+                task = self._canaries.pop(jid, None)
+                if task is not None:
+                    task.cancel()
         now = time.time()
         for jid, target in wanted.items():
             if self._targets.get(jid) == target:
@@ -136,6 +145,37 @@ class ProbeScheduler:
         previous = self._store.record(target, result)
         if previous is not None:
             log_transition(target, previous.result, result)
+        if result.success and target.module.canary is not None:
+            self._maybe_canary(jid, target)
+
+    def _maybe_canary(self, jid: str, target: Target) -> None:
+        """Start a canary when one is due: after a successful probe, at the canary's own
+        interval, never two at once for a target. It runs beside the probes; waiting for
+        delivery can take minutes."""
+        canary = target.module.canary
+        assert canary is not None
+        now = time.monotonic()
+        if jid in self._canaries or now - self._last_canary.get(jid, -1e18) < canary.interval:
+            return
+        self._last_canary[jid] = now
+
+        async def run() -> None:
+            try:
+                result = await run_canary(target, canary)
+                self._store.record_canary(target, result)
+                if not result.success:
+                    log.warning(
+                        "canary failed: %s (module %s): %s",
+                        target.name,
+                        target.module.name,
+                        result.reason,
+                    )
+            except Exception:  # a canary bug must not leave the task's error unobserved
+                log.exception("canary for %s failed unexpectedly", target.name)
+            finally:
+                self._canaries.pop(jid, None)
+
+        self._canaries[jid] = asyncio.get_running_loop().create_task(run())
 
     async def run_now(self) -> None:
         """Probe every target once now (used at start-up by tests and --demo)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from .canary import CanaryResult
 from .config import Target
 from .results import Phase, ProbeResult
 
@@ -30,6 +31,8 @@ class Entry:
     result: ProbeResult | None = None
     probes: int = 0
     failures: tuple[tuple[Phase, int], ...] = ()  # phase -> count, only phases that failed
+    canary: CanaryResult | None = None
+    last_delivered: float | None = None  # kept across canaries that fail
 
 
 @dataclass(slots=True)
@@ -61,7 +64,7 @@ class ResultStore:
                 old = self._entries.get(key_of(t))
                 # A changed module definition keeps the counters but not a stale result.
                 entries[key_of(t)] = (
-                    Entry(t, old.result, old.probes, old.failures)
+                    old
                     if old is not None and old.target == t
                     else Entry(t, None, old.probes if old else 0, old.failures if old else ())
                 )
@@ -80,11 +83,21 @@ class ResultStore:
             failures = dict(old.failures)
             if result.failure is not None:
                 failures[result.failure.phase] = failures.get(result.failure.phase, 0) + 1
-            self._entries[key] = Entry(target, result, old.probes + 1, tuple(failures.items()))
+            self._entries[key] = replace(
+                old, result=result, probes=old.probes + 1, failures=tuple(failures.items())
+            )
             for timing in result.phases:
                 hist = self._histograms.setdefault((target.module.name, timing.phase), Histogram())
                 hist.observe(timing.seconds)
             return old
+
+    def record_canary(self, target: Target, canary: CanaryResult) -> None:
+        key = key_of(target)
+        with self._lock:
+            old = self._entries.get(key)
+            if old is not None and old.target == target:
+                delivered = canary.delivered_at if canary.delivered else old.last_delivered
+                self._entries[key] = replace(old, canary=canary, last_delivered=delivered)
 
     def entries(self) -> list[Entry]:
         with self._lock:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 
+from ..config import Target
 from ..errors import ProbeError, ReplyError
 from ..probe.smtp import Session
 from ..results import FailureKind, Phase
@@ -79,8 +80,11 @@ class SendFailure(Exception):
 
 
 class SMTPClient:
-    def __init__(self, cfg: SMTPConfig) -> None:
+    def __init__(self, cfg: SMTPConfig, target: Target | None = None) -> None:
+        """``target`` overrides where and how to connect (the canary passes the probed
+        target, so it sends exactly as the probe connects); ``cfg`` still sets timeouts."""
         self.cfg = cfg
+        self.target = target or cfg.target()
         self.session: Session | None = None
         self.sent_on_connection = 0
 
@@ -90,7 +94,7 @@ class SMTPClient:
 
     async def connect(self) -> None:
         wire = (lambda line: wire_log.debug("%s", line)) if self.cfg.debug else None
-        session = Session(self.cfg.target(), wire)
+        session = Session(self.target, wire)
         try:
             async with asyncio.timeout(self.cfg.timeout):
                 await session.establish()

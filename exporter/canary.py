@@ -1,0 +1,100 @@
+"""The canary: send a marked message through the target with the send library and, where
+an IMAP mailbox is configured, find it there, time the round trip and delete it.
+
+Sending uses the probed target's own module (same TLS, AUTH and deadline rules). Finding
+runs under one deadline (the canary's ``timeout``); a canary that never arrives is reported
+as not delivered once it passes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import secrets
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from .config import CanaryConfig, Target
+from .imapcheck import TOKEN_HEADER, find_and_delete
+from .probe.deadline import Deadline
+from .send.client import SendFailure, SMTPClient
+from .send.config import SMTPConfig
+from .send.message import envelope
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryResult:
+    token: str
+    sent_at: float  # unix seconds
+    send_ok: bool
+    send_seconds: float
+    send_error: str | None = None
+    checked: bool = False  # an IMAP mailbox was searched
+    delivered: bool = False
+    delivered_at: float | None = None
+    round_trip_seconds: float | None = None
+    check_error: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.send_ok and (self.delivered or not self.checked)
+
+    @property
+    def reason(self) -> str | None:
+        if not self.send_ok:
+            return f"send failed: {self.send_error}"
+        if self.checked and not self.delivered:
+            return f"not delivered: {self.check_error}"
+        return None
+
+
+def canary_message(canary: CanaryConfig, token: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = canary.sender
+    msg["To"] = canary.recipient
+    msg["Subject"] = f"smtp-health-exporter canary {token}"
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = f"<{token}@smtp-health-exporter.invalid>"
+    msg[TOKEN_HEADER] = token
+    msg.set_content(
+        "This message checks that mail flows through this server. It is deleted "
+        "automatically once found.\n"
+    )
+    return msg
+
+
+async def run_canary(target: Target, canary: CanaryConfig) -> CanaryResult:
+    """Send one canary and, with IMAP configured, wait for it. Never raises."""
+    token = secrets.token_hex(16)
+    env = envelope(canary_message(canary, token))
+    module = target.module
+    cfg = SMTPConfig(target.host, target.port, use_tls=False, timeout=module.timeout)
+    client = SMTPClient(cfg, target)
+    sent_at = time.time()
+    start = time.perf_counter()
+    error: str | None = None
+    try:
+        await client.connect()
+        results = await client.send(env)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            error = failed[0].error or "refused"
+    except SendFailure as exc:
+        error = exc.text
+    finally:
+        await client.close()
+    send_seconds = time.perf_counter() - start
+    if error is not None or canary.imap is None:
+        return CanaryResult(token, sent_at, error is None, send_seconds, error)
+    check = await find_and_delete(canary.imap, token, Deadline.after(canary.timeout))
+    return CanaryResult(
+        token,
+        sent_at,
+        True,
+        send_seconds,
+        checked=True,
+        delivered=check.found,
+        delivered_at=check.seen_at,
+        round_trip_seconds=(check.seen_at - sent_at) if check.found and check.seen_at else None,
+        check_error=check.error,
+    )
