@@ -14,12 +14,14 @@ import signal
 import time
 from collections.abc import Callable
 
-from . import config
+from . import config, probe
 from .errors import ConfigError
 from .http import Server
-from .scheduler import ProbeScheduler
+from .metrics import render_probe
+from .probe.deadline import Deadline
+from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
-from .store import ResultStore
+from .store import Entry, ResultStore
 
 log = logging.getLogger(__name__)
 RELOAD_WAIT = 30.0
@@ -34,6 +36,7 @@ class Exporter:
         web_config_file: str | None = None,
         concurrency: int | None = None,
         initial: config.Config | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self._load = load
         self._listen = listen
@@ -45,6 +48,8 @@ class Exporter:
         if initial is not None:
             self._mark_reload(True)
         self._concurrency = concurrency
+        self.timeout_offset = 0.5
+        self._shard = shard
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.server: Server | None = None
@@ -69,8 +74,12 @@ class Exporter:
             ssl_context = web.ssl_context()
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        kwargs = {"concurrency": self._concurrency} if self._concurrency else {}
-        self.scheduler = ProbeScheduler(self.store, self.own, **kwargs)
+        self.scheduler = ProbeScheduler(
+            self.store,
+            self.own,
+            concurrency=self._concurrency or DEFAULT_CONCURRENCY,
+            shard=self._shard,
+        )
         self.scheduler.apply(self.config)
         self.scheduler.start()
         self.server = Server(self, self._listen, web, ssl_context)
@@ -123,6 +132,40 @@ class Exporter:
         self._mark_reload(True)
         log.info("configuration reloaded: %d targets", len(new.targets))
         return None
+
+    def probe_from_thread(
+        self, target: str, module: str | None, scrape_timeout: str | None
+    ) -> tuple[int, str]:
+        """Answer /probe: probe ``target`` with ``module`` now, within the scrape's timeout."""
+        assert self._loop is not None
+        cfg = self.config
+        assert cfg is not None
+        name = (
+            module
+            or cfg.default_module
+            or (next(iter(cfg.modules)) if len(cfg.modules) == 1 else None)
+        )
+        if name is None:
+            return 400, "module parameter is missing (and no defaults.module is set)\n"
+        mod = cfg.modules.get(name)
+        if mod is None:
+            return 400, f"unknown module {name!r}\n"
+        try:
+            host, port = config.parse_target(target, mod.default_port)
+        except ValueError as exc:
+            return 400, f"invalid target {target!r}: {exc}\n"
+        budget = mod.timeout
+        if scrape_timeout:
+            try:
+                offered = float(scrape_timeout)
+            except ValueError:
+                return 400, "invalid X-Prometheus-Scrape-Timeout-Seconds header\n"
+            # Leave Prometheus time to receive the answer (blackbox's --timeout-offset).
+            budget = min(budget, max(offered - self.timeout_offset, 0.1))
+        tgt = config.Target(target, host, port, mod)
+        fut = asyncio.run_coroutine_threadsafe(probe.run(tgt, Deadline.after(budget)), self._loop)
+        result = fut.result(budget + 5)
+        return 200, render_probe(Entry(tgt, result))
 
     def reload_from_thread(self) -> str | None:
         assert self._loop is not None

@@ -31,6 +31,13 @@ DEFAULT_PORT = 10525
 ONCE_CONCURRENCY = 64
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return int(index), int(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="smtp-health-exporter",
@@ -77,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         metavar="PATH",
         help="exporter-toolkit web config: TLS and basic auth",
+    )
+    p.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="I/N",
+        help="probe only shard I of N (0 <= I < N) of the configured targets, by a stable hash",
+    )
+    p.add_argument(
+        "--web.timeout-offset",
+        dest="timeout_offset",
+        type=float,
+        default=0.5,
+        help="/probe: seconds subtracted from Prometheus's scrape timeout (default 0.5)",
     )
     p.add_argument(
         "--probe.concurrency",
@@ -261,10 +282,14 @@ def serve(args: argparse.Namespace, initial: config.Config) -> int:
 
         webconfig.load(args.web_config_file)  # fail before starting anything
     exporter = Exporter(
-        load, listen, web_config_file=args.web_config_file, concurrency=args.concurrency
+        load,
+        listen,
+        web_config_file=args.web_config_file,
+        concurrency=args.concurrency,
+        initial=initial,
+        shard=args.shard,
     )
-    exporter.config = initial
-    exporter.own.reload_ok.set(1)
+    exporter.timeout_offset = args.timeout_offset
     try:
         asyncio.run(exporter.run())
     except OSError as exc:

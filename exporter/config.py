@@ -122,6 +122,7 @@ class Config:
     modules: Mapping[str, Module]
     targets: tuple[Target, ...]
     source: str = "<none>"
+    default_module: str | None = None  # for /probe requests that name no module
 
 
 def default_ehlo_name() -> str:
@@ -304,7 +305,7 @@ class _Validator:
                 f"unknown module {default_module!r}{_hint(default_module, modules)}",
             )
         targets = self.targets(top.get("targets"), modules, default_module, interval)
-        return Config(MappingProxyType(modules), tuple(targets), self.file)
+        return Config(MappingProxyType(modules), tuple(targets), self.file, default_module)
 
     def module(self, name: str, raw: Any, path: str) -> Module:
         keys = (

@@ -11,6 +11,7 @@ import html
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,10 @@ class App(Protocol):
     def reload_from_thread(self) -> str | None:
         """Reload the config; None on success, else the error message."""
         ...
+
+    def probe_from_thread(
+        self, target: str, module: str | None, scrape_timeout: str | None
+    ) -> tuple[int, str]: ...
 
 
 class Server:
@@ -172,7 +177,10 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if not self._authorized():
                 return
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
+            if path == "/probe":
+                self._probe(query)
+                return
             routes: dict[str, Callable[[], None]] = {
                 "/metrics": lambda: self._send(200, server.metrics_text(), CONTENT_TYPE),
                 "/": lambda: self._send(200, server.landing_page(), "text/html; charset=utf-8"),
@@ -193,6 +201,18 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 route()
 
         do_HEAD = do_GET
+
+        def _probe(self, query: str) -> None:
+            params = urllib.parse.parse_qs(query)
+            target = (params.get("target") or [""])[0]
+            if not target:
+                self._send(HTTPStatus.BAD_REQUEST, "target parameter is missing\n")
+                return
+            module = (params.get("module") or [None])[0]
+            status, body = server.app.probe_from_thread(
+                target, module, self.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+            )
+            self._send(status, body, CONTENT_TYPE if status == 200 else "text/plain")
 
         def do_POST(self) -> None:
             # Read (and ignore) a small body so the kept-alive connection stays in sync.

@@ -318,3 +318,16 @@ def _histogram_text(store: ResultStore) -> str:
 
 def metric_names(specs: Iterable[MetricSpec] = METRICS) -> list[str]:
     return [s.name for s in specs]
+
+
+_COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type == "counter"}
+
+
+def render_probe(entry: Entry) -> str:
+    """The /probe answer: this one result's gauges (counters mean nothing for one probe)."""
+    block = render_target(entry)
+    return "".join(
+        f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n{block[i]}"
+        for i, spec in enumerate(PER_TARGET)
+        if block[i] and i not in _COUNTERS
+    )

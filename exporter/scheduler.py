@@ -47,16 +47,32 @@ def offset_fraction(target: Target) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def in_shard(target: Target, shard: tuple[int, int] | None) -> bool:
+    """Whether ``target`` belongs to shard ``(index, count)``, index from 0: a stable hash
+    of target and module, so n exporters given the same config split it without overlap."""
+    if shard is None:
+        return True
+    index, count = shard
+    digest = hashlib.sha256(f"shard|{target.name}|{target.module.name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
 def job_id(key: TargetKey) -> str:
     return f"{key[0]}|{key[1]}"
 
 
 class ProbeScheduler:
     def __init__(
-        self, store: ResultStore, own: ExporterMetrics, concurrency: int = DEFAULT_CONCURRENCY
+        self,
+        store: ResultStore,
+        own: ExporterMetrics,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self._store = store
         self._own = own
+        self._shard = shard
+        self._shard = shard
         self._fast = asyncio.Semaphore(concurrency)
         self._slow = asyncio.Semaphore(max(1, concurrency // SLOW_LANE_SHARE))
         self._slow_targets: set[str] = set()
@@ -84,7 +100,8 @@ class ProbeScheduler:
     def apply(self, config: Config) -> None:
         """Make the scheduled jobs match ``config``: add new targets, reschedule changed ones,
         remove the rest. Unchanged targets keep their schedule."""
-        wanted = {job_id(key_of(t)): t for t in config.targets}
+        mine = [t for t in config.targets if in_shard(t, self._shard)]
+        wanted = {job_id(key_of(t)): t for t in mine}
         for jid in list(self._targets):
             if jid not in wanted:
                 self._scheduler.remove_job(jid)
@@ -112,7 +129,7 @@ class ProbeScheduler:
                 misfire_grace_time=max(1, int(target.interval)),
             )
             self._targets[jid] = target
-        self._store.set_targets(config.targets)
+        self._store.set_targets(mine)
         self._own.targets.set(len(wanted))
 
     def _on_event(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:

@@ -18,7 +18,11 @@ from exporter.embedded import free_port
 
 class RunningExporter:
     def __init__(
-        self, config_file: Path, web_config_file: str | None = None, concurrency: int | None = None
+        self,
+        config_file: Path,
+        web_config_file: str | None = None,
+        concurrency: int | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.config_file = config_file
         self.port = free_port()
@@ -27,6 +31,7 @@ class RunningExporter:
             ("127.0.0.1", self.port),
             web_config_file=web_config_file,
             concurrency=concurrency,
+            shard=shard,
         )
         self.exporter.load_initial()
         self._started = threading.Event()
