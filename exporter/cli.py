@@ -183,18 +183,25 @@ async def probe_all(
     """Probe every target once, concurrently (bounded), in config order; then send the
     canary of every module that has one, through targets whose probe passed."""
     from .canary import run_canary
+    from .discovery import expand, make_resolver
 
     gate = asyncio.Semaphore(concurrency)
+    resolver = make_resolver(cfg.dns)
 
     async def one(target: config.Target) -> ProbeResult:
         async with gate:
             return await probe.run(target)
 
-    results = list(await asyncio.gather(*(one(t) for t in cfg.targets)))
+    discoveries = await asyncio.gather(*(expand(t, resolver) for t in cfg.targets))
+    for d in discoveries:
+        if d.error or d.null_mx:
+            log.warning("%s: %s", d.target.name, d.error or "null MX: the domain accepts no mail")
+    concrete = [c for d in discoveries for c in d.concrete]
+    results = list(await asyncio.gather(*(one(t) for t in concrete)))
     due = [
         (t, t.module.canary)
-        for t, r in zip(cfg.targets, results, strict=True)
-        if r.success and t.module.canary is not None
+        for t, r in zip(concrete, results, strict=True)
+        if r.success and t.module.canary is not None and not t.mx
     ]
     sent = await asyncio.gather(*(run_canary(t, c) for t, c in due if c is not None))
     return results, {(t.name, t.module.name): c for (t, _), c in zip(due, sent, strict=True)}

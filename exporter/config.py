@@ -11,6 +11,7 @@ Secrets are read here (``password_file`` / ``password_env``) and wrapped in ``Se
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import socket
@@ -61,9 +62,23 @@ class TLSMode(StrEnum):
 
 DEFAULT_PORTS = {TLSMode.NONE: 25, TLSMode.STARTTLS: 587, TLSMode.IMPLICIT: 465}
 AUTH_MECHANISMS = ("auto", "PLAIN", "LOGIN")
-IP_PROTOCOLS = ("auto", "ip4", "ip6")
+IP_PROTOCOLS = ("auto", "ip4", "ip6", "both")
 # Labels the exporter sets itself; a target's extra labels may not shadow them.
-RESERVED_LABELS = frozenset({"target", "module", "phase", "job", "instance", "le"})
+RESERVED_LABELS = frozenset(
+    {
+        "target",
+        "module",
+        "phase",
+        "job",
+        "instance",
+        "le",
+        "mx_host",
+        "mx_preference",
+        "mx_implicit",
+        "ip_protocol",
+        "address",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +130,15 @@ class Target:
     module: Module
     interval: float = 60.0
     labels: tuple[tuple[str, str], ...] = ()
+    mx: bool = False  # written as mx:DOMAIN: probe the domain's MX hosts
+
+
+@dataclass(frozen=True, slots=True)
+class DNSConfig:
+    """Resolver for MX discovery; default: the system's (/etc/resolv.conf)."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +147,7 @@ class Config:
     targets: tuple[Target, ...]
     source: str = "<none>"
     default_module: str | None = None  # for /probe requests that name no module
+    dns: DNSConfig = field(default_factory=DNSConfig)
 
 
 def default_ehlo_name() -> str:
@@ -278,7 +303,7 @@ class _Validator:
 
     # --- sections ---------------------------------------------------------------------
     def config(self, data: Any) -> Config:
-        top = self.mapping(data, "", ("defaults", "modules", "targets"))
+        top = self.mapping(data, "", ("defaults", "modules", "targets", "dns"))
         if data is None:
             self.error("", "config file is empty")
         defaults = self.mapping(
@@ -305,7 +330,25 @@ class _Validator:
                 f"unknown module {default_module!r}{_hint(default_module, modules)}",
             )
         targets = self.targets(top.get("targets"), modules, default_module, interval)
-        return Config(MappingProxyType(modules), tuple(targets), self.file, default_module)
+        dns = self.dns(top.get("dns"))
+        return Config(MappingProxyType(modules), tuple(targets), self.file, default_module, dns)
+
+    def dns(self, raw: Any) -> DNSConfig:
+        d = self.mapping(raw, "dns", ("nameservers", "timeout"))
+        servers: list[tuple[str, int]] = []
+        raw_servers = d.get("nameservers") or []
+        if not isinstance(raw_servers, list):
+            self.error("dns.nameservers", f"expected a list, got {_type(raw_servers)}")
+            raw_servers = []
+        for i, item in enumerate(raw_servers):
+            try:
+                host, port = parse_target(str(item), 53)
+                ipaddress.ip_address(host)
+            except ValueError:
+                self.error(f"dns.nameservers[{i}]", f"expected an IP address[:port], got {item!r}")
+                continue
+            servers.append((host, port))
+        return DNSConfig(tuple(servers), self.duration(d, "timeout", "dns", 5.0))
 
     def module(self, name: str, raw: Any, path: str) -> Module:
         keys = (
@@ -458,8 +501,11 @@ class _Validator:
             labels = self.labels(d.get("labels"), _join(path, "labels"))
             if name is None:
                 continue
+            mx = name.startswith("mx:")
             try:
-                host, port = parse_target(name, module.default_port)
+                host, port = parse_target(name[3:] if mx else name, module.default_port)
+                if mx and _is_ip(host):
+                    raise ValueError("mx: takes a mail domain, not an address")
             except ValueError as exc:
                 self.error(_join(path, "target"), f"{exc}, got {name!r}")
                 continue
@@ -473,7 +519,7 @@ class _Validator:
                     _join(path, "target"), f"duplicate target {name!r} with module {mod_name!r}"
                 )
             seen.add((name, mod_name))
-            out.append(Target(name, host, port, module, every, labels))
+            out.append(Target(name, host, port, module, every, labels, mx))
         return out
 
     def labels(self, raw: Any, path: str) -> tuple[tuple[str, str], ...]:
@@ -494,6 +540,14 @@ class _Validator:
             else:
                 out.append((key_s, str(value)))
         return tuple(sorted(out))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _join(path: str, key: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from .results import PROBE_PHASES, Phase, ProbeResult
-from .store import LATENCY_BUCKETS, Entry, ResultStore, key_of
+from .store import LATENCY_BUCKETS, Entry, ResultStore, TargetKey, key_of
 
 # Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
 # new series.
@@ -154,6 +154,28 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         "smtp_probe_failures_total", "counter", "Failed probes by failing phase.", ("phase",)
     ),
 )
+DISCOVERY: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "smtp_mx_lookup_success",
+        "gauge",
+        "1 if the last MX lookup of an mx: target answered (records, no records, or "
+        "null MX); 0 on NXDOMAIN or a failed lookup.",
+    ),
+    MetricSpec(
+        "smtp_mx_null",
+        "gauge",
+        "1 if the domain publishes a null MX (RFC 7505): it accepts no mail.",
+    ),
+    MetricSpec(
+        "smtp_mx_implicit",
+        "gauge",
+        "1 if the domain has no MX records and its own address is used (RFC 5321 5.1).",
+    ),
+    MetricSpec("smtp_mx_hosts", "gauge", "MX hosts found in the last lookup."),
+    MetricSpec(
+        "smtp_mx_lookup_timestamp_seconds", "gauge", "When the MX records were last looked up."
+    ),
+)
 HISTOGRAM = MetricSpec(
     "smtp_probe_phase_seconds",
     "histogram",
@@ -161,7 +183,7 @@ HISTOGRAM = MetricSpec(
     "smtp_probe_phase_duration_seconds).",
     ("phase",),
 )
-METRICS = (*PER_TARGET, HISTOGRAM)
+METRICS = (*PER_TARGET, *DISCOVERY, HISTOGRAM)
 _INDEX = {spec.name: i for i, spec in enumerate(PER_TARGET)}
 
 
@@ -279,13 +301,13 @@ class Renderer:
 
     def __init__(self, store: ResultStore) -> None:
         self._store = store
-        self._cache: dict[tuple[str, str], tuple[Entry, tuple[str, ...]]] = {}
+        self._cache: dict[TargetKey, tuple[Entry, tuple[str, ...]]] = {}
         self._lock = threading.Lock()
 
     def render(self) -> str:
         entries = self._store.entries()
         with self._lock:
-            cache: dict[tuple[str, str], tuple[Entry, tuple[str, ...]]] = {}
+            cache: dict[TargetKey, tuple[Entry, tuple[str, ...]]] = {}
             blocks = []
             for entry in entries:
                 key = key_of(entry.target)
@@ -299,8 +321,32 @@ class Renderer:
         for i, spec in enumerate(PER_TARGET):
             parts.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n")
             parts.extend(block[i] for block in blocks)
+        parts.append(_discovery_text(self._store))
         parts.append(_histogram_text(self._store))
         return "".join(parts)
+
+
+def _discovery_text(store: ResultStore) -> str:
+    discoveries = store.discoveries()
+    if not discoveries:
+        return ""
+    out: list[str] = []
+    for spec in DISCOVERY:
+        out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n")
+        for d in discoveries:
+            t = d.target
+            labels = f'target="{escape(t.name)}",module="{escape(t.module.name)}"' + "".join(
+                f',{k}="{escape(v)}"' for k, v in t.labels
+            )
+            value = {
+                "smtp_mx_lookup_success": 1 if d.ok else 0,
+                "smtp_mx_null": 1 if d.null_mx else 0,
+                "smtp_mx_implicit": 1 if d.implicit else 0,
+                "smtp_mx_hosts": d.mx_hosts,
+                "smtp_mx_lookup_timestamp_seconds": d.resolved_at,
+            }[spec.name]
+            out.append(f"{spec.name}{{{labels}}} {_fmt(value)}\n")
+    return "".join(out)
 
 
 def _histogram_text(store: ResultStore) -> str:

@@ -37,6 +37,15 @@ _PHASE_ABBREV = {
 }
 
 
+_SHOWN_LABELS = ("mx_host", "address", "ip_protocol")
+
+
+def display_name(r: ProbeResult) -> str:
+    """The target as configured, plus what tells its expansions apart (MX host, family)."""
+    labels = dict(r.labels)
+    return " ".join([r.target, *(labels[k] for k in _SHOWN_LABELS if k in labels)])
+
+
 def cert_days(result: ProbeResult, now: float | None = None) -> float | None:
     """Days until the earliest expiry in the presented chain (negative once expired)."""
     if result.tls is None or result.tls.earliest_not_after is None:
@@ -97,7 +106,7 @@ def table(results: Sequence[ProbeResult], canaries: Canaries | None = None) -> s
             )
         rows.append(
             [
-                r.target,
+                display_name(r),
                 r.module,
                 "ok" if r.success else "FAIL",
                 f"{r.duration_seconds * 1000:.0f}ms",
@@ -113,7 +122,9 @@ def table(results: Sequence[ProbeResult], canaries: Canaries | None = None) -> s
     timing = [["TARGET", *(_PHASE_ABBREV[p] for p in phases)]]
     for r in results:
         secs = {t.phase: t.seconds for t in r.phases}
-        timing.append([r.target, *(f"{secs[p] * 1000:.1f}" if p in secs else "-" for p in phases)])
+        timing.append(
+            [display_name(r), *(f"{secs[p] * 1000:.1f}" if p in secs else "-" for p in phases)]
+        )
     return _align(rows) + "\n\nphase durations (ms)\n" + _align(timing) + "\n"
 
 
@@ -164,6 +175,8 @@ def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any
     f = r.failure
     return {
         "target": r.target,
+        "labels": dict(r.labels),
+        "host": r.host,
         "module": r.module,
         "success": r.success,
         "failed_phase": f.phase.value if f else None,

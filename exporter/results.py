@@ -131,6 +131,7 @@ class ProbeResult:
     used_helo: bool = False
     auth: AuthInfo = field(default_factory=AuthInfo)
     last_reply_code: int | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # the target's labels (mx_host, ip_protocol, ...)
 
     @property
     def success(self) -> bool:

@@ -31,10 +31,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import probe
 from .canary import run_canary
-from .config import Config, Target
+from .config import Config, DNSConfig, Target
+from .discovery import Discovery, expand, make_resolver, static_expansion
 from .results import FailureKind, ProbeResult
 from .selfmetrics import ExporterMetrics
-from .store import ResultStore, TargetKey, key_of
+from .store import ResultStore
 
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 1000
@@ -57,8 +58,9 @@ def in_shard(target: Target, shard: tuple[int, int] | None) -> bool:
     return int.from_bytes(digest[:8], "big") % count == index
 
 
-def job_id(key: TargetKey) -> str:
-    return f"{key[0]}|{key[1]}"
+def job_id(target: Target) -> str:
+    """One job per configured target (all its MX hosts / address families run together)."""
+    return f"{target.name}|{target.module.name}"
 
 
 class ProbeScheduler:
@@ -77,6 +79,8 @@ class ProbeScheduler:
         self._slow = asyncio.Semaphore(max(1, concurrency // SLOW_LANE_SHARE))
         self._slow_targets: set[str] = set()
         self._canaries: dict[str, asyncio.Task[None]] = {}
+        self._discovery: dict[str, Discovery] = {}
+        self._resolver = make_resolver(DNSConfig())
         self._last_canary: dict[str, float] = {}
         self._targets: dict[str, Target] = {}
         self._scheduled: dict[str, float] = {}  # job id -> when APScheduler meant it to run
@@ -101,7 +105,8 @@ class ProbeScheduler:
         """Make the scheduled jobs match ``config``: add new targets, reschedule changed ones,
         remove the rest. Unchanged targets keep their schedule."""
         mine = [t for t in config.targets if in_shard(t, self._shard)]
-        wanted = {job_id(key_of(t)): t for t in mine}
+        wanted = {job_id(t): t for t in mine}
+        self._resolver = make_resolver(config.dns)
         for jid in list(self._targets):
             if jid not in wanted:
                 self._scheduler.remove_job(jid)
@@ -109,6 +114,7 @@ class ProbeScheduler:
                 self._scheduled.pop(jid, None)
                 self._slow_targets.discard(jid)
                 self._last_canary.pop(jid, None)
+                self._discovery.pop(jid, None)
                 task = self._canaries.pop(jid, None)
                 if task is not None:
                     task.cancel()
@@ -116,6 +122,7 @@ class ProbeScheduler:
         for jid, target in wanted.items():
             if self._targets.get(jid) == target:
                 continue
+            self._discovery.pop(jid, None)  # changed: expand afresh
             start = now + offset_fraction(target) * target.interval
             self._scheduler.add_job(
                 self._run,
@@ -146,24 +153,45 @@ class ProbeScheduler:
         if target is None:
             return
         scheduled = self._scheduled.get(jid)
-        lane = self._slow if jid in self._slow_targets else self._fast
-        async with lane:
-            if scheduled is not None:
-                self._own.lag.observe(max(0.0, time.time() - scheduled))
-            self._own.in_flight.inc()
-            try:
-                result = await probe.run(target)
-            finally:
-                self._own.in_flight.dec()
-        if result.failure is not None and result.failure.kind is FailureKind.TIMEOUT:
+        if scheduled is not None:
+            self._own.lag.observe(max(0.0, time.time() - scheduled))
+        concrete = await self._expand(jid, target)
+        results = await asyncio.gather(*(self._probe(jid, c) for c in concrete))
+        if any(r.failure is not None and r.failure.kind is FailureKind.TIMEOUT for r in results):
             self._slow_targets.add(jid)
         else:
             self._slow_targets.discard(jid)
-        previous = self._store.record(target, result)
-        if previous is not None:
-            log_transition(target, previous.result, result)
-        if result.success and target.module.canary is not None:
+        for c, result in zip(concrete, results, strict=True):
+            previous = self._store.record(c, result)
+            if previous is not None:
+                log_transition(c, previous.result, result)
+        # The canary goes through the target as configured, not through each MX host.
+        if target.module.canary is not None and concrete == (target,) and results[0].success:
             self._maybe_canary(jid, target)
+
+    async def _probe(self, jid: str, target: Target) -> ProbeResult:
+        lane = self._slow if jid in self._slow_targets else self._fast
+        async with lane:
+            self._own.in_flight.inc()
+            try:
+                return await probe.run(target)
+            finally:
+                self._own.in_flight.dec()
+
+    async def _expand(self, jid: str, target: Target) -> tuple[Target, ...]:
+        if not target.mx:
+            return static_expansion(target)
+        previous = self._discovery.get(jid)
+        if previous is None or time.monotonic() >= previous.expires:
+            discovery = await expand(target, self._resolver, previous)
+            if self._targets.get(jid) != target:  # removed or changed while resolving
+                return ()
+            self._discovery[jid] = discovery
+            self._store.set_expansion(discovery)
+            if discovery.error and (previous is None or previous.error != discovery.error):
+                log.warning("MX lookup for %s: %s", target.name, discovery.error)
+            return discovery.concrete
+        return previous.concrete
 
     def _maybe_canary(self, jid: str, target: Target) -> None:
         """Start a canary when one is due: after a successful probe, at the canary's own

@@ -13,15 +13,23 @@ from dataclasses import dataclass, field, replace
 
 from .canary import CanaryResult
 from .config import Target
+from .discovery import Discovery, static_expansion
 from .results import Phase, ProbeResult
 
 # Probe phases on loopback take well under a millisecond; over the Internet, seconds.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-TargetKey = tuple[str, str]  # (target name, module name)
+# A configured target is (name, module); the concrete targets it expands to (MX hosts,
+# address families) share those and differ in their labels.
+Origin = tuple[str, str]
+TargetKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 def key_of(target: Target) -> TargetKey:
+    return (target.name, target.module.name, target.labels)
+
+
+def origin_of(target: Target) -> Origin:
     return (target.name, target.module.name)
 
 
@@ -53,24 +61,51 @@ class ResultStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[TargetKey, Entry] = {}
+        self._discoveries: dict[Origin, Discovery] = {}
         self._histograms: dict[tuple[str, Phase], Histogram] = {}
 
     def set_targets(self, targets: Iterable[Target]) -> None:
         """Keep the entries of targets still configured (with their history), add new ones,
-        drop the rest: a removed target disappears from the next scrape."""
+        drop the rest: a removed target disappears from the next scrape. MX targets keep
+        their last expansion until it is replaced (``set_expansion``)."""
+        configured = list(targets)
         with self._lock:
             entries: dict[TargetKey, Entry] = {}
-            for t in targets:
-                old = self._entries.get(key_of(t))
-                # A changed module definition keeps the counters but not a stale result.
-                entries[key_of(t)] = (
-                    old
-                    if old is not None and old.target == t
-                    else Entry(t, None, old.probes if old else 0, old.failures if old else ())
-                )
+            keep_expanded = {origin_of(t) for t in configured if t.mx}
+            for key, entry in self._entries.items():
+                if key[:2] in keep_expanded:
+                    entries[key] = entry
+            for t in configured:
+                if not t.mx:
+                    for c in static_expansion(t):
+                        entries[key_of(c)] = self._carry(c)
             self._entries = entries
-            modules = {t.module.name for t in targets}
+            origins = {origin_of(t) for t in configured}
+            self._discoveries = {k: v for k, v in self._discoveries.items() if k in origins}
+            modules = {t.module.name for t in configured}
             self._histograms = {k: v for k, v in self._histograms.items() if k[0] in modules}
+
+    def set_expansion(self, discovery: Discovery) -> None:
+        """Replace the concrete targets of one configured target with a new expansion."""
+        origin = origin_of(discovery.target)
+        with self._lock:
+            entries = {k: v for k, v in self._entries.items() if k[:2] != origin}
+            for c in discovery.concrete:
+                entries[key_of(c)] = self._carry(c)
+            self._entries = entries
+            self._discoveries[origin] = discovery
+
+    def _carry(self, t: Target) -> Entry:
+        """The entry for ``t``, keeping its history; a changed definition keeps the counters
+        but not a stale result. Caller holds the lock."""
+        old = self._entries.get(key_of(t))
+        if old is not None and old.target == t:
+            return old
+        return Entry(t, None, old.probes if old else 0, old.failures if old else ())
+
+    def discoveries(self) -> list[Discovery]:
+        with self._lock:
+            return list(self._discoveries.values())
 
     def record(self, target: Target, result: ProbeResult) -> Entry | None:
         """Store a finished probe. Returns the previous entry (for state-change logging), or

@@ -66,6 +66,7 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         used_helo=session.used_helo,
         auth=session.auth,
         last_reply_code=session.last_code,
+        labels=target.labels,
     )
 
 

@@ -1,0 +1,208 @@
+"""From a configured target to the concrete targets probed.
+
+- ``mx:example.com`` resolves the domain's MX records and probes every MX host (by address,
+  checking the certificate against the MX host name), labelled ``mx_host`` and
+  ``mx_preference``; it is resolved again when the shortest TTL runs out. A domain without
+  MX records falls back to its own A/AAAA (RFC 5321 §5.1, labelled ``mx_implicit``); a null
+  MX (RFC 7505: a single ``0 .``) means the domain accepts no mail, which is reported, not
+  probed and not a failure of the exporter.
+- ``ip_protocol: both`` probes IPv4 and IPv6 separately, labelled ``ip_protocol``.
+- Anything else is probed as written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, replace
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from .config import DNSConfig, Target
+
+MIN_TTL, MAX_TTL = 1.0, 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """The outcome of expanding one configured target."""
+
+    target: Target
+    concrete: tuple[Target, ...]
+    ok: bool = True
+    null_mx: bool = False
+    implicit: bool = False  # no MX records: the domain's own address is used
+    mx_hosts: int = 0
+    error: str | None = None
+    resolved_at: float = 0.0  # unix seconds
+    expires: float = float("inf")  # time.monotonic() after which to resolve again
+
+    @property
+    def expandable(self) -> bool:
+        return self.target.mx
+
+
+def static_expansion(target: Target) -> tuple[Target, ...]:
+    """The concrete targets of a target that needs no DNS to expand."""
+    if target.module.ip_protocol != "both":
+        return (target,)
+    return tuple(
+        replace(
+            target,
+            module=replace(target.module, ip_protocol=family),
+            labels=_with(target.labels, ("ip_protocol", family)),
+        )
+        for family in ("ip4", "ip6")
+    )
+
+
+def make_resolver(cfg: DNSConfig) -> dns.asyncresolver.Resolver:
+    resolver = dns.asyncresolver.Resolver(configure=not cfg.nameservers)
+    if cfg.nameservers:
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(host, port) for host, port in cfg.nameservers
+        ]
+    resolver.lifetime = cfg.timeout
+    resolver.timeout = cfg.timeout
+    return resolver
+
+
+async def expand(
+    target: Target, resolver: dns.asyncresolver.Resolver, previous: Discovery | None = None
+) -> Discovery:
+    """Expand ``target``; never raises. On a lookup failure the previous concrete targets
+    are kept (a DNS hiccup should not make MX hosts vanish from the metrics)."""
+    if not target.mx:
+        return Discovery(target, static_expansion(target), resolved_at=time.time())
+    now = time.time()
+    stale = previous.concrete if previous is not None else ()
+    try:
+        answer = await resolver.resolve(target.host, "MX")
+    except dns.resolver.NXDOMAIN:
+        return Discovery(
+            target,
+            (),
+            ok=False,
+            error="NXDOMAIN: the domain does not exist",
+            resolved_at=now,
+            expires=_expiry(300),
+        )
+    except dns.resolver.NoAnswer:
+        return await _implicit_mx(target, resolver, now, stale)
+    except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
+        return Discovery(
+            target,
+            stale,
+            ok=False,
+            error=f"MX lookup failed: {_describe(exc)}",
+            resolved_at=now,
+            expires=_expiry(30),
+        )
+    records = sorted((r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer)
+    ttl = float(answer.rrset.ttl) if answer.rrset is not None else 300.0
+    if len(records) == 1 and records[0][1] in ("", "."):
+        return Discovery(target, (), null_mx=True, resolved_at=now, expires=_expiry(ttl))
+    concrete: list[Target] = []
+    for preference, host in records:
+        addresses, addr_ttl = await _addresses(resolver, host, target.module.ip_protocol)
+        ttl = min(ttl, addr_ttl)
+        concrete += _targets(target, host, preference, addresses)
+    return Discovery(
+        target, tuple(concrete), mx_hosts=len(records), resolved_at=now, expires=_expiry(ttl)
+    )
+
+
+async def _implicit_mx(
+    target: Target, resolver: dns.asyncresolver.Resolver, now: float, stale: tuple[Target, ...]
+) -> Discovery:
+    addresses, ttl = await _addresses(resolver, target.host, target.module.ip_protocol)
+    if not addresses:
+        return Discovery(
+            target,
+            stale,
+            ok=False,
+            implicit=True,
+            resolved_at=now,
+            error="no MX and no address records",
+            expires=_expiry(min(ttl, 300)),
+        )
+    return Discovery(
+        target,
+        tuple(_targets(target, target.host, 0, addresses, implicit=True)),
+        implicit=True,
+        mx_hosts=1,
+        resolved_at=now,
+        expires=_expiry(ttl),
+    )
+
+
+async def _addresses(
+    resolver: dns.asyncresolver.Resolver, host: str, ip_protocol: str
+) -> tuple[list[str], float]:
+    """Addresses of ``host`` for the module's family: ``auto`` takes IPv4 when there is
+    some (as most MTAs still do), else IPv6; ``both`` takes all."""
+    found: dict[str, list[str]] = {}
+    ttl = MAX_TTL
+    for rdtype in ("A", "AAAA"):
+        if (ip_protocol, rdtype) in (("ip4", "AAAA"), ("ip6", "A")):
+            continue
+        try:
+            answer = await resolver.resolve(host, rdtype)
+        except dns.exception.DNSException:
+            continue
+        found[rdtype] = [r.to_text() for r in answer]
+        if answer.rrset is not None:
+            ttl = min(ttl, float(answer.rrset.ttl))
+    if ip_protocol == "auto":
+        return (found.get("A") or found.get("AAAA") or []), ttl
+    return found.get("A", []) + found.get("AAAA", []), ttl
+
+
+def _targets(
+    target: Target, host: str, preference: int, addresses: list[str], *, implicit: bool = False
+) -> list[Target]:
+    module = target.module
+    out = []
+    both = module.ip_protocol == "both"
+    families = ["ip6" if ipaddress.ip_address(a).version == 6 else "ip4" for a in addresses]
+    for address, family in zip(addresses, families, strict=True):
+        labels = _with(target.labels, ("mx_host", host), ("mx_preference", str(preference)))
+        if implicit:
+            labels = _with(labels, ("mx_implicit", "true"))
+        if both:
+            labels = _with(labels, ("ip_protocol", family))
+        if families.count(family) > 1:  # several addresses: one series each
+            labels = _with(labels, ("address", address))
+        out.append(
+            replace(
+                target,
+                host=address,
+                labels=labels,
+                # The certificate must name the MX host, not the address we connect to.
+                module=replace(
+                    module, tls_server_name=module.tls_server_name or host, ip_protocol=family
+                ),
+            )
+        )
+    return out
+
+
+def _with(
+    labels: tuple[tuple[str, str], ...], *extra: tuple[str, str]
+) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(dict((*labels, *extra)).items()))
+
+
+def _expiry(ttl: float) -> float:
+    return time.monotonic() + min(max(ttl, MIN_TTL), MAX_TTL)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, dns.exception.Timeout):
+        return "timeout"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
