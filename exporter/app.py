@@ -13,8 +13,10 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from . import config, probe
+from .discovery import expand, make_resolver
 from .errors import ConfigError
 from .http import Server
 from .metrics import render_probe
@@ -150,8 +152,9 @@ class Exporter:
         mod = cfg.modules.get(name)
         if mod is None:
             return 400, f"unknown module {name!r}\n"
+        mx = target.startswith("mx:")
         try:
-            host, port = config.parse_target(target, mod.default_port)
+            host, port = config.parse_target(target[3:] if mx else target, mod.default_port)
         except ValueError as exc:
             return 400, f"invalid target {target!r}: {exc}\n"
         budget = mod.timeout
@@ -162,10 +165,22 @@ class Exporter:
                 return 400, "invalid X-Prometheus-Scrape-Timeout-Seconds header\n"
             # Leave Prometheus time to receive the answer (blackbox's --timeout-offset).
             budget = min(budget, max(offered - self.timeout_offset, 0.1))
-        tgt = config.Target(target, host, port, mod)
-        fut = asyncio.run_coroutine_threadsafe(probe.run(tgt, Deadline.after(budget)), self._loop)
-        result = fut.result(budget + 5)
-        return 200, render_probe(Entry(tgt, result))
+        tgt = config.Target(target, host, port, mod, mx=mx)
+        fut = asyncio.run_coroutine_threadsafe(self._probe_once(tgt, budget, cfg.dns), self._loop)
+        entries = fut.result(budget + 5)
+        if not entries:
+            return 200, ""
+        return 200, render_probe(entries)
+
+    async def _probe_once(
+        self, target: config.Target, budget: float, dns_cfg: config.DNSConfig
+    ) -> list[Entry]:
+        """Expand (MX lookup, families) and probe, all within ``budget``."""
+        deadline = Deadline.after(budget)
+        resolver = make_resolver(replace(dns_cfg, timeout=min(dns_cfg.timeout, budget)))
+        discovery = await expand(target, resolver)
+        results = await asyncio.gather(*(probe.run(c, deadline) for c in discovery.concrete))
+        return [Entry(c, r) for c, r in zip(discovery.concrete, results, strict=True)]
 
     def reload_from_thread(self) -> str | None:
         assert self._loop is not None

@@ -369,11 +369,12 @@ def metric_names(specs: Iterable[MetricSpec] = METRICS) -> list[str]:
 _COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type == "counter"}
 
 
-def render_probe(entry: Entry) -> str:
-    """The /probe answer: this one result's gauges (counters mean nothing for one probe)."""
-    block = render_target(entry)
-    return "".join(
-        f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n{block[i]}"
-        for i, spec in enumerate(PER_TARGET)
-        if block[i] and i not in _COUNTERS
-    )
+def render_probe(entries: list[Entry]) -> str:
+    """The /probe answer: these results' gauges (counters mean nothing for one probe)."""
+    blocks = [render_target(e) for e in entries]
+    out = []
+    for i, spec in enumerate(PER_TARGET):
+        lines = "".join(b[i] for b in blocks)
+        if lines and i not in _COUNTERS:
+            out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n{lines}")
+    return "".join(out)

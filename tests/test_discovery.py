@@ -235,3 +235,27 @@ def test_bad_mx_targets_rejected_in_config():
         config.parse("modules: {m: {}}\ntargets: [{target: 'mx:192.0.2.1', module: m}]")
     with pytest.raises(config.ConfigError, match=r"dns.nameservers\[0\]"):
         config.parse("dns: {nameservers: [not-an-ip]}")
+
+
+def test_probe_endpoint_expands_mx(dns_server, smtp_server, tmp_path):
+    import urllib.request
+
+    server = smtp_server("none")
+    dns = dns_server(
+        "example.test. 300 IN MX 10 mx1.example.test.\n"
+        "example.test. 300 IN MX 20 mx2.example.test.\n"
+        "mx1.example.test. 300 IN A 127.0.0.1\nmx2.example.test. 300 IN A 127.0.0.1\n"
+    )
+    path = tmp_path / "c.yml"
+    path.write_text(cfg_text(dns, server.port, "mx:example.test"))
+    exp = RunningExporter(path).start()
+    try:
+        url = f"{exp.url}/probe?target=mx:example.test&module=mx"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+    finally:
+        exp.stop()
+    assert (
+        'smtp_probe_success{target="mx:example.test",module="mx",mx_host="mx1.example.test"' in text
+    )
+    assert text.count("smtp_probe_success{") == 2
