@@ -504,7 +504,7 @@ class _Validator:
             mx = name.startswith("mx:")
             try:
                 host, port = parse_target(name[3:] if mx else name, module.default_port)
-                if mx and _is_ip(host):
+                if mx and is_ip(host):
                     raise ValueError("mx: takes a mail domain, not an address")
             except ValueError as exc:
                 self.error(_join(path, "target"), f"{exc}, got {name!r}")
@@ -542,7 +542,8 @@ class _Validator:
         return tuple(sorted(out))
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address literal."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

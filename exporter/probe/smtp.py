@@ -9,12 +9,11 @@ phase; ``probe.run`` turns it into the result's ``Failure``.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ..config import Target, TLSMode
+from ..config import Target, TLSMode, is_ip
 from ..errors import ProbeError, ReplyError, TLSError
 from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, TLSInfo
 from . import sasl, tls
@@ -120,7 +119,7 @@ class Session:
     async def _handshake(self) -> None:
         assert self.conn is not None
         server_name = self.module.tls_server_name or self.target.host
-        sni = None if _is_ip(server_name) else server_name
+        sni = None if is_ip(server_name) else server_name
         obj = await self.conn.start_tls(tls.client_context(), sni)
         self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
         if self.module.tls_verify:
@@ -213,11 +212,3 @@ def _secret_forms(target: Target) -> tuple[str, ...]:
     forms = {password, sasl.b64(password), sasl.plain(auth.username, password)}
     # Longest first, so a base64 form is masked whole rather than around an inner match.
     return tuple(sorted((f for f in forms if len(f) >= 3), key=len, reverse=True))
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
