@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .metrics import Renderer
+from .results import display_name
 from .selfmetrics import ExporterMetrics
 from .store import ResultStore
 
@@ -102,8 +103,9 @@ class Server:
                 assert r.failure is not None
                 status = "down"
                 detail = f"{r.failure.phase}: {r.failure.kind}: {r.failure.detail}"
+            name = display_name(entry.target.name, entry.target.labels)
             rows.append(
-                f"<tr class={status}><td>{html.escape(entry.target.name)}</td>"
+                f"<tr class={status}><td>{html.escape(name)}</td>"
                 f"<td>{html.escape(entry.target.module.name)}</td><td>{status}</td>"
                 f"<td>{html.escape(detail)}</td></tr>"
             )

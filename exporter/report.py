@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import results
 from .results import Phase, ProbeResult
 
 if TYPE_CHECKING:
@@ -37,13 +38,8 @@ _PHASE_ABBREV = {
 }
 
 
-_SHOWN_LABELS = ("mx_host", "address", "ip_protocol")
-
-
 def display_name(r: ProbeResult) -> str:
-    """The target as configured, plus what tells its expansions apart (MX host, family)."""
-    labels = dict(r.labels)
-    return " ".join([r.target, *(labels[k] for k in _SHOWN_LABELS if k in labels)])
+    return results.display_name(r.target, r.labels)
 
 
 def cert_days(result: ProbeResult, now: float | None = None) -> float | None:

@@ -139,3 +139,13 @@ class ProbeResult:
 
     def phase_seconds(self) -> dict[str, float]:
         return {p.phase.value: p.seconds for p in self.phases}
+
+
+# Labels that tell apart the concrete targets one configured target expands to.
+EXPANSION_LABELS = ("mx_host", "address", "ip_protocol")
+
+
+def display_name(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    """The target as configured plus what tells its expansions apart (MX host, family)."""
+    found = dict(labels)
+    return " ".join([name, *(found[k] for k in EXPANSION_LABELS if k in found)])
