@@ -45,15 +45,20 @@ class Prometheus:
 
 
 @contextmanager
-def prometheus(workdir: Path, scrape_configs: str) -> Iterator[Prometheus]:
+def prometheus(
+    workdir: Path, scrape_configs: str, rule_files: tuple[Path, ...] = ()
+) -> Iterator[Prometheus]:
     """Start Prometheus scraping per ``scrape_configs`` (YAML list items, indented two
-    spaces), wait until it is ready, stop it afterwards."""
+    spaces) and evaluating ``rule_files``, wait until it is ready, stop it afterwards."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "prometheus.yml"
+    rules = "".join(f"  - '{path}'\n" for path in rule_files)
     cfg.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n" + scrape_configs
+        + (f"rule_files:\n{rules}" if rules else "")
+        + "scrape_configs:\n"
+        + scrape_configs
     )
     log = (workdir / "prometheus.log").open("wb")
     proc = subprocess.Popen(

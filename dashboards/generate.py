@@ -1,0 +1,838 @@
+"""Generate the Grafana dashboard for smtp-health-exporter as reviewable Python.
+
+``python dashboards/generate.py`` rewrites ``dashboards/smtp-health-exporter.json``;
+``--check`` exits 1 when the committed JSON differs from what this file generates.
+
+Plain dicts with small helpers rather than grafanalib (last released January 2024, old
+panel models) or grafana-foundation-sdk (the PyPI release targets Grafana 10.1, alpha): the
+classic dashboard JSON model is stable, and this keeps the project free of a dependency
+that would only shape a JSON file. Output is deterministic: no timestamps, ids assigned in
+order, keys in insertion order.
+
+Every PromQL expression here uses metric names from docs/metrics.md, and
+tests/test_dashboards.py runs each one against a real Prometheus scraping the exporter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+UID = "smtp-health-exporter"
+TITLE = "SMTP health"
+# Classic JSON model as saved by Grafana 12.0/12.1; newer Grafana migrates it on load.
+SCHEMA_VERSION = 41
+OUTPUT = Path(__file__).resolve().with_name("smtp-health-exporter.json")
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# Label matchers for the template variables. Histograms without a target label and the
+# exporter's own metrics only take the job.
+SEL = 'job=~"$job", target=~"$target"'
+JOB = 'job=~"$job"'
+# An `mx:` target expands into one series per MX host (and address, and address family with
+# `ip_protocol: both`): legends and tables show these labels, empty for plain targets.
+EXPANSION = ["mx_host", "address", "ip_protocol"]
+LEGEND = "{{target}} ({{module}}) {{mx_host}} {{address}} {{ip_protocol}}"
+
+Json = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def query(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> Json:
+    """One Prometheus query of a panel; refIds are assigned by :func:`panel`."""
+    q: Json = {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend or "__auto"}
+    if table:
+        q["format"] = "table"
+    if instant:
+        q["instant"] = True
+        q["range"] = False
+    else:
+        q["range"] = True
+    return q
+
+
+def thresholds(*steps: tuple[str, float | None]) -> Json:
+    """Absolute thresholds, the first step's value being the base (None)."""
+    return {
+        "mode": "absolute",
+        "steps": [{"color": color, "value": value} for color, value in steps],
+    }
+
+
+def value_map(*entries: tuple[int, str, str]) -> list[Json]:
+    """Value mappings: (value, text, color)."""
+    return [
+        {
+            "type": "value",
+            "options": {
+                str(value): {"text": text, "color": color, "index": i}
+                for i, (value, text, color) in enumerate(entries)
+            },
+        }
+    ]
+
+
+UP_DOWN = value_map((0, "down", "red"), (1, "up", "green"))
+YES_NO = value_map((0, "no", "red"), (1, "yes", "green"))
+RED_GREEN = thresholds(("red", None), ("green", 1))
+
+
+class Layout:
+    """Places panels left to right on Grafana's 24-column grid, wrapping to a new line."""
+
+    WIDTH = 24
+
+    def __init__(self) -> None:
+        self.x = 0
+        self.y = 0
+        self.line_height = 0
+        self.next_id = 1
+
+    def place(self, w: int, h: int) -> Json:
+        """The gridPos of a w-by-h panel at the next free position."""
+        if self.x + w > self.WIDTH:
+            self.newline()
+        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.x += w
+        self.line_height = max(self.line_height, h)
+        return pos
+
+    def newline(self) -> None:
+        """Start a new line below the tallest panel of the current one."""
+        self.y += self.line_height
+        self.x = 0
+        self.line_height = 0
+
+    def take_id(self) -> int:
+        """The next panel id: ids are stable as long as the panel order is."""
+        pid = self.next_id
+        self.next_id += 1
+        return pid
+
+
+def row(layout: Layout, title: str) -> Json:
+    """A (non-collapsed) row header across the full width."""
+    if layout.x:
+        layout.newline()
+    pos = layout.place(Layout.WIDTH, 1)
+    layout.newline()
+    return {
+        "collapsed": False,
+        "gridPos": pos,
+        "id": layout.take_id(),
+        "panels": [],
+        "title": title,
+        "type": "row",
+    }
+
+
+def panel(
+    layout: Layout,
+    kind: str,
+    title: str,
+    description: str,
+    targets: list[Json],
+    *,
+    size: tuple[int, int] = (12, 8),
+    unit: str | None = None,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    decimals: int | None = None,
+    mappings: list[Json] | None = None,
+    steps: Json | None = None,
+    custom: Json | None = None,
+    options: Json | None = None,
+    transformations: list[Json] | None = None,
+    interval: str | None = None,
+) -> Json:
+    """A panel of type ``kind`` with its queries, placed by ``layout``."""
+    defaults: Json = {}
+    if unit is not None:
+        defaults["unit"] = unit
+    if min_value is not None:
+        defaults["min"] = min_value
+    if max_value is not None:
+        defaults["max"] = max_value
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if mappings is not None:
+        defaults["mappings"] = mappings
+    if steps is not None:
+        defaults["thresholds"] = steps
+    if custom is not None:
+        defaults["custom"] = custom
+    out: Json = {
+        "datasource": DATASOURCE,
+        "description": description,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "gridPos": layout.place(*size),
+        "id": layout.take_id(),
+    }
+    if interval is not None:
+        # Probes run every minute by default: a window of less than a few probe intervals
+        # holds one or two results, and a histogram rate over it is often empty.
+        out["interval"] = interval
+    out["options"] = options or {}
+    out["targets"] = [{**t, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)]
+    out["title"] = title
+    if transformations:
+        out["transformations"] = transformations
+    out["type"] = kind
+    return out
+
+
+def stat(layout: Layout, title: str, description: str, expr: str, **kw: Any) -> Json:
+    """A single-number panel from an instant query."""
+    options = {
+        "colorMode": "background",
+        "graphMode": "none",
+        "justifyMode": "center",
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "textMode": "value",
+    }
+    return panel(
+        layout,
+        "stat",
+        title,
+        description,
+        [query(expr, instant=True)],
+        size=kw.pop("size", (4, 8)),
+        options=options,
+        **kw,
+    )
+
+
+def timeseries(
+    layout: Layout, title: str, description: str, targets: list[Json], **kw: Any
+) -> Json:
+    """A time series graph with a table legend."""
+    options = {
+        "legend": {"calcs": ["lastNotNull", "max"], "displayMode": "table", "placement": "bottom"},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    custom = {"drawStyle": "line", "fillOpacity": 0, "lineWidth": 1, "showPoints": "never"}
+    return panel(
+        layout, "timeseries", title, description, targets, options=options, custom=custom, **kw
+    )
+
+
+def state_timeline(
+    layout: Layout,
+    title: str,
+    description: str,
+    targets: list[Json],
+    mappings: list[Json],
+    **kw: Any,
+) -> Json:
+    """One coloured band per series: good for 0/1 gauges over time."""
+    options = {
+        "alignValue": "center",
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
+        "mergeValues": True,
+        "rowHeight": 0.8,
+        "showValue": "auto",
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
+    return panel(
+        layout,
+        "state-timeline",
+        title,
+        description,
+        targets,
+        options=options,
+        mappings=mappings,
+        steps=RED_GREEN,
+        **kw,
+    )
+
+
+def table(
+    layout: Layout,
+    title: str,
+    description: str,
+    targets: list[Json],
+    *,
+    keep: list[str],
+    rename: dict[str, str],
+    **kw: Any,
+) -> Json:
+    """An instant table showing only the ``keep`` columns, renamed per ``rename``."""
+    transformations: list[Json] = []
+    if len(targets) > 1:
+        transformations.append({"id": "merge", "options": {}})
+    transformations.append(
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {},
+                "includeByName": {name: True for name in keep},
+                "indexByName": {name: i for i, name in enumerate(keep)},
+                "renameByName": rename,
+            },
+        }
+    )
+    options = {"cellHeight": "sm", "showHeader": True, "sortBy": [{"displayName": keep[0]}]}
+    return panel(
+        layout,
+        "table",
+        title,
+        description,
+        targets,
+        options=options,
+        transformations=transformations,
+        **kw,
+    )
+
+
+# --------------------------------------------------------------------------- the dashboard
+
+
+def panels() -> list[Json]:
+    """Every panel, in reading order."""
+    L = Layout()
+    out: list[Json] = []
+    add = out.append
+
+    # ---- overview
+    add(row(L, "Overview"))
+    add(
+        stat(
+            L,
+            "Targets",
+            "Targets probed (an mx: target counts once per MX host and address).",
+            f"count(smtp_probe_success{{{SEL}}})",
+            steps=thresholds(("blue", None)),
+        )
+    )
+    add(
+        stat(
+            L,
+            "Up",
+            "Targets whose last probe passed every phase.",
+            f"sum(smtp_probe_success{{{SEL}}})",
+            steps=thresholds(("green", None)),
+        )
+    )
+    add(
+        stat(
+            L,
+            "Down",
+            "Targets whose last probe failed in some phase.",
+            f"sum(1 - smtp_probe_success{{{SEL}}})",
+            steps=thresholds(("green", None), ("red", 1)),
+        )
+    )
+    add(
+        table(
+            L,
+            "Failing targets: phase, kind and last reply",
+            "Targets whose last probe failed: the phase and failure kind (README, 'Phases and "
+            "failure kinds') and the last SMTP reply code (0: none).",
+            [
+                query(
+                    # Match on every label but phase and kind: an mx: target has one
+                    # reply code per MX host.
+                    f"(smtp_probe_failed_phase{{{SEL}}} == 1)"
+                    f" * ignoring (phase, kind) group_left smtp_probe_reply_code{{{SEL}}}",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            keep=["target", "module", *EXPANSION, "phase", "kind", "Value"],
+            rename={"Value": "reply code"},
+            size=(12, 8),
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "Up / down per target",
+            "smtp_probe_success: 1 if every phase of the last probe passed.",
+            [query(f"smtp_probe_success{{{SEL}}}", LEGEND)],
+            UP_DOWN,
+            size=(24, 8),
+        )
+    )
+
+    # ---- results over time
+    add(row(L, "Probe results"))
+    # From the gauge, not the counters: /probe answers carry no counters, and in scheduled
+    # mode each result stands until the next probe, so this is the share of time the target
+    # was up (per probe exactly when every scrape is a probe, as with /probe).
+    ratio = f"avg_over_time(smtp_probe_success{{{SEL}}}[{{w}}])"
+    add(
+        timeseries(
+            L,
+            "Success ratio",
+            "Share of the time each target's last probe had passed (with /probe: share of "
+            "probes that passed).",
+            [query(ratio.replace("{w}", "$__rate_interval"), LEGEND)],
+            unit="percentunit",
+            min_value=0,
+            max_value=1,
+            interval="5m",
+        )
+    )
+    add(
+        panel(
+            L,
+            "bargauge",
+            "Success ratio over the dashboard's time range",
+            "Share of the dashboard's time range each target's last probe had passed.",
+            [query(ratio.replace("{w}", "$__range"), LEGEND, instant=True)],
+            unit="percentunit",
+            min_value=0,
+            max_value=1,
+            decimals=2,
+            steps=thresholds(("red", None), ("orange", 0.95), ("green", 0.99)),
+            options={
+                "displayMode": "basic",
+                "orientation": "horizontal",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "showUnfilled": True,
+            },
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Probe duration",
+            "Duration of each target's last probe, resolve to QUIT.",
+            [query(f"smtp_probe_duration_seconds{{{SEL}}}", LEGEND)],
+            unit="s",
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Targets failing, by phase and kind",
+            "How many targets' last probe failed, by failing phase and failure kind.",
+            [
+                query(
+                    f"count by (phase, kind) (smtp_probe_failed_phase{{{SEL}}} == 1)",
+                    "{{phase}} ({{kind}})",
+                )
+            ],
+            unit="none",
+            decimals=0,
+        )
+    )
+
+    # ---- latency
+    add(row(L, "Latency"))
+    hist = (
+        "histogram_quantile({q}, sum by (le, module, phase) "
+        f"(rate(smtp_probe_phase_seconds_bucket{{{JOB}}}[$__rate_interval])"
+        f" and on (job, instance, module) smtp_probe_success{{{SEL}}}))"
+    )
+    for q, name in (("0.5", "p50"), ("0.95", "p95")):
+        add(
+            timeseries(
+                L,
+                f"Phase latency {name} by module",
+                f"{name} of each phase from the smtp_probe_phase_seconds histogram, per module "
+                "(the histogram has no target label), for the modules of the selected targets.",
+                [query(hist.replace("{q}", q), "{{module}} {{phase}}")],
+                unit="s",
+                interval="5m",
+            )
+        )
+    add(
+        timeseries(
+            L,
+            "Phase durations per target (last probe)",
+            "smtp_probe_phase_duration_seconds: each phase of each target's last probe; 0 for "
+            "phases not reached.",
+            [
+                query(
+                    f"smtp_probe_phase_duration_seconds{{{SEL}}} > 0",
+                    "{{target}} {{mx_host}} {{address}} {{phase}}",
+                )
+            ],
+            unit="s",
+        )
+    )
+    add(
+        table(
+            L,
+            "Per-target phase latency over the time range",
+            "p50 and p95 of each target's phase durations over the dashboard's time range "
+            "(quantile_over_time on the last-probe gauge, sampled at every scrape).",
+            [
+                query(
+                    f"quantile_over_time(0.5, smtp_probe_phase_duration_seconds{{{SEL}}}"
+                    "[$__range])",
+                    instant=True,
+                    table=True,
+                ),
+                query(
+                    f"quantile_over_time(0.95, smtp_probe_phase_duration_seconds{{{SEL}}}"
+                    "[$__range])",
+                    instant=True,
+                    table=True,
+                ),
+            ],
+            keep=["target", "module", *EXPANSION, "phase", "Value #A", "Value #B"],
+            rename={"Value #A": "p50", "Value #B": "p95"},
+            unit="s",
+        )
+    )
+
+    # ---- TLS
+    add(row(L, "TLS"))
+    add(
+        panel(
+            L,
+            "bargauge",
+            "Days to certificate expiry",
+            "Days until the earliest certificate of the chain each target presents expires "
+            "(alerts at 14 and 3 days).",
+            [
+                query(
+                    f"(smtp_tls_earliest_cert_expiry_timestamp_seconds{{{SEL}}} - time()) / 86400",
+                    LEGEND,
+                    instant=True,
+                )
+            ],
+            unit="d",
+            decimals=1,
+            min_value=0,
+            steps=thresholds(("red", None), ("orange", 3), ("yellow", 14), ("green", 30)),
+            options={
+                "displayMode": "basic",
+                "orientation": "horizontal",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "showUnfilled": True,
+            },
+        )
+    )
+    add(
+        table(
+            L,
+            "TLS version and cipher",
+            "Negotiated in each target's last probe.",
+            [query(f"smtp_tls_info{{{SEL}}}", instant=True, table=True)],
+            keep=["target", "module", *EXPANSION, "version", "cipher"],
+            rename={},
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "Certificate chain verified",
+            "smtp_tls_chain_verified: the chain verified against the trust store (recorded even "
+            "with tls_verify: false).",
+            [query(f"smtp_tls_chain_verified{{{SEL}}}", LEGEND)],
+            YES_NO,
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "Certificate names the host",
+            "smtp_tls_hostname_match: the certificate's subjectAltNames name the host (or "
+            "tls_server_name).",
+            [query(f"smtp_tls_hostname_match{{{SEL}}}", LEGEND)],
+            YES_NO,
+        )
+    )
+
+    # ---- AUTH
+    add(row(L, "AUTH"))
+    add(
+        state_timeline(
+            L,
+            "AUTH result",
+            "smtp_auth_success for modules with auth: 1 if the login succeeded.",
+            [
+                query(
+                    f"max without (mechanism) (smtp_auth_success{{{SEL}}})",
+                    LEGEND,
+                )
+            ],
+            value_map((0, "failed", "red"), (1, "ok", "green")),
+        )
+    )
+    add(
+        table(
+            L,
+            "AUTH mechanisms advertised",
+            "Mechanisms the last EHLO offered.",
+            [query(f"smtp_auth_mechanism_advertised{{{SEL}}} == 1", instant=True, table=True)],
+            keep=["target", "module", *EXPANSION, "mechanism"],
+            rename={},
+        )
+    )
+
+    # ---- canary
+    add(row(L, "Canary"))
+    add(
+        state_timeline(
+            L,
+            "Canary sent and delivered",
+            "smtp_canary_send_success: the last canary was accepted; smtp_canary_delivered: it "
+            "was found over IMAP before its timeout.",
+            [
+                query(f"smtp_canary_send_success{{{SEL}}}", "{{target}} sent"),
+                query(f"smtp_canary_delivered{{{SEL}}}", "{{target}} delivered"),
+            ],
+            YES_NO,
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Canary round trip and send time",
+            "Round trip: sending the last canary to finding it over IMAP. Send: connect, send "
+            "and QUIT.",
+            [
+                query(f"smtp_canary_round_trip_seconds{{{SEL}}}", "{{target}} round trip"),
+                query(f"smtp_canary_send_duration_seconds{{{SEL}}}", "{{target}} send"),
+            ],
+            unit="s",
+        )
+    )
+    add(
+        panel(
+            L,
+            "bargauge",
+            "Time since a canary was last delivered",
+            "Per target: since a canary was last found in the mailbox.",
+            [
+                query(
+                    f"time() - smtp_canary_last_delivered_timestamp_seconds{{{SEL}}}",
+                    LEGEND,
+                    instant=True,
+                )
+            ],
+            unit="s",
+            min_value=0,
+            steps=thresholds(("green", None), ("orange", 1800), ("red", 3600)),
+            options={
+                "displayMode": "basic",
+                "orientation": "horizontal",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "showUnfilled": True,
+            },
+            size=(24, 6),
+        )
+    )
+
+    # ---- exporter
+    add(row(L, "Exporter"))
+    add(
+        state_timeline(
+            L,
+            "Exporter scraped",
+            "up: Prometheus could scrape the exporter.",
+            # The job variable lists exporter jobs only, so plain `up` is the exporters'.
+            [query(f"up{{{JOB}}}", "{{instance}}")],
+            UP_DOWN,
+            size=(8, 6),
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "Configuration reload",
+            "smtp_exporter_config_last_reload_successful: a refused config leaves the previous "
+            "one running.",
+            [query(f"smtp_exporter_config_last_reload_successful{{{JOB}}}", "{{instance}}")],
+            value_map((0, "failed", "red"), (1, "ok", "green")),
+            size=(8, 6),
+        )
+    )
+    add(
+        table(
+            L,
+            "Exporter version and last good reload",
+            "Version of each exporter and when it last loaded its configuration successfully.",
+            # One query, so the table needs no merge: the reload time (ms, for Grafana's
+            # date units) carrying the build's labels.
+            [
+                query(
+                    f"smtp_exporter_config_last_reload_success_timestamp_seconds{{{JOB}}} * 1000"
+                    " * on (job, instance) group_left (version, python_version)"
+                    f" smtp_exporter_build_info{{{JOB}}}",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            keep=["instance", "version", "python_version", "Value"],
+            rename={"Value": "last good reload"},
+            unit="dateTimeFromNow",
+            size=(8, 6),
+        )
+    )
+    lag = (
+        "histogram_quantile({q}, sum by (job, instance, le) "
+        f"(rate(smtp_exporter_scheduler_lag_seconds_bucket{{{JOB}}}[$__rate_interval])))"
+    )
+    add(
+        timeseries(
+            L,
+            "Scheduler lag",
+            "How late probes start behind their schedule, including waiting for a concurrency "
+            "slot (--probe.concurrency).",
+            [
+                query(lag.replace("{q}", "0.5"), "{{instance}} p50"),
+                query(lag.replace("{q}", "0.95"), "{{instance}} p95"),
+            ],
+            unit="s",
+            size=(8, 8),
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Skipped runs",
+            "Scheduled runs not started: still_running (the previous one had not finished), "
+            "missed (later than one interval).",
+            [
+                query(
+                    "sum by (job, instance, reason) "
+                    f"(rate(smtp_exporter_scheduler_skipped_runs_total{{{JOB}}}[$__rate_interval]))",
+                    "{{instance}} {{reason}}",
+                )
+            ],
+            unit="ops",
+            size=(8, 8),
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Targets, probes in flight, /metrics render time",
+            "Targets scheduled, probes running at scrape time, and the p95 time to render "
+            "/metrics.",
+            [
+                query(f"smtp_exporter_targets{{{JOB}}}", "{{instance}} targets"),
+                query(f"smtp_exporter_probes_in_flight{{{JOB}}}", "{{instance}} in flight"),
+                query(
+                    "histogram_quantile(0.95, sum by (job, instance, le) (rate("
+                    f"smtp_exporter_metrics_render_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    "{{instance}} render p95 (s)",
+                ),
+            ],
+            size=(8, 8),
+        )
+    )
+    return out
+
+
+def variables() -> list[Json]:
+    """Data source, job and target: job and target accept several values and All."""
+
+    def query_var(name: str, label: str, definition: str) -> Json:
+        return {
+            "current": {},
+            "datasource": DATASOURCE,
+            "definition": definition,
+            "hide": 0,
+            "includeAll": True,
+            "label": label,
+            "multi": True,
+            "name": name,
+            "options": [],
+            "query": definition,
+            "refresh": 2,  # on time range change: targets come and go with reloads
+            "regex": "",
+            "skipUrlSync": False,
+            "sort": 1,
+            "type": "query",
+        }
+
+    return [
+        {
+            "current": {},
+            "hide": 0,
+            "includeAll": False,
+            "label": "Data source",
+            "multi": False,
+            "name": "datasource",
+            "options": [],
+            "query": "prometheus",
+            "refresh": 1,
+            "regex": "",
+            "skipUrlSync": False,
+            "type": "datasource",
+        },
+        # Jobs scraping /metrics (results and the exporter's health) and jobs scraping
+        # /probe (results only), so both modes fill the dashboard.
+        query_var(
+            "job",
+            "Job",
+            'label_values({__name__=~"smtp_probe_success|smtp_exporter_build_info"}, job)',
+        ),
+        query_var("target", "Target", 'label_values(smtp_probe_success{job=~"$job"}, target)'),
+    ]
+
+
+def dashboard() -> Json:
+    """The whole dashboard, as Grafana's classic JSON model."""
+    return {
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "description": "SMTP servers probed by smtp-health-exporter: availability, failing "
+        "phase, latency, TLS, AUTH, canary delivery and the exporter's own health.",
+        "editable": True,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "id": None,
+        "links": [],
+        "panels": panels(),
+        "refresh": "1m",
+        "schemaVersion": SCHEMA_VERSION,
+        "tags": ["smtp", "smtp-health-exporter"],
+        "templating": {"list": variables()},
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "title": TITLE,
+        "uid": UID,
+        "version": 1,
+    }
+
+
+def render() -> str:
+    """The dashboard as committed: two-space indented JSON with a final newline."""
+    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the dashboard JSON, or with --check report whether it is up to date."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the JSON is stale")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = args.output.read_text() if args.output.exists() else ""
+        if current != text:
+            print(
+                f"{args.output} is out of date: run python dashboards/generate.py", file=sys.stderr
+            )
+            return 1
+        return 0
+    args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
