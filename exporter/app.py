@@ -99,7 +99,7 @@ class Exporter:
         log.info(
             "listening on %s://%s:%d/metrics, %d targets",
             scheme,
-            self._listen[0],
+            self._listen[0] or "0.0.0.0",
             self.server.port,
             len(self.config.targets),
         )

@@ -10,7 +10,9 @@ under one ``asyncio.timeout_at``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
+import functools
 import ipaddress
 import socket
 import ssl
@@ -22,6 +24,16 @@ from .reply import Reply, ReplyReader
 
 _FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_INET6}
 _SSL_SHUTDOWN_SECONDS = 2.0
+RESOLVER_THREADS = 64
+
+
+@functools.cache
+def _resolver_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for the system resolver. getaddrinfo cannot be cancelled: a probe stops
+    waiting at its deadline, but the lookup keeps its thread until the resolver gives up.
+    asyncio's default pool has a handful of threads, so a few hanging lookups would make
+    every other probe wait in line; this pool is wide enough that they do not."""
+    return concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, "resolve")
 
 
 async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
@@ -39,8 +51,13 @@ async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
         return str(ip)
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(
-            host, port, family=_FAMILIES[ip_protocol], type=socket.SOCK_STREAM
+        infos = await loop.run_in_executor(
+            _resolver_pool(),
+            socket.getaddrinfo,
+            host,
+            port,
+            _FAMILIES[ip_protocol],
+            socket.SOCK_STREAM,
         )
     except socket.gaierror as exc:
         raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {exc.strerror}") from exc
