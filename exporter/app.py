@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import config, probe
+from . import config
 from .discovery import expand, make_resolver
 from .errors import ConfigError
 from .http import Server
@@ -179,7 +179,10 @@ class Exporter:
         deadline = Deadline.after(budget)
         resolver = make_resolver(replace(dns_cfg, timeout=min(dns_cfg.timeout, budget)))
         discovery = await expand(target, resolver)
-        results = await asyncio.gather(*(probe.run(c, deadline) for c in discovery.concrete))
+        assert self.scheduler is not None
+        results = await asyncio.gather(
+            *(self.scheduler.probe_on_demand(c, deadline) for c in discovery.concrete)
+        )
         return [Entry(c, r) for c, r in zip(discovery.concrete, results, strict=True)]
 
     def reload_from_thread(self) -> str | None:

@@ -33,6 +33,7 @@ from . import probe
 from .canary import run_canary
 from .config import Config, DNSConfig, Target
 from .discovery import Discovery, expand, make_resolver, static_expansion
+from .probe.deadline import Deadline
 from .results import FailureKind, ProbeResult
 from .selfmetrics import ExporterMetrics
 from .store import ResultStore
@@ -171,12 +172,22 @@ class ProbeScheduler:
 
     async def _probe(self, jid: str, target: Target) -> ProbeResult:
         lane = self._slow if jid in self._slow_targets else self._fast
+        return await self._probe_in(lane, target, None)
+
+    async def _probe_in(
+        self, lane: asyncio.Semaphore, target: Target, deadline: Deadline | None
+    ) -> ProbeResult:
         async with lane:
             self._own.in_flight.inc()
             try:
-                return await probe.run(target)
+                return await probe.run(target, deadline)
             finally:
                 self._own.in_flight.dec()
+
+    async def probe_on_demand(self, target: Target, deadline: Deadline) -> ProbeResult:
+        """A /probe request's probe: it takes a slot like any scheduled probe, so a flood of
+        requests cannot run more probes at once than --probe.concurrency allows."""
+        return await self._probe_in(self._fast, target, deadline)
 
     async def _expand(self, jid: str, target: Target) -> tuple[Target, ...]:
         if not target.mx:
