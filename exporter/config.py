@@ -61,7 +61,7 @@ class TLSMode(StrEnum):
 
 
 DEFAULT_PORTS = {TLSMode.NONE: 25, TLSMode.STARTTLS: 587, TLSMode.IMPLICIT: 465}
-AUTH_MECHANISMS = ("auto", "PLAIN", "LOGIN")
+AUTH_MECHANISMS = ("auto", "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "XOAUTH2")
 IP_PROTOCOLS = ("auto", "ip4", "ip6", "both")
 # Labels the exporter sets itself; a target's extra labels may not shadow them.
 RESERVED_LABELS = frozenset(
@@ -85,7 +85,8 @@ RESERVED_LABELS = frozenset(
 class AuthConfig:
     username: str
     password: Secret
-    mechanism: str = "auto"
+    # The first of these the server offers; "auto" stands for PLAIN, then LOGIN.
+    mechanisms: tuple[str, ...] = ("auto",)
     allow_insecure: bool = False  # send credentials without TLS (never, unless said)
 
 
@@ -438,11 +439,24 @@ class _Validator:
             self.error(path, "set exactly one of password_file, password_env")
             return None
         secret = self.secret(d, sources[0], path)
-        mechanism = self.choice(d, "mechanism", path, AUTH_MECHANISMS, "auto")
+        mechanisms = self.mechanisms(d.get("mechanism", "auto"), _join(path, "mechanism"))
         allow = self.typed(d, "allow_insecure", path, bool, False)
         if username is None or secret is None:
             return None
-        return AuthConfig(username, secret, mechanism, allow)
+        return AuthConfig(username, secret, mechanisms, allow)
+
+    def mechanisms(self, raw: Any, path: str) -> tuple[str, ...]:
+        """One mechanism or a list of allowed ones, in order of preference."""
+        items = raw if isinstance(raw, list) else [raw]
+        out: list[str] = []
+        for item in items:
+            if not isinstance(item, str) or item not in AUTH_MECHANISMS:
+                self.error(
+                    path, f"expected one or a list of {', '.join(AUTH_MECHANISMS)}, got {item!r}"
+                )
+            elif item not in out:
+                out.append(item)
+        return tuple(out) or ("auto",)
 
     def secret(self, d: dict[str, Any], key: str, path: str) -> Secret | None:
         value = self.typed(d, key, path, str, None)

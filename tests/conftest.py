@@ -66,7 +66,7 @@ def make_target(
 ) -> Target:
     """A target with an AUTH module; module keyword arguments override the defaults."""
     auth = (
-        AuthConfig(USER, Secret(password), mechanism, allow_insecure)
+        AuthConfig(USER, Secret(password), (mechanism,), allow_insecure)
         if password is not None
         else None
     )

@@ -98,7 +98,7 @@ BAD = [
     ),
     (
         "modules: {m: {auth: {username: u, password_env: PW, mechanism: NTLM}}}",
-        "modules.m.auth.mechanism: expected one of auto, PLAIN, LOGIN",
+        "modules.m.auth.mechanism: expected one or a list of auto, PLAIN, LOGIN",
     ),
     (
         "modules: {m: {}}\ntargets: [{target: 'a:99999', module: m}]",

@@ -30,7 +30,7 @@ def target(
 ) -> Target:
     auth = None
     if user is not None:
-        auth = AuthConfig(user, Secret(password or stack.users[user]), mechanism)
+        auth = AuthConfig(user, Secret(password or stack.users[user]), (mechanism,))
     module.setdefault("tls", TLSMode.STARTTLS)
     module.setdefault("tls_ca_file", str(stack.ca_file))
     module.setdefault("timeout", 10.0)

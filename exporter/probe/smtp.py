@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..config import Target, TLSMode, is_ip
-from ..errors import ProbeError, ReplyError, TLSError
+from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, TLSInfo
 from . import sasl, tls
 from .esmtp import NO_EXTENSIONS, Extensions, parse_ehlo
@@ -147,7 +147,7 @@ class Session:
             )
         if not self.extensions.has("AUTH"):
             raise ProbeError(Phase.AUTH, FailureKind.NOT_OFFERED, "server advertises no AUTH")
-        mechanism = sasl.choose(self.extensions.auth_mechanisms, auth.mechanism)
+        mechanism = sasl.choose(self.extensions.auth_mechanisms, auth.mechanisms)
         if mechanism is None:
             offered = " ".join(self.extensions.auth_mechanisms) or "none"
             raise ProbeError(
@@ -156,19 +156,46 @@ class Session:
                 f"no usable AUTH mechanism (offered: {offered})",
             )
         self.auth = AuthInfo(attempted=True, mechanism=mechanism)
-        password = auth.password.reveal()
-        if mechanism == "PLAIN":
-            reply = await self.command(
-                f"AUTH PLAIN {sasl.plain(auth.username, password)}", Phase.AUTH
-            )
-            if reply.code == 334:  # a server that ignores the initial response asks again
-                reply = await self.command(sasl.plain(auth.username, password), Phase.AUTH)
-        else:
-            self.expect(await self.command("AUTH LOGIN", Phase.AUTH), 334, Phase.AUTH)
-            self.expect(await self.command(sasl.b64(auth.username), Phase.AUTH), 334, Phase.AUTH)
-            reply = await self.command(sasl.b64(password), Phase.AUTH)
+        try:
+            reply = await self._sasl(mechanism, auth.username, auth.password.reveal())
+        except sasl.SASLError as exc:
+            raise ProtocolError(f"{mechanism}: {exc}", Phase.AUTH) from exc
         self.expect(reply, 235, Phase.AUTH)
         self.auth = AuthInfo(attempted=True, success=True, mechanism=mechanism)
+
+    async def _sasl(self, mechanism: str, username: str, password: str) -> Reply:
+        """Run one SASL exchange; return the server's last reply (235 on success)."""
+        a = Phase.AUTH
+        if mechanism == "PLAIN":
+            reply = await self.command(f"AUTH PLAIN {sasl.plain(username, password)}", a)
+            if reply.code == 334:  # a server that ignores the initial response asks again
+                reply = await self.command(sasl.plain(username, password), a)
+            return reply
+        if mechanism == "LOGIN":
+            self.expect(await self.command("AUTH LOGIN", a), 334, a)
+            self.expect(await self.command(sasl.b64(username), a), 334, a)
+            return await self.command(sasl.b64(password), a)
+        if mechanism == "CRAM-MD5":
+            challenge = await self.command("AUTH CRAM-MD5", a)
+            self.expect(challenge, 334, a)
+            return await self.command(sasl.cram_md5(username, password, _data(challenge)), a)
+        if mechanism == "XOAUTH2":
+            reply = await self.command(f"AUTH XOAUTH2 {sasl.xoauth2(username, password)}", a)
+            if reply.code == 334:  # an error report in JSON; an empty line ends the exchange
+                reply = await self.command("", a)
+            return reply
+        scram = sasl.ScramClient(mechanism, username, password)
+        server_first = await self.command(f"AUTH {mechanism} {sasl.b64(scram.first())}", a)
+        self.expect(server_first, 334, a)
+        final = scram.final(_data(server_first).decode("utf-8", "replace"))
+        reply = await self.command(sasl.b64(final), a)
+        if reply.code != 334:
+            # A 235 here would skip the server's proof: accept no server that cannot give it.
+            if reply.code == 235:
+                raise sasl.SASLError("server did not send its signature")
+            return reply
+        scram.verify(_data(reply).decode("utf-8", "replace"))
+        return await self.command("", a)
 
     # --- helpers ----------------------------------------------------------------------
     async def command(self, line: str, phase: Phase) -> Reply:
@@ -204,11 +231,21 @@ class Session:
             self.conn.close(graceful=self.quit_ok)
 
 
+def _data(reply: Reply) -> bytes:
+    """The base64 payload of a 334 challenge."""
+    return sasl.unb64(reply.lines[0] if reply.lines else "")
+
+
 def _secret_forms(target: Target) -> tuple[str, ...]:
     auth = target.module.auth
     if auth is None:
         return ()
     password = auth.password.reveal()
-    forms = {password, sasl.b64(password), sasl.plain(auth.username, password)}
+    forms = {
+        password,
+        sasl.b64(password),
+        sasl.plain(auth.username, password),
+        sasl.xoauth2(auth.username, password),
+    }
     # Longest first, so a base64 form is masked whole rather than around an inner match.
     return tuple(sorted((f for f in forms if len(f) >= 3), key=len, reverse=True))

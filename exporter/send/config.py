@@ -68,7 +68,7 @@ class SMTPConfig:
         auth = None
         if self.username is not None and self.password is not None:
             auth = AuthConfig(
-                self.username, Secret(self.password), "auto", self.allow_insecure_auth
+                self.username, Secret(self.password), ("auto",), self.allow_insecure_auth
             )
         extra = {"ehlo_name": self.ehlo_name} if self.ehlo_name else {}
         module = Module(

@@ -417,7 +417,7 @@ ssl_min_protocol = TLSv1.2
 # Has no effect for 127.0.0.1 clients: Dovecot counts loopback as secure, so LOGIN
 # works before STARTTLS there (no LOGINDISABLED capability).
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256
 
 mail_location = maildir:{lay.mail_dir}/%n/Maildir
 first_valid_uid = 100
