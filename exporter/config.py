@@ -102,6 +102,16 @@ class CanaryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PostureConfig:
+    """Security checks made on the probe's own SMTP session; each off unless turned on."""
+
+    auth_before_tls: bool = False  # is AUTH offered / answered before STARTTLS?
+    relay_from: str | None = None  # open-relay test: MAIL FROM / RCPT TO, never DATA
+    relay_to: str | None = None
+    fail_on_findings: bool = False  # a finding fails the probe, not only its metric
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """How to probe: everything except where."""
 
@@ -117,6 +127,7 @@ class Module:
     ip_protocol: str = "auto"
     auth: AuthConfig | None = None
     canary: CanaryConfig | None = None
+    posture: PostureConfig = field(default_factory=lambda: PostureConfig())
 
     @property
     def default_port(self) -> int:
@@ -364,6 +375,7 @@ class _Validator:
             "ip_protocol",
             "auth",
             "canary",
+            "posture",
         )
         d = self.mapping(raw, path, keys)
         tls = TLSMode(self.choice(d, "tls", path, tuple(TLSMode), TLSMode.STARTTLS.value))
@@ -388,10 +400,31 @@ class _Validator:
             "ip_protocol": self.choice(d, "ip_protocol", path, IP_PROTOCOLS, "auto"),
             "auth": self.auth(d.get("auth"), _join(path, "auth")) if "auth" in d else None,
             "canary": self.canary(d["canary"], _join(path, "canary")) if "canary" in d else None,
+            "posture": self.posture(d.get("posture"), _join(path, "posture"), tls),
         }
         if ehlo:
             kwargs["ehlo_name"] = ehlo
         return Module(**kwargs)
+
+    def posture(self, raw: Any, path: str, tls: TLSMode) -> PostureConfig:
+        d = self.mapping(raw, path, ("auth_before_tls", "relay_test", "fail_on_findings"))
+        before = self.typed(d, "auth_before_tls", path, bool, False)
+        if before and tls is not TLSMode.STARTTLS:
+            self.error(
+                _join(path, "auth_before_tls"),
+                "needs tls: starttls (it looks at the session before STARTTLS)",
+            )
+        relay_from = relay_to = None
+        if d.get("relay_test") is not None:
+            rpath = _join(path, "relay_test")
+            r = self.mapping(d["relay_test"], rpath, ("from", "to"))
+            for key in ("from", "to"):
+                value = self.typed(r, key, rpath, str, None)
+                if not value or not _ADDRESS.fullmatch(value):
+                    self.error(_join(rpath, key), f"required: a plain email address, got {value!r}")
+            relay_from, relay_to = r.get("from"), r.get("to")
+        fail = self.typed(d, "fail_on_findings", path, bool, False)
+        return PostureConfig(bool(before), relay_from, relay_to, fail)
 
     def canary(self, raw: Any, path: str) -> CanaryConfig | None:
         d = self.mapping(raw, path, ("from", "to", "interval", "timeout", "imap"))

@@ -122,6 +122,26 @@ PER_TARGET: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("smtp_size_limit_bytes", "gauge", "Message size limit advertised with SIZE."),
     MetricSpec(
+        "smtp_posture_auth_advertised_before_tls",
+        "gauge",
+        "1 if EHLO advertised AUTH before STARTTLS (posture.auth_before_tls).",
+    ),
+    MetricSpec(
+        "smtp_posture_auth_accepted_before_tls",
+        "gauge",
+        "1 if the server answered AUTH LOGIN with 334 before TLS.",
+    ),
+    MetricSpec(
+        "smtp_posture_open_relay",
+        "gauge",
+        "1 if RCPT to an outside domain was accepted without AUTH (posture.relay_test).",
+    ),
+    MetricSpec(
+        "smtp_posture_relay_test_reply_code",
+        "gauge",
+        "Reply code that decided the relay test (RCPT, or MAIL when refused).",
+    ),
+    MetricSpec(
         "smtp_canary_send_success",
         "gauge",
         "1 if the last canary was accepted for every recipient.",
@@ -282,6 +302,16 @@ def render_target(entry: Entry) -> tuple[str, ...]:
                 )
         if r.size_limit is not None:
             add("smtp_size_limit_bytes", r.size_limit)
+    if r is not None:
+        p = r.posture
+        for name, value in (
+            ("smtp_posture_auth_advertised_before_tls", p.auth_advertised_before_tls),
+            ("smtp_posture_auth_accepted_before_tls", p.auth_accepted_before_tls),
+            ("smtp_posture_open_relay", p.relay_accepted),
+            ("smtp_posture_relay_test_reply_code", p.relay_code),
+        ):
+            if value is not None:
+                add(name, float(value))
     c = entry.canary
     if c is not None:
         add("smtp_canary_send_success", 1 if c.send_ok else 0)

@@ -82,6 +82,8 @@ def failure_text(r: ProbeResult, c: CanaryResult | None) -> str:
         return f"{r.failure.phase}: {reason(r)}"
     if c is not None and c.reason:
         return f"canary: {c.reason}"
+    if r.posture.findings:
+        return "finding: " + "; ".join(r.posture.findings)
     return "-"
 
 
@@ -197,6 +199,13 @@ def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any
             "mechanism": r.auth.mechanism,
         },
         "canary": canary_dict(canary),
+        "posture": {
+            "auth_advertised_before_tls": r.posture.auth_advertised_before_tls,
+            "auth_accepted_before_tls": r.posture.auth_accepted_before_tls,
+            "open_relay": r.posture.relay_accepted,
+            "relay_test_reply_code": r.posture.relay_code,
+            "findings": list(r.posture.findings),
+        },
     }
 
 
@@ -273,6 +282,11 @@ def _nagios_state(
         state = max(state, WARNING)
     if r.auth.attempted:
         notes.append(f"AUTH {r.auth.mechanism} ok")
+    if r.posture.relay_accepted:
+        state = CRITICAL
+    elif r.posture.findings:
+        state = max(state, WARNING)
+    notes += r.posture.findings
     if canary is not None:
         if canary.success:
             notes.append(f"canary {canary_text(canary)}")

@@ -48,6 +48,7 @@ class FailureKind(StrEnum):
     TLS_UNAVAILABLE = "tls_unavailable"  # STARTTLS required but not advertised
     NOT_OFFERED = "not_offered"  # no usable AUTH mechanism advertised
     INSECURE = "insecure"  # credentials withheld because the session is not encrypted
+    FINDING = "finding"  # a posture check found a weakness and the module fails on findings
     INTERNAL = "internal"  # a bug in the exporter
 
 
@@ -103,6 +104,27 @@ class TLSInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Posture:
+    """What the session-level security checks found; None where a check did not run."""
+
+    auth_advertised_before_tls: bool | None = None
+    auth_accepted_before_tls: bool | None = None  # AUTH LOGIN answered 334 in clear
+    relay_accepted: bool | None = None  # RCPT to an outside domain got 2xx without AUTH
+    relay_code: int | None = None  # the reply that decided it (RCPT, or MAIL if refused)
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        out = []
+        if self.auth_accepted_before_tls:
+            out.append("server answers AUTH before TLS (credentials could be sent in clear)")
+        elif self.auth_advertised_before_tls:
+            out.append("server advertises AUTH before TLS")
+        if self.relay_accepted:
+            out.append(f"open relay: RCPT to an outside domain accepted ({self.relay_code})")
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthInfo:
     attempted: bool = False
     success: bool = False
@@ -132,6 +154,7 @@ class ProbeResult:
     auth: AuthInfo = field(default_factory=AuthInfo)
     last_reply_code: int | None = None
     labels: tuple[tuple[str, str], ...] = ()  # the target's labels (mx_host, ip_protocol, ...)
+    posture: Posture = field(default_factory=Posture)
 
     @property
     def success(self) -> bool:

@@ -67,6 +67,7 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         auth=session.auth,
         last_reply_code=session.last_code,
         labels=target.labels,
+        posture=session.posture,
     )
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from ..config import Target, TLSMode, is_ip
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
-from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, TLSInfo
+from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, Posture, TLSInfo
 from . import sasl, tls
 from .esmtp import NO_EXTENSIONS, Extensions, parse_ehlo
 from .reply import Reply
@@ -41,6 +42,7 @@ class Session:
         self.auth = AuthInfo()
         self.last_code: int | None = None
         self.quit_ok = False
+        self.posture = Posture()
         self.secrets = _secret_forms(target)
 
     @contextmanager
@@ -76,6 +78,8 @@ class Session:
             self.extensions = await self._ehlo(Phase.EHLO)
         if module.tls is TLSMode.STARTTLS:
             await self._starttls()
+        if module.posture.relay_from and module.posture.relay_to:
+            await self._relay_test(module.posture.relay_from, module.posture.relay_to)
         if module.auth is not None:
             with self.step(Phase.AUTH):
                 await self._auth()
@@ -98,7 +102,42 @@ class Session:
         self.used_helo = True
         return NO_EXTENSIONS
 
+    async def _auth_before_tls(self) -> None:
+        """Does the server take credentials before TLS? Ask with AUTH LOGIN and, if it says
+        334, cancel at once with "*" (RFC 4954 4): no credential is ever sent in clear."""
+        advertised = self.extensions.has("AUTH")
+        reply = await self.command("AUTH LOGIN", Phase.STARTTLS)
+        accepted = reply.code == 334
+        if accepted:
+            await self.command("*", Phase.STARTTLS)  # 501 expected; any answer will do
+        self.posture = replace(
+            self.posture, auth_advertised_before_tls=advertised, auth_accepted_before_tls=accepted
+        )
+        self._fail_on_findings(Phase.STARTTLS)
+
+    async def _relay_test(self, sender: str, recipient: str) -> None:
+        """Unauthenticated MAIL FROM and RCPT TO an outside domain, then RSET: never DATA,
+        so nothing is ever sent. 2xx to RCPT means the server relays for anyone."""
+        with self.step(Phase.MAIL):
+            mail = await self.command(f"MAIL FROM:<{sender}>", Phase.MAIL)
+        if mail.code // 100 != 2:
+            self.posture = replace(self.posture, relay_code=mail.code)
+            return
+        with self.step(Phase.RCPT):
+            rcpt = await self.command(f"RCPT TO:<{recipient}>", Phase.RCPT)
+            accepted = rcpt.code // 100 == 2
+            self.posture = replace(self.posture, relay_accepted=accepted, relay_code=rcpt.code)
+            await self.command("RSET", Phase.RCPT)
+        self._fail_on_findings(Phase.RCPT)
+
+    def _fail_on_findings(self, phase: Phase) -> None:
+        findings = self.posture.findings
+        if findings and self.module.posture.fail_on_findings:
+            raise ProbeError(phase, FailureKind.FINDING, "; ".join(findings))
+
     async def _starttls(self) -> None:
+        if self.module.posture.auth_before_tls:
+            await self._auth_before_tls()
         if not self.extensions.has("STARTTLS"):
             if self.module.tls_required:
                 raise ProbeError(
