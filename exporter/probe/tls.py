@@ -40,8 +40,11 @@ _SYSTEM_BUNDLES = (
 )
 
 
+@functools.cache
 def client_context() -> ssl.SSLContext:
-    """The handshake context: no verification here (see module docstring), modern protocols."""
+    """The handshake context: no verification here (see module docstring), modern protocols.
+    One for the process: building an SSLContext costs more CPU than a loopback handshake,
+    and this one holds no per-target state."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
