@@ -1,19 +1,35 @@
-"""/metrics render time and size for N targets: cached per-target blocks vs a naive
-prometheus_client collector that builds every sample on every scrape.
+"""/metrics render time and size for N targets.
 
-    python bench/render.py [N ...]      (default: 1000 10000)
+    python bench/render.py [N ...] [--no-http]      (default: 1000 10000)
 
-Prints figures; asserts nothing. Results are synthetic but complete (STARTTLS + AUTH + TLS
-with a certificate), i.e. the largest per-target block the exporter produces.
+Prints figures; asserts nothing. Three tables:
+
+1. **render**: ``exporter.metrics.Renderer.render()`` over a synthetic store — cached
+   per-target blocks — against a naive prometheus_client collector that builds every sample
+   on every scrape. Results are synthetic but complete (STARTTLS + AUTH + TLS with a
+   certificate), i.e. the largest per-target block the exporter produces.
+2. **scrape**: everything the HTTP handler does for one scrape (render, the exporter's own
+   metrics appended, UTF-8 encoding, gzip level 1 when asked — Prometheus asks), after the
+   results of 15 s of a 60 s interval arrived (N/4 targets changed: the steady state with a
+   15 s scrape interval); and the same for the prototype of the proposed design
+   (``bench/_sharded_render.py``), whose per-result cost is paid when a result is recorded.
+3. **end to end** (unless ``--no-http``): GET /metrics from the real exporter
+   (``python -m exporter``) while it probes N STARTTLS + AUTH targets
+   (``bench/_fleet.py``), plain and gzip: time to the last byte, size on the wire.
 """
 
 from __future__ import annotations
 
+import argparse
+import gzip
 import random
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+from _common import table
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +37,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import AuthConfig, Module, Secret, Target, TLSMode
 from exporter.metrics import PER_TARGET, Renderer
 from exporter.results import AuthInfo, CertInfo, Phase, PhaseTiming, ProbeResult, TLSInfo
-from exporter.store import ResultStore
+from exporter.scheduler import offset_fraction
+from exporter.selfmetrics import ExporterMetrics
+from exporter.store import ResultStore, key_of
 
 MODULE = Module("submission", tls=TLSMode.STARTTLS, auth=AuthConfig("u", Secret("p")))
 
@@ -139,7 +157,84 @@ def measure(n: int) -> str:
     )
 
 
-def main(sizes: list[int]) -> None:
+def scrape(n: int) -> list[object]:
+    """One steady-state scrape, current design vs the proposed one (table 2)."""
+    from _sharded_render import ShardedRenderer
+
+    store, targets = build(n)
+    own = ExporterMetrics()
+    renderer = Renderer(store)
+    renderer.render()
+    sharded = ShardedRenderer(store.entries())
+    sharded.pieces(True)  # the first scrape builds every shard
+    rng = random.Random(2)
+    # The results of 15 s of a 60 s interval, in schedule order as the scheduler makes them.
+    ordered = sorted(targets, key=offset_fraction)
+    changed = ordered[: max(1, n // 4)]
+
+    def churn(eager: bool) -> float:
+        """Record new results; with ``eager``, the prototype renders each one as it lands
+        (timed: that cost moves to the event loop). Returns ms per recorded result."""
+        spent = 0.0
+        for t in changed:
+            store.record(t, fake_result(t, rng))
+            if eager:
+                start = time.perf_counter()
+                sharded.update(store._entries[key_of(t)])  # what record() just stored
+                spent += time.perf_counter() - start
+        return spent / len(changed) * 1000
+
+    def current(gz: bool) -> int:
+        text = renderer.render() + own.text()  # Server.metrics_text
+        data = text.encode("utf-8")  # Handler._send
+        if gz:
+            data = gzip.compress(data, compresslevel=1)
+        return len(data)
+
+    def proposed(gz: bool) -> int:
+        return sum(len(p) for p in sharded.pieces(gz))
+
+    row: list[object] = [n]
+    for gz in (False, True):
+        churn(False)
+        start = time.perf_counter()
+        size = current(gz)
+        row += [(time.perf_counter() - start) * 1000, size / 1e6]
+    per_result = 0.0
+    for gz in (False, True):
+        per_result = churn(True)
+        start = time.perf_counter()
+        size = proposed(gz)
+        row += [(time.perf_counter() - start) * 1000, size / 1e6]
+    row.append(per_result)
+    return row
+
+
+def end_to_end(n: int) -> list[object]:
+    """GET /metrics from the real exporter probing n targets (table 3)."""
+    import _fleet
+
+    work = Path(tempfile.mkdtemp(prefix="bench-render-"))
+    row: list[object] = [n]
+    with _fleet.fleet(n, work) as f:
+        for gz in (False, True):
+            times, size = [], 0
+            for _ in range(5):
+                body, seconds = f.metrics(gzip=gz)
+                times.append(seconds)
+                size = len(body)
+                time.sleep(3)  # new results arrive between scrapes, as in production
+            row += [statistics.median(times) * 1000, max(times) * 1000, size / 1e6]
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("sizes", nargs="*", type=int, default=[1000, 10000])
+    p.add_argument("--no-http", dest="http", action="store_false")
+    args = p.parse_args(argv)
+    sizes = args.sizes
+    print("1. render (synthetic store, in process)")
     print(
         f"{'targets':>8} {'series':>9} {'size':>9} {'cold':>9} {'cached':>9} "
         f"{'1s churn':>9} {'naive':>9} {'naive/cached':>12}"
@@ -150,7 +245,38 @@ def main(sizes: list[int]) -> None:
         f"({len(PER_TARGET)} per-target families; 'naive' = prometheus_client generate_latest "
         "over prebuilt families, excluding the cost of building them)"
     )
+    print("\n2. one scrape after 15 s of results (N/4 targets changed), in process, ms / MB")
+    print(
+        table(
+            [
+                "targets",
+                "current",
+                "MB",
+                "current gzip",
+                "MB",
+                "proposed",
+                "MB",
+                "proposed gzip",
+                "MB",
+                "proposed ms/result",
+            ],
+            [scrape(n) for n in sizes],
+        )
+    )
+    print("(target: /metrics at 10,000 targets under 100 ms)")
+    if args.http:
+        print(
+            "\n3. end to end: GET /metrics from the real exporter probing N STARTTLS + AUTH "
+            "targets, ms (median, max of 5) / MB on the wire",
+            flush=True,
+        )
+        print(
+            table(
+                ["targets", "plain p50", "plain max", "MB", "gzip p50", "gzip max", "MB"],
+                [end_to_end(n) for n in sizes],
+            )
+        )
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1000, 10000])
+    main(sys.argv[1:])
