@@ -13,10 +13,9 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from . import config
-from .discovery import expand, make_resolver
+from .discovery import expand
 from .errors import ConfigError
 from .http import Server
 from .metrics import render_probe
@@ -166,20 +165,22 @@ class Exporter:
             # Leave Prometheus time to receive the answer (blackbox's --timeout-offset).
             budget = min(budget, max(offered - self.timeout_offset, 0.1))
         tgt = config.Target(target, host, port, mod, mx=mx)
-        fut = asyncio.run_coroutine_threadsafe(self._probe_once(tgt, budget, cfg.dns), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(self._probe_once(tgt, budget), self._loop)
         entries = fut.result(budget + 5)
         if not entries:
             return 200, ""
         return 200, render_probe(entries)
 
-    async def _probe_once(
-        self, target: config.Target, budget: float, dns_cfg: config.DNSConfig
-    ) -> list[Entry]:
+    async def _probe_once(self, target: config.Target, budget: float) -> list[Entry]:
         """Expand (MX lookup, families) and probe, all within ``budget``."""
-        deadline = Deadline.after(budget)
-        resolver = make_resolver(replace(dns_cfg, timeout=min(dns_cfg.timeout, budget)))
-        discovery = await expand(target, resolver)
         assert self.scheduler is not None
+        deadline = Deadline.after(budget)
+        try:
+            discovery = await asyncio.wait_for(
+                expand(target, self.scheduler.resolver), deadline.remaining()
+            )
+        except TimeoutError:
+            return []
         results = await asyncio.gather(
             *(self.scheduler.probe_on_demand(c, deadline) for c in discovery.concrete)
         )

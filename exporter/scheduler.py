@@ -19,6 +19,7 @@ import hashlib
 import logging
 import time
 
+import dns.asyncresolver
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
@@ -150,6 +151,13 @@ class ProbeScheduler:
             self._own.skipped.labels("missed").inc()
 
     async def _run(self, jid: str) -> None:
+        try:
+            await self._run_target(jid)
+        except asyncio.CancelledError:
+            # Shutdown cancels runs in flight; APScheduler would log each as a failed job.
+            return
+
+    async def _run_target(self, jid: str) -> None:
         target = self._targets.get(jid)
         if target is None:
             return
@@ -183,6 +191,11 @@ class ProbeScheduler:
                 return await probe.run(target, deadline)
             finally:
                 self._own.in_flight.dec()
+
+    @property
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        """The resolver of the applied config (built once per config, not per request)."""
+        return self._resolver
 
     async def probe_on_demand(self, target: Target, deadline: Deadline) -> ProbeResult:
         """A /probe request's probe: it takes a slot like any scheduled probe, so a flood of
