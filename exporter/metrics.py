@@ -10,7 +10,6 @@ renderer writes HELP/TYPE from it and docs/metrics.md is checked against it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
@@ -390,10 +389,6 @@ def _histogram_text(store: ResultStore) -> str:
         lines.append(f"{name}_sum{{{labels}}} {_fmt(total)}\n")
         lines.append(f"{name}_count{{{labels}}} {count}\n")
     return "".join(lines)
-
-
-def metric_names(specs: Iterable[MetricSpec] = METRICS) -> list[str]:
-    return [s.name for s in specs]
 
 
 _COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type == "counter"}

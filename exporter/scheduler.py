@@ -246,10 +246,6 @@ class ProbeScheduler:
 
         self._canaries[jid] = asyncio.get_running_loop().create_task(run())
 
-    async def run_now(self) -> None:
-        """Probe every target once now (used at start-up by tests and --demo)."""
-        await asyncio.gather(*(self._run(jid) for jid in list(self._targets)))
-
 
 def log_transition(target: Target, before: ProbeResult | None, after: ProbeResult) -> None:
     """Log when a target goes down or recovers, not on every probe."""

@@ -19,8 +19,3 @@ class Deadline:
 
     def remaining(self) -> float:
         return max(self.at - time.monotonic(), 0.0)
-
-    def tighter(self, seconds: float) -> Deadline:
-        """The earlier of this deadline and one ``seconds`` from now."""
-        other = Deadline.after(seconds)
-        return other if other.at < self.at else self

@@ -16,7 +16,6 @@ import functools
 import ipaddress
 import socket
 import ssl
-from typing import Any
 
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import FailureKind, Phase
@@ -229,9 +228,6 @@ class Connection(asyncio.Protocol):
             raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.CLOSED, self._closed or "no TLS")
         self.tls_object = obj
         return obj
-
-    def extra(self, name: str) -> Any:
-        return self._transport.get_extra_info(name) if self._transport else None
 
     def close(self, *, graceful: bool) -> None:
         if self._transport is None:
