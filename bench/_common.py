@@ -235,3 +235,18 @@ def wait_line(path: Path, needle: str, timeout: float, proc: subprocess.Popen[by
 def python(script: str, *args: str) -> list[str]:
     """Command line running bench/SCRIPT with this interpreter."""
     return [sys.executable, str(BENCH / script), *args]
+
+
+def exporter_command(config: Path, port: int) -> list[str]:
+    """The real exporter, as a user runs it, on 127.0.0.1:PORT with quiet logs."""
+    return [
+        sys.executable,
+        "-m",
+        "exporter",
+        "--config.file",
+        str(config),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--log.level",
+        "warn",
+    ]

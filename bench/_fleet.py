@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,17 +87,7 @@ def fleet(n: int, work: Path, interval: float | None = None) -> Iterator[Fleet]:
     cfg = work / "config.yml"
     write_config(cfg, hosts, port, every, certs.ca_file, password)
     http_port = c.free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "exporter",
-        "--config.file",
-        str(cfg),
-        "--web.listen-address",
-        f"127.0.0.1:{http_port}",
-        "--log.level",
-        "warn",
-    ]
+    cmd = c.exporter_command(cfg, http_port)
     with c.child(c.python("_fastsmtp.py", str(work / "spec.json")), work / "fastsmtp.log") as srv:
         c.wait_line(work / "fastsmtp.log", "ready", 120, srv)
         with c.child(cmd, work / "exporter.log", stop_timeout=30) as exp:

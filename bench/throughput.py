@@ -326,17 +326,7 @@ def scheduled(
     cfg = work / f"scheduled-{module}.yml"
     cfg.write_text("\n".join(lines) + "\n")
     port = c.free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "exporter",
-        "--config.file",
-        str(cfg),
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        "--log.level",
-        "warn",
-    ]
+    cmd = c.exporter_command(cfg, port)
     url = f"http://127.0.0.1:{port}/metrics"
 
     reasons: collections.Counter[str] = collections.Counter()
