@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from . import __version__
+from . import __version__, gzipjoin
 from .metrics import Renderer
 from .results import display_name
 from .selfmetrics import ExporterMetrics
@@ -85,11 +85,18 @@ class Server:
         if self._thread is not None:
             self._thread.join(5)
 
-    def metrics_text(self) -> str:
+    def metrics_body(self, gzipped: bool) -> tuple[int, Iterable[bytes]]:
+        """The /metrics body as (length, chunks to write): the targets' pieces, then the
+        exporter's own metrics. Compressed, it is one gzip member joined from cached pieces;
+        plain, the pieces are inflated one at a time as they are written."""
         start = time.perf_counter()
-        text = self.renderer.render()
+        pieces = self.renderer.pieces()
         self.app.own.render_time.observe(time.perf_counter() - start)
-        return text + self.app.own.text()
+        pieces.append(gzipjoin.deflate(self.app.own.text().encode()))
+        if gzipped:
+            chunks = gzipjoin.join(pieces)
+            return sum(map(len, chunks)), chunks
+        return sum(p.length for p in pieces), map(gzipjoin.inflate, pieces)
 
     def landing_page(self) -> str:
         rows = []
@@ -154,7 +161,7 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
         ) -> None:
             data = body.encode("utf-8")
             headers = dict(extra or {})
-            if len(data) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
+            if len(data) > 1024 and _accepts_gzip(self.headers.get("Accept-Encoding", "")):
                 data = gzip.compress(data, compresslevel=1)
                 headers["Content-Encoding"] = "gzip"
             self.send_response(status)
@@ -165,6 +172,23 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
+
+        def _metrics(self) -> None:
+            gzipped = _accepts_gzip(self.headers.get("Accept-Encoding", ""))
+            length, chunks = server.metrics_body(gzipped)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(length))
+            headers = dict(server.web.headers if server.web else {})
+            if gzipped:
+                headers["Content-Encoding"] = "gzip"
+            headers["Vary"] = "Accept-Encoding"
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                for chunk in chunks:
+                    self.wfile.write(chunk)
 
         def _authorized(self) -> bool:
             if server.web is None or server.web.check_basic_auth(self.headers.get("Authorization")):
@@ -184,7 +208,6 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self._probe(query)
                 return
             routes: dict[str, Callable[[], None]] = {
-                "/metrics": lambda: self._send(200, server.metrics_text(), CONTENT_TYPE),
                 "/": lambda: self._send(200, server.landing_page(), "text/html; charset=utf-8"),
                 "/-/healthy": lambda: self._send(200, "Healthy\n"),
                 "/-/ready": lambda: (
@@ -196,6 +219,9 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                     HTTPStatus.METHOD_NOT_ALLOWED, "Use POST to reload\n", extra={"Allow": "POST"}
                 ),
             }
+            if path == "/metrics":
+                self._metrics()
+                return
             route = routes.get(path)
             if route is None:
                 self._send(HTTPStatus.NOT_FOUND, "Not found\n")
@@ -237,3 +263,20 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"failed to reload config: {error}\n")
 
     return Handler
+
+
+def _accepts_gzip(header: str) -> bool:
+    """Whether Accept-Encoding allows gzip (and not with q=0, RFC 9110 12.5.3)."""
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and _q_is_zero(q[2:]))
+    return False
+
+
+def _q_is_zero(value: str) -> bool:
+    try:
+        return float(value) == 0
+    except ValueError:
+        return False

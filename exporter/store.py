@@ -1,14 +1,15 @@
 """Latest result and running counts per target, plus latency histograms per module and phase.
 
 Written from the scheduler's event loop, read by HTTP threads. Each target's ``Entry`` is
-immutable and replaced whole, so a reader holding one sees a consistent view, and the
-renderer can cache its text by the entry's identity.
+immutable and replaced whole, so a reader holding one sees a consistent view; listeners
+(the renderer) hear of every new entry, and ``layout_version`` tells them when to look at
+all of them again.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .canary import CanaryResult
@@ -63,6 +64,19 @@ class ResultStore:
         self._entries: dict[TargetKey, Entry] = {}
         self._discoveries: dict[Origin, Discovery] = {}
         self._histograms: dict[tuple[str, Phase], Histogram] = {}
+        self._listeners: list[Callable[[Entry], None]] = []
+        # Bumped whenever targets come or go or an entry is replaced other than by a result,
+        # so a reader that caches per target (the renderer) knows to look at every entry.
+        self.layout_version = 0
+
+    def listen(self, listener: Callable[[Entry], None]) -> None:
+        """Call ``listener`` with the new entry after each recorded result or canary, in
+        the recording thread (the event loop), outside the store's lock."""
+        self._listeners.append(listener)
+
+    def _notify(self, entry: Entry) -> None:
+        for listener in self._listeners:
+            listener(entry)
 
     def set_targets(self, targets: Iterable[Target]) -> None:
         """Keep the entries of targets still configured (with their history), add new ones,
@@ -84,6 +98,7 @@ class ResultStore:
             self._discoveries = {k: v for k, v in self._discoveries.items() if k in origins}
             modules = {t.module.name for t in configured}
             self._histograms = {k: v for k, v in self._histograms.items() if k[0] in modules}
+            self.layout_version += 1
 
     def set_expansion(self, discovery: Discovery) -> None:
         """Replace the concrete targets of one configured target with a new expansion."""
@@ -94,6 +109,7 @@ class ResultStore:
                 entries[key_of(c)] = self._carry(c)
             self._entries = entries
             self._discoveries[origin] = discovery
+            self.layout_version += 1
 
     def _carry(self, t: Target) -> Entry:
         """The entry for ``t``, keeping its history; a changed definition keeps the counters
@@ -118,21 +134,24 @@ class ResultStore:
             failures = dict(old.failures)
             if result.failure is not None:
                 failures[result.failure.phase] = failures.get(result.failure.phase, 0) + 1
-            self._entries[key] = replace(
+            new = self._entries[key] = replace(
                 old, result=result, probes=old.probes + 1, failures=tuple(failures.items())
             )
             for timing in result.phases:
                 hist = self._histograms.setdefault((target.module.name, timing.phase), Histogram())
                 hist.observe(timing.seconds)
-            return old
+        self._notify(new)
+        return old
 
     def record_canary(self, target: Target, canary: CanaryResult) -> None:
         key = key_of(target)
         with self._lock:
             old = self._entries.get(key)
-            if old is not None and old.target == target:
-                delivered = canary.delivered_at if canary.delivered else old.last_delivered
-                self._entries[key] = replace(old, canary=canary, last_delivered=delivered)
+            if old is None or old.target != target:
+                return
+            delivered = canary.delivered_at if canary.delivered else old.last_delivered
+            new = self._entries[key] = replace(old, canary=canary, last_delivered=delivered)
+        self._notify(new)
 
     def entries(self) -> list[Entry]:
         with self._lock:
