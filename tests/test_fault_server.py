@@ -677,10 +677,16 @@ def test_tls_stall(tls: TLS) -> None:
             client.start_tls(tls.client)
 
 
+# The first bytes of a TLS record carrying a ClientHello: what the faults below answer.
+CLIENT_HELLO_START = b"\x16\x03\x01\x00\x10\x01"
+
+
 def test_tls_garbage(tls: TLS) -> None:
     with serve("tls_garbage") as server:
         with Client(server) as client:
             starttls_to(client)
+            assert client.is_silent(), "answered before any ClientHello"
+            client.send(CLIENT_HELLO_START)
             junk = client.read(len(TLS_GARBAGE_PREFIX) + 512)
             assert junk.startswith(TLS_GARBAGE_PREFIX)
             assert junk[0] != 0x16, "looks like a TLS handshake record"
@@ -694,6 +700,7 @@ def test_tls_garbage(tls: TLS) -> None:
 def test_tls_drip() -> None:
     with serve("tls_drip") as server, Client(server) as client:
         starttls_to(client)
+        client.send(CLIENT_HELLO_START)
         duration = 1.2
         data = assert_drip(client.collect(duration), DRIP_INTERVAL, duration)
         assert data == TLS_DRIP_HEADER[: len(data)]
@@ -704,6 +711,7 @@ def test_tls_alert(tls: TLS) -> None:
     with serve("tls_alert") as server:
         with Client(server) as client:
             starttls_to(client)
+            client.send(CLIENT_HELLO_START)
             assert client.read(len(TLS_ALERT)) == TLS_ALERT
             assert client.is_silent()
         with Client(server) as client:

@@ -105,9 +105,9 @@ BEHAVIOURS: dict[str, str] = {
     "starttls_454": "STARTTLS gets '454 4.7.0 TLS not available due to temporary reason'.",
     "close_after_starttls": "STARTTLS gets 220, then close (FIN).",
     "tls_stall": "STARTTLS gets 220, then the server neither sends nor reads anything.",
-    "tls_garbage": "STARTTLS gets 220, then 'HTTP/1.1 200 OK' and random bytes, kept open.",
-    "tls_drip": "STARTTLS gets 220, then a TLS record header and random bytes, 1 per 0.5 s.",
-    "tls_alert": "STARTTLS gets 220, then a fatal TLS handshake_failure alert, kept open.",
+    "tls_garbage": "STARTTLS: 220; the ClientHello gets 'HTTP/1.1 200 OK' + random bytes; open.",
+    "tls_drip": "STARTTLS: 220; the ClientHello gets a record header + random bytes, 1 per 0.5 s.",
+    "tls_alert": "STARTTLS: 220; the ClientHello gets a fatal handshake_failure alert; open.",
     "starttls_injection": "STARTTLS gets '220 go ahead' + '250 injected' in one write, then TLS.",
     "tls_ok_then_tarpit": "STARTTLS and handshake succeed (needs ssl_context), then total silence.",
     # Implicit TLS (for a client that starts TLS on connect).
@@ -319,6 +319,13 @@ class _Session:
     async def ready_for_tls(self) -> None:
         await self.send(self.reply(220, self.text(b"2.0.0 Ready to start TLS")))
 
+    async def answer_client_hello(self) -> None:
+        """Say 220 to STARTTLS and wait for the client's first TLS bytes: a broken TLS
+        server answers the ClientHello. (Bytes sent before it are plaintext injection,
+        a different fault, and would race the client's reading of the 220.)"""
+        await self.ready_for_tls()
+        await self.reader.read(1)
+
     # -- ordinary ESMTP -----------------------------------------------------
 
     async def greet(self, _arg: bytes) -> None:
@@ -479,17 +486,17 @@ class _Session:
         await self.hang()
 
     async def tls_garbage(self, _arg: bytes) -> NoReturn:
-        await self.ready_for_tls()
+        await self.answer_client_hello()
         await self.send(TLS_GARBAGE_PREFIX + self.rng.randbytes(512))
         await self.hang()
 
     async def tls_drip(self, _arg: bytes) -> NoReturn:
-        await self.ready_for_tls()
+        await self.answer_client_hello()
         await self.drip(itertools.chain(TLS_DRIP_HEADER, _random_bytes(self.rng)), DRIP_INTERVAL)
         raise AssertionError("unreachable: the random byte stream never ends")
 
     async def tls_alert(self, _arg: bytes) -> NoReturn:
-        await self.ready_for_tls()
+        await self.answer_client_hello()
         await self.send(TLS_ALERT)
         await self.hang()
 
