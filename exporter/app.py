@@ -25,7 +25,6 @@ from .selfmetrics import ExporterMetrics
 from .store import Entry, ResultStore
 
 log = logging.getLogger(__name__)
-RELOAD_WAIT = 30.0
 
 
 class Exporter:
@@ -84,7 +83,7 @@ class Exporter:
         self.scheduler.apply(self.config)
         self.scheduler.start()
         self.server = Server(self, self._listen, web, ssl_context)
-        self.server.start()
+        await self.server.start()
         for sig, handler in (
             (signal.SIGHUP, self._on_sighup),
             (signal.SIGTERM, self.stop),
@@ -109,7 +108,7 @@ class Exporter:
         finally:
             self.ready = False
             self.scheduler.shutdown()
-            self.server.stop()
+            await self.server.stop()
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -134,7 +133,7 @@ class Exporter:
         log.info("configuration reloaded: %d targets", len(new.targets))
         return None
 
-    def probe_from_thread(
+    async def probe(
         self, target: str, module: str | None, scrape_timeout: str | None
     ) -> tuple[int, str]:
         """Answer /probe: probe ``target`` with ``module`` now, within the scrape's timeout."""
@@ -165,8 +164,7 @@ class Exporter:
             # Leave Prometheus time to receive the answer (blackbox's --timeout-offset).
             budget = min(budget, max(offered - self.timeout_offset, 0.1))
         tgt = config.Target(target, host, port, mod, mx=mx)
-        fut = asyncio.run_coroutine_threadsafe(self._probe_once(tgt, budget), self._loop)
-        entries = fut.result(budget + 5)
+        entries = await self._probe_once(tgt, budget)
         if not entries:
             return 200, ""
         return 200, render_probe(entries)
@@ -185,14 +183,6 @@ class Exporter:
             *(self.scheduler.probe_on_demand(c, deadline) for c in discovery.concrete)
         )
         return [Entry(c, r) for c, r in zip(discovery.concrete, results, strict=True)]
-
-    def reload_from_thread(self) -> str | None:
-        assert self._loop is not None
-        fut = asyncio.run_coroutine_threadsafe(self._reload_async(), self._loop)
-        return fut.result(RELOAD_WAIT)
-
-    async def _reload_async(self) -> str | None:
-        return self.reload()
 
     def _mark_reload(self, ok: bool) -> None:
         self.own.reload_ok.set(1 if ok else 0)

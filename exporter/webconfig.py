@@ -130,8 +130,10 @@ class WebConfig:
         ctx.verify_mode = _CLIENT_AUTH[tls.client_auth_type] or ssl.CERT_NONE
         return ctx
 
-    def check_basic_auth(self, authorization_header: str | None) -> bool:
-        """True if no users are configured or the header carries a configured user's password."""
+    def check_basic_auth_cached(self, authorization_header: str | None) -> bool | None:
+        """The answer of ``check_basic_auth`` when it needs no bcrypt (no users configured, no
+        or malformed credentials, or credentials that passed recently), else None. Cheap
+        enough for the event loop; a None means: call ``check_basic_auth`` in a thread."""
         if not self.basic_auth_users:
             return True
         creds = _parse_basic(authorization_header)
@@ -144,6 +146,19 @@ class WebConfig:
             if key in cache.hits:
                 cache.hits.move_to_end(key)
                 return True
+        return None
+
+    def check_basic_auth(self, authorization_header: str | None) -> bool:
+        """True if no users are configured or the header carries a configured user's password.
+        Takes bcrypt's time (tens of milliseconds) unless the answer is cached."""
+        cached = self.check_basic_auth_cached(authorization_header)
+        if cached is not None:
+            return cached
+        creds = _parse_basic(authorization_header)
+        assert creds is not None
+        user, password = creds
+        cache = self._cache
+        key = (user, hmac.digest(cache.secret, password, "sha256"))
         hashed = self.basic_auth_users.get(user)
         # An unknown user is checked against a real user's hash: same bcrypt cost, so response
         # time does not reveal which usernames exist.
