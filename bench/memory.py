@@ -12,8 +12,8 @@ Two measurements per N:
   every result has been replaced once. A fleet of 0 targets gives the baseline.
 * **breakdown**: a fresh process that loads the same config, schedules it (APScheduler
   paused), fills the store with N complete synthetic results and renders one scrape: RSS
-  after each step, so each part's share is known — once with the exporter's
-  ``yaml.safe_load`` and once with libyaml's ``CSafeLoader`` (a candidate fix).
+  after each step, so each part's share is known — once with the exporter's YAML loader
+  (libyaml's ``CSafeLoader``) and once with PyYAML's pure-Python ``SafeLoader``.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ TARGET_BYTES = 300 * 10**6  # "RSS under 300 MB at 10,000 targets"
 def breakdown(n: int, loader: str) -> dict[str, int]:
     """Run in a fresh child: RSS after each step of what the exporter holds for n targets,
     the same config as the real run (``_fleet.write_config``), results synthetic but
-    complete. ``loader``: "python" = ``yaml.safe_load`` as the exporter calls it; "c" =
-    libyaml's CSafeLoader instead (a candidate fix)."""
+    complete. ``loader``: "c" = the exporter's libyaml ``CSafeLoader``; "python" = PyYAML's
+    pure-Python ``SafeLoader`` instead (what the exporter used before)."""
     import asyncio
     import gc
     import random
 
     import yaml
-    from render import fake_result
+    from render import fake_result, gzip_scrape
 
     from exporter import config
     from exporter.metrics import Renderer
@@ -59,8 +59,8 @@ def breakdown(n: int, loader: str) -> dict[str, int]:
     (work / "password").write_text("probe-pass\n")
     path = work / "config.yml"
     _fleet.write_config(path, _fleet.hosts_for(n), 2525, 67, work / "ca.pem", work / "password")
-    if loader == "c":
-        yaml.safe_load = lambda text: yaml.load(text, Loader=yaml.CSafeLoader)  # type: ignore[assignment]
+    if loader == "python":
+        config._YAML_LOADER = yaml.SafeLoader
     cfg = config.load(path)
     gc.collect()
     out["config"] = c.proc_status(pid, "VmRSS")
@@ -79,10 +79,8 @@ def breakdown(n: int, loader: str) -> dict[str, int]:
         gc.collect()
         out["store"] = c.proc_status(pid, "VmRSS")
         renderer = Renderer(store)
-        text = (renderer.render() + own.text()).encode()
-        out["scrape_bytes"] = len(text)
+        out["scrape_bytes"] = gzip_scrape(renderer, own)  # what a Prometheus scrape does
         out["scrape_peak"] = c.proc_status(pid, "VmHWM")
-        del text
         gc.collect()
         out["render_cache"] = c.proc_status(pid, "VmRSS")
         sched.shutdown()
@@ -137,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             s = json.loads(done.stdout)
             rows.append(
                 [
-                    f"{n} ({'yaml.safe_load' if loader == 'python' else 'CSafeLoader'})",
+                    f"{n} ({'SafeLoader' if loader == 'python' else 'CSafeLoader'})",
                     s["imports"] / mb,
                     (s["config"] - s["imports"]) / mb,
                     (s["scheduler"] - s["config"]) / mb,

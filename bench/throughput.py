@@ -21,8 +21,7 @@ through Dovecot, a 2048-bit RSA certificate from the stack's test CA):
 Rows: the exporter's probe in a process of its own without HTTP (``bench/_probe_loop.py``,
 ``exporter.probe.run`` as the scheduler calls it); the real exporter in scheduled mode (one
 target under 600 copies of a module, every 2 s; CPU / ``smtp_probes_total``); the real
-exporter answering ``/probe``; a prototype of ``/probe`` served from the exporter's event
-loop (``bench/_probe_asyncio.py``, same process; ``--no-prototype`` skips it);
+exporter answering ``/probe`` (from its event loop);
 blackbox_exporter answering ``/probe``. The ``/probe`` rows get the same driver:
 ``--concurrency`` keep-alive HTTP connections from this process, each asking for the next
 probe as soon as the last one answered. CPU is the prober process's own (``/proc/PID/stat``
@@ -411,12 +410,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"Postfix {target} (submission), work dir {work}", flush=True)
         ecfg = exporter_config(stack, work)
         eport = c.free_port()
-        aport = c.free_port()
-        # The real exporter, plus the prototype /probe served from its event loop on aport.
-        ecmd = c.python("_probe_asyncio.py", str(ecfg), str(eport), str(aport))
+        ecmd = c.exporter_command(ecfg, eport)
         exp = stack_cm.enter_context(c.child(ecmd, work / "exporter.log"))
         c.wait_http(f"http://127.0.0.1:{eport}/-/ready", 30, exp)
-        c.wait_line(work / "exporter.log", "async /probe", 30, exp)
         bb = None
         if blackbox is not None:
             bcfg = blackbox_config(stack, work)
@@ -449,19 +445,6 @@ def run(args: argparse.Namespace) -> int:
                     )
                 )
                 print(_row_line(rows[-1]), flush=True)
-                if args.prototype:
-                    rows.append(
-                        probe_endpoint(
-                            f"prototype: /probe on the loop, {module}",
-                            stack,
-                            exp.pid,
-                            aport,
-                            path,
-                            EXPORTER_OK.search,
-                            args,
-                        )
-                    )
-                    print(_row_line(rows[-1]), flush=True)
                 if bb is not None:
                     rows.append(
                         probe_endpoint(
@@ -531,8 +514,6 @@ def summary(rows: list[Row], rounds: list[Row], args: argparse.Namespace) -> Non
     for ours, theirs in (
         ("exporter /probe, auth", "blackbox /probe, auth"),
         ("exporter /probe, noauth", "blackbox /probe, noauth"),
-        ("prototype: /probe on the loop, auth", "blackbox /probe, auth"),
-        ("prototype: /probe on the loop, noauth", "blackbox /probe, noauth"),
         ("exporter scheduled, auth", "blackbox /probe, auth"),
         ("exporter scheduled, noauth", "blackbox /probe, noauth"),
         ("exporter, probe loop, auth", "blackbox /probe, auth"),
@@ -563,12 +544,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=15.0, help="seconds per row (default 15)")
     p.add_argument("--concurrency", type=int, default=16, help="probes in flight (default 16)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of every row (default 3)")
-    p.add_argument(
-        "--no-prototype",
-        dest="prototype",
-        action="store_false",
-        help="skip the row of bench/_probe_asyncio.py (/probe served from the event loop)",
-    )
     p.add_argument(
         "--profile",
         action="store_true",
