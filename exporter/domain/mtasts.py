@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import re
 import ssl
 
@@ -156,8 +157,13 @@ async def check_mta_sts(
     )
 
 
-@functools.lru_cache(maxsize=16)
 def _context(ca_file: str | None) -> ssl.SSLContext:
+    # Keyed by mtime so a renewed CA file is picked up without a restart.
+    return _context_for(ca_file, os.stat(ca_file).st_mtime if ca_file else 0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _context_for(ca_file: str | None, mtime: float) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8461 §3.3: TLS 1.2 or later
     return ctx
