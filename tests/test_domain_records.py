@@ -7,8 +7,9 @@ import time
 import pytest
 
 from exporter.config import DomainChecks
-from exporter.domain.records import parse_dmarc, parse_spf, parse_tlsrpt
+from exporter.domain.records import parse_dmarc, parse_tlsrpt
 from exporter.domain.results import DomainCheck
+from exporter.domain.spf import parse_spf
 
 from .domain_support import dns_servers, reasons, run_check
 

@@ -2,7 +2,7 @@
 scheduling. ``check()`` always returns a ``DomainResult`` and never raises, except
 ``CancelledError``.
 
-- records: MX (null MX), SPF, DMARC, TLS-RPT               (records.py)
+- records: MX (null MX), DMARC, TLS-RPT; SPF                (records.py, spf.py)
 - mta_sts: ``_mta-sts`` TXT, the HTTPS policy, MX matching  (mtasts.py)
 - dane:    TLSA per MX, AD bit, certificate match          (dane.py)
 - dnsbl:   each MX address in each configured zone          (dnsbl.py)
@@ -28,7 +28,7 @@ from .dane import check_dane
 from .dnsbl import check_dnsbl
 from .dnscache import DNSCache
 from .mtasts import check_mta_sts
-from .records import check_dmarc, check_spf, check_tlsrpt, lookup_mx
+from .records import check_dmarc, check_tlsrpt, lookup_mx
 from .results import (
     RECORD_CHECKS,
     DomainCheck,
@@ -36,6 +36,7 @@ from .results import (
     Finding,
     RecordsResult,
 )
+from .spf import check_spf
 
 __all__ = ["DNSCache", "DomainResult", "Finding", "check", "enabled_checks"]
 
