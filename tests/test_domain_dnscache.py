@@ -127,3 +127,11 @@ def test_a_recheck_within_the_ttl_asks_nothing_again(dns_server):
     second = run_check(cache, "c.test")
     assert first.findings == second.findings == ()
     assert len(dns.queries) == asked
+
+
+def test_names_dns_cannot_carry_are_errors_not_exceptions(dns_server):
+    cache = DNSCache(resolver_for(dns_server(ZONE)))
+    long_label, too_long = ("a" * 64 + ".test", ".".join(["abcdefghi"] * 30))
+    for lookup in ask(cache, (long_label, "A"), (too_long, "TXT"), ("a..b.test", "MX")):
+        assert lookup.status is Status.ERROR and lookup.error
+    assert len(cache) == 0

@@ -134,6 +134,8 @@ class DNSCache:
             )
         except dns.exception.DNSException as exc:
             return Lookup(name, rdtype, Status.ERROR, error=describe(exc))
+        except (ValueError, UnicodeError) as exc:  # a name dnspython cannot encode, etc.
+            return Lookup(name, rdtype, Status.ERROR, error=f"{type(exc).__name__}: {exc}"[:200])
         else:
             response = answer.response
             if answer.rrset is None:
