@@ -112,6 +112,23 @@ class PostureConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainChecks:
+    """Checks on the mail domain (DNS records, MTA-STS, DANE, DNSBL); each off unless on.
+
+    They run on their own, slower ``interval``; DNS answers are cached by TTL."""
+
+    name: str | None = None  # None: the mx: target's own domain
+    interval: float = 3600.0
+    records: bool = True  # MX / null MX, SPF, DMARC, TLS-RPT
+    mta_sts: bool = False
+    dane: bool = False
+    dnsbl: tuple[str, ...] = ()  # DNSBL zones; none queried unless configured
+    smtp_port: int = 25  # where DANE connects to each MX for STARTTLS
+    mta_sts_port: int = 443  # port of https://mta-sts.<domain>/
+    tls_ca_file: str | None = None  # CA bundle for the MTA-STS fetch; None: system store
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """How to probe: everything except where."""
 
@@ -128,6 +145,7 @@ class Module:
     auth: AuthConfig | None = None
     canary: CanaryConfig | None = None
     posture: PostureConfig = field(default_factory=lambda: PostureConfig())
+    domain: DomainChecks | None = None
 
     @property
     def default_port(self) -> int:
@@ -143,6 +161,15 @@ class Target:
     interval: float = 60.0
     labels: tuple[tuple[str, str], ...] = ()
     mx: bool = False  # written as mx:DOMAIN: probe the domain's MX hosts
+
+    @property
+    def mail_domain(self) -> str | None:
+        """The domain the module's ``domain:`` checks look at: its ``name``, else an mx:
+        target's own domain; None when the module has no ``domain:``."""
+        checks = self.module.domain
+        if checks is None:
+            return None
+        return checks.name or (self.host.rstrip(".").lower() if self.mx else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +265,11 @@ _ADDRESS = re.compile(r"[^\s<>@\"]{1,64}@[A-Za-z0-9.\-\[\]:]{1,255}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _EHLO = re.compile(r"[A-Za-z0-9.\-\[\]:_]{1,255}")
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+MIN_DOMAIN_INTERVAL = 60.0
 
 
 def parse_duration(text: str) -> float:
@@ -390,6 +422,7 @@ class _Validator:
             "auth",
             "canary",
             "posture",
+            "domain",
         )
         d = self.mapping(raw, path, keys)
         tls = TLSMode(self.choice(d, "tls", path, tuple(TLSMode), TLSMode.STARTTLS.value))
@@ -415,6 +448,7 @@ class _Validator:
             "auth": self.auth(d.get("auth"), _join(path, "auth")) if "auth" in d else None,
             "canary": self.canary(d["canary"], _join(path, "canary")) if "canary" in d else None,
             "posture": self.posture(d.get("posture"), _join(path, "posture"), tls),
+            "domain": self.domain(d["domain"], _join(path, "domain")) if "domain" in d else None,
         }
         if ehlo:
             kwargs["ehlo_name"] = ehlo
@@ -439,6 +473,62 @@ class _Validator:
             relay_from, relay_to = r.get("from"), r.get("to")
         fail = self.typed(d, "fail_on_findings", path, bool, False)
         return PostureConfig(bool(before), relay_from, relay_to, fail)
+
+    def domain(self, raw: Any, path: str) -> DomainChecks:
+        keys = (
+            "name",
+            "interval",
+            "records",
+            "mta_sts",
+            "dane",
+            "dnsbl",
+            "smtp_port",
+            "mta_sts_port",
+            "tls_ca_file",
+        )
+        d = self.mapping(raw, path, keys)
+        name = self.typed(d, "name", path, str, None)
+        if name is not None:
+            name = name.rstrip(".").lower()
+            if not _DOMAIN.fullmatch(name) or is_ip(name):
+                self.error(_join(path, "name"), f"expected a domain name, got {d['name']!r}")
+                name = None
+        interval = self.duration(d, "interval", path, 3600.0)
+        if interval < MIN_DOMAIN_INTERVAL:
+            self.error(
+                _join(path, "interval"),
+                f"{interval:g}s is shorter than the minimum 1m (DNS checks need not run often)",
+            )
+        zones: list[str] = []
+        raw_zones = d.get("dnsbl")
+        if raw_zones is not None and not isinstance(raw_zones, list):
+            self.error(
+                _join(path, "dnsbl"), f"expected a list of DNS zones, got {_type(raw_zones)}"
+            )
+            raw_zones = []
+        for i, zone in enumerate(raw_zones or []):
+            text = zone.rstrip(".").lower() if isinstance(zone, str) else None
+            if text is None or not _DOMAIN.fullmatch(text) or is_ip(text):
+                self.error(f"{_join(path, 'dnsbl')}[{i}]", f"expected a DNS zone, got {zone!r}")
+            elif text not in zones:
+                zones.append(text)
+        ports = {}
+        for key, default in (("smtp_port", 25), ("mta_sts_port", 443)):
+            ports[key] = self.typed(d, key, path, int, default)
+            if not 0 < ports[key] < 65536:
+                self.error(_join(path, key), f"expected 1-65535, got {ports[key]}")
+                ports[key] = default
+        return DomainChecks(
+            name=name,
+            interval=interval,
+            records=self.typed(d, "records", path, bool, True),
+            mta_sts=self.typed(d, "mta_sts", path, bool, False),
+            dane=self.typed(d, "dane", path, bool, False),
+            dnsbl=tuple(zones),
+            smtp_port=ports["smtp_port"],
+            mta_sts_port=ports["mta_sts_port"],
+            tls_ca_file=self.file_path(d, "tls_ca_file", path),
+        )
 
     def canary(self, raw: Any, path: str) -> CanaryConfig | None:
         d = self.mapping(raw, path, ("from", "to", "interval", "timeout", "imap"))
@@ -574,6 +664,12 @@ class _Validator:
                 self.error(
                     _join(path, "interval"),
                     f"{every:g}s is shorter than module {mod_name!r} timeout {module.timeout:g}s",
+                )
+            if module.domain is not None and module.domain.name is None and not mx:
+                self.error(
+                    _join(path, "target"),
+                    f"module {mod_name!r} has domain: without name; set modules.{mod_name}"
+                    ".domain.name or use an mx: target (whose domain is its own)",
                 )
             if (name, mod_name) in seen:
                 self.error(

@@ -55,6 +55,51 @@ def test_good_config_loads_with_defaults():
     assert (c.host, c.port) == ("192.0.2.1", 2525)
 
 
+def test_domain_checks_defaults_and_own_domain_of_mx_targets():
+    cfg = parse(
+        """
+modules:
+  m: {domain: {}}
+  n:
+    domain:
+      name: Example.COM.
+      interval: 2h
+      records: false
+      mta_sts: true
+      dane: true
+      dnsbl: [zen.example.org, zen.example.org., b.example]
+      smtp_port: 2525
+      mta_sts_port: 8443
+targets:
+  - {target: "mx:Mail.Test", module: m}
+  - {target: smtp.other.test, module: n}
+"""
+    )
+    a, b = cfg.targets
+    assert a.module.domain == config.DomainChecks()
+    assert (a.module.domain.interval, a.module.domain.records, a.module.domain.dnsbl) == (
+        3600.0,
+        True,
+        (),
+    )
+    assert a.mail_domain == "mail.test"
+    assert b.module.domain == config.DomainChecks(
+        name="example.com",
+        interval=7200.0,
+        records=False,
+        mta_sts=True,
+        dane=True,
+        dnsbl=("zen.example.org", "b.example"),
+        smtp_port=2525,
+        mta_sts_port=8443,
+    )
+    assert b.mail_domain == "example.com"
+    assert (
+        config.parse("modules: {m: {}}\ntargets: [{target: a, module: m}]").targets[0].mail_domain
+        is None
+    )
+
+
 def test_secret_is_masked_everywhere():
     cfg = parse(GOOD, env={"PW": "hunter2-secret"})
     auth = cfg.targets[0].module.auth
@@ -125,6 +170,39 @@ BAD = [
     ("modules: {m: {}}\ntargets: {target: a}", "targets: expected a list, got mapping"),
     ("defaults: {module: nope}\nmodules: {m: {}}", "defaults.module: unknown module 'nope'"),
     ("modulez: {}", "modulez: unknown key (did you mean 'modules'?)"),
+    (
+        "modules: {m: {domain: {nmae: a.test}}}",
+        "modules.m.domain.nmae: unknown key (did you mean 'name'?)",
+    ),
+    ("modules: {m: {domain: {name: 'a b'}}}", "modules.m.domain.name: expected a domain name"),
+    ("modules: {m: {domain: {name: 192.0.2.1}}}", "modules.m.domain.name: expected a domain"),
+    (
+        "modules: {m: {domain: {interval: 30s}}}",
+        "modules.m.domain.interval: 30s is shorter than the minimum 1m",
+    ),
+    ("modules: {m: {domain: {dane: 'yes'}}}", "modules.m.domain.dane: expected bool, got string"),
+    (
+        "modules: {m: {domain: {dnsbl: zen.example.org}}}",
+        "modules.m.domain.dnsbl: expected a list of DNS zones, got string",
+    ),
+    (
+        "modules: {m: {domain: {dnsbl: [ok.example, 'bad zone']}}}",
+        "modules.m.domain.dnsbl[1]: expected a DNS zone, got 'bad zone'",
+    ),
+    ("modules: {m: {domain: {smtp_port: 0}}}", "modules.m.domain.smtp_port: expected 1-65535"),
+    (
+        "modules: {m: {domain: {mta_sts_port: '443'}}}",
+        "modules.m.domain.mta_sts_port: expected int, got string",
+    ),
+    (
+        "modules: {m: {domain: {tls_ca_file: /nonexistent/ca.pem}}}",
+        "modules.m.domain.tls_ca_file: file '/nonexistent/ca.pem' does not exist",
+    ),
+    ("modules: {m: {domain: true}}", "modules.m.domain: expected a mapping, got boolean"),
+    (
+        "modules: {m: {domain: {dane: true}}}\ntargets: [{target: mx.a.test, module: m}]",
+        "targets[0].target: module 'm' has domain: without name",
+    ),
     ("", "config file is empty"),
     ("modules: [a", "invalid YAML: line 1"),
 ]

@@ -1,0 +1,62 @@
+"""Shared helpers for the domain-check tests: a DNS server fixture and a check runner."""
+
+from __future__ import annotations
+
+import asyncio
+
+from exporter.config import DNSConfig, DomainChecks
+from exporter.discovery import make_resolver
+from exporter.domain import DNSCache, check
+from exporter.domain.results import DomainResult
+from exporter.probe.deadline import Deadline
+
+from .servers.dns import DNSServer
+
+EHLO = "probe.example.test"
+
+
+def dns_servers():
+    """Body of a ``dns_server`` fixture: yields a factory, stops what it started.
+
+    Each test module wraps it (``yield from dns_servers()``) rather than importing a
+    fixture, which linters would see as an unused name."""
+    servers: list[DNSServer] = []
+
+    def start(zone: str, **kw) -> DNSServer:
+        server = DNSServer(zone, **kw).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def resolver_for(dns: DNSServer, timeout: float = 1.0):
+    return make_resolver(DNSConfig(((dns.address, dns.port),), timeout))
+
+
+def run_check(
+    dns: DNSServer | DNSCache,
+    domain: str,
+    checks: DomainChecks | None = None,
+    *,
+    timeout: float = 5.0,
+    previous: DomainResult | None = None,
+    dns_timeout: float = 1.0,
+) -> DomainResult:
+    resolver = dns if isinstance(dns, DNSCache) else resolver_for(dns, dns_timeout)
+    return asyncio.run(
+        check(
+            domain,
+            checks or DomainChecks(),
+            resolver,
+            Deadline.after(timeout),
+            previous,
+            ehlo_name=EHLO,
+        )
+    )
+
+
+def reasons(result: DomainResult, check: str | None = None) -> list[str]:
+    return [f.reason for f in result.findings if check is None or f.check == check]

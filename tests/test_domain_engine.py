@@ -1,0 +1,130 @@
+"""The whole domain check at once: every check on, one real DNS server, one HTTPS policy
+server, one STARTTLS MX; and the engine's import boundary."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from exporter import config
+from exporter.domain import enabled_checks
+from exporter.domain.results import DomainCheck
+from exporter.embedded import EmbeddedSMTPServer
+
+from .domain_support import dns_servers, reasons, run_check
+from .servers.https import HTTPSServer, Response
+
+
+@pytest.fixture
+def dns_server():
+    yield from dns_servers()
+
+
+def test_every_check_on_one_domain(dns_server, ca, ca_file, tmp_path):
+    mx_leaf = ca.issue_cert("mx1.all.test")
+    mx_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    mx_leaf.configure_cert(mx_ctx)
+    spki = (
+        x509.load_pem_x509_certificate(mx_leaf.cert_chain_pems[0].bytes())
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    sts_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mta-sts.all.test").configure_cert(sts_ctx)
+    policy = b"version: STSv1\nmode: enforce\nmx: mx1.all.test\nmax_age: 1209600\n"
+    with (
+        EmbeddedSMTPServer(tls="starttls", ssl_context=mx_ctx) as mx,
+        HTTPSServer(sts_ctx, {"/.well-known/mta-sts.txt": Response(200, policy)}) as web,
+    ):
+        dns = dns_server(
+            f"""
+all.test. 300 IN MX 10 mx1.all.test.
+mx1.all.test. 300 IN A 127.0.0.1
+all.test. 300 IN TXT "v=spf1 mx -all"
+_dmarc.all.test. 300 IN TXT "v=DMARC1; p=none"
+_smtp._tls.all.test. 300 IN TXT "v=TLSRPTv1; rua=mailto:tls@all.test"
+_mta-sts.all.test. 300 IN TXT "v=STSv1; id=1;"
+mta-sts.all.test. 300 IN A 127.0.0.1
+_25._tcp.mx1.all.test. 300 IN TLSA 3 1 1 {hashlib.sha256(spki).hexdigest()}
+1.0.0.127.bl.test. 300 IN A 127.0.0.2
+""",
+            ad=True,
+        )
+        cfg = config.parse(
+            f"""
+modules:
+  m:
+    domain:
+      mta_sts: true
+      dane: true
+      dnsbl: [bl.test, clean.test]
+      smtp_port: {mx.port}
+      mta_sts_port: {web.port}
+      tls_ca_file: {ca_file}
+targets:
+  - {{target: "mx:all.test", module: m}}
+"""
+        )
+        (target,) = cfg.targets
+        checks = target.module.domain
+        assert checks is not None and target.mail_domain == "all.test"
+        r = run_check(dns, target.mail_domain, checks)
+    assert r.success and r.error is None
+    assert r.enabled == tuple(DomainCheck) == enabled_checks(checks)
+    assert r.finding_counts() == {
+        DomainCheck.MX: 0,
+        DomainCheck.SPF: 0,
+        DomainCheck.DMARC: 1,
+        DomainCheck.TLSRPT: 0,
+        DomainCheck.MTA_STS: 0,
+        DomainCheck.DANE: 0,
+        DomainCheck.DNSBL: 1,
+    }
+    assert reasons(r) == [
+        "DMARC: p=none (monitoring only)",
+        "DNSBL: 127.0.0.1 listed in bl.test (127.0.0.2)",
+    ]
+    assert r.mx is not None and r.mx.records == 1
+    assert r.records is not None and r.records.spf.lookups == 1
+    assert r.records.dmarc.policy == "none"
+    assert r.mta_sts is not None and r.mta_sts.valid
+    assert r.mta_sts.mx_match == (("mx1.all.test", True),)
+    assert r.dane is not None and [
+        (d.mx_host, d.tlsa_records, d.dnssec_validated, d.match) for d in r.dane
+    ] == [("mx1.all.test", 1, True, True)]
+    assert r.dnsbl is not None and [(e.zone, e.listed, e.codes) for e in r.dnsbl] == [
+        ("bl.test", True, ("127.0.0.2",)),
+        ("clean.test", False, ()),
+    ]
+    assert r.findings_for(DomainCheck.DNSBL)[0].check is DomainCheck.DNSBL
+
+
+def test_null_mx_domain_with_every_check(dns_server):
+    dns = dns_server('nomail.test. 300 IN MX 0 .\nnomail.test. 300 IN TXT "v=spf1 -all"\n')
+    r = run_check(
+        dns,
+        "nomail.test",
+        config.DomainChecks(mta_sts=True, dane=True, dnsbl=("bl.test",)),
+    )
+    assert r.success and r.mx is not None and r.mx.null_mx
+    assert r.dane == () and r.dnsbl == ()
+    assert r.mta_sts is not None and not r.mta_sts.valid
+
+
+def test_domain_engine_imports_neither_prometheus_nor_apscheduler():
+    code = (
+        "import sys, exporter.domain\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('prometheus_client', 'apscheduler'))\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == ""
