@@ -32,6 +32,8 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # exporter's own metrics only take the job.
 SEL = 'job=~"$job", target=~"$target"'
 JOB = 'job=~"$job"'
+# Mail-domain series carry domain and module, not target: they take the job only.
+DOMAIN_LEGEND = "{{domain}} ({{module}})"
 # An `mx:` target expands into one series per MX host (and address, and address family with
 # `ip_protocol: both`): legends and tables show these labels, empty for plain targets.
 EXPANSION = ["mx_host", "address", "ip_protocol"]
@@ -80,6 +82,14 @@ def value_map(*entries: tuple[int, str, str]) -> list[Json]:
 UP_DOWN = value_map((0, "down", "red"), (1, "up", "green"))
 YES_NO = value_map((0, "no", "red"), (1, "yes", "green"))
 RED_GREEN = thresholds(("red", None), ("green", 1))
+# Counts of problems: 0 is good.
+GREEN_RED = thresholds(("green", None), ("red", 1))
+BARGAUGE = {
+    "displayMode": "basic",
+    "orientation": "horizontal",
+    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+    "showUnfilled": True,
+}
 
 
 class Layout:
@@ -227,6 +237,8 @@ def state_timeline(
     description: str,
     targets: list[Json],
     mappings: list[Json],
+    *,
+    steps: Json = RED_GREEN,
     **kw: Any,
 ) -> Json:
     """One coloured band per series: good for 0/1 gauges over time."""
@@ -246,7 +258,7 @@ def state_timeline(
         targets,
         options=options,
         mappings=mappings,
-        steps=RED_GREEN,
+        steps=steps,
         **kw,
     )
 
@@ -722,7 +734,298 @@ def panels() -> list[Json]:
             size=(8, 8),
         )
     )
+
+    # Last, so the ids of the panels above stay what they were before these rows existed.
+    posture_panels(L, add)
+    domain_panels(L, add)
     return out
+
+
+def posture_panels(L: Layout, add: Any) -> None:
+    """The TLS scan of each target (module option posture.tls_scan)."""
+    add(row(L, "Posture"))
+    versions = state_timeline(
+        L,
+        "TLS versions accepted",
+        "smtp_posture_tls_version_accepted: the server completed a handshake limited to this "
+        "version. Accepting TLSv1 or TLSv1.1 is a finding (red); refusing them is green. "
+        "Versions the exporter's OpenSSL cannot offer have no series.",
+        [query(f"smtp_posture_tls_version_accepted{{{SEL}}}", f"{LEGEND} {{{{version}}}}")],
+        value_map((0, "refused", "blue"), (1, "accepted", "green")),
+        size=(12, 9),
+    )
+    # Legacy versions (legends ending in TLSv1 or TLSv1.1): accepting them is the problem.
+    versions["fieldConfig"]["overrides"] = [
+        {
+            "matcher": {"id": "byRegexp", "options": "/ TLSv1(\\.1)?$/"},
+            "properties": [
+                {
+                    "id": "mappings",
+                    "value": value_map((0, "refused", "green"), (1, "accepted", "red")),
+                },
+                {"id": "thresholds", "value": GREEN_RED},
+            ],
+        }
+    ]
+    add(versions)
+    add(
+        timeseries(
+            L,
+            "TLS findings",
+            "smtp_posture_tls_findings: weaknesses found by the TLS scan (TLS below 1.2 "
+            "accepted, RSA key under 2048 bits, SHA-1 or MD5 signature); alert SMTPWeakTLS.",
+            [query(f"smtp_posture_tls_findings{{{SEL}}}", LEGEND)],
+            unit="none",
+            decimals=0,
+            min_value=0,
+            size=(12, 9),
+        )
+    )
+    add(
+        table(
+            L,
+            "Leaf key, signature, forward secrecy, OCSP",
+            "Per target, from its last TLS scan: the leaf certificate's key type and size, "
+            "whether it is signed with SHA-1/MD5, whether the probe's cipher has forward "
+            "secrecy, whether the server stapled an OCSP response (empty: not observable), "
+            "and the number of findings.",
+            [
+                query(f"smtp_posture_tls_key_bits{{{SEL}}}", instant=True, table=True),
+                query(f"smtp_posture_tls_weak_signature{{{SEL}}}", instant=True, table=True),
+                query(f"smtp_posture_tls_forward_secrecy{{{SEL}}}", instant=True, table=True),
+                query(f"smtp_posture_tls_ocsp_stapled{{{SEL}}}", instant=True, table=True),
+                query(f"smtp_posture_tls_findings{{{SEL}}}", instant=True, table=True),
+            ],
+            keep=[
+                "target",
+                "module",
+                *EXPANSION,
+                "key_type",
+                "Value #A",
+                "Value #B",
+                "Value #C",
+                "Value #D",
+                "Value #E",
+            ],
+            rename={
+                "key_type": "key",
+                "Value #A": "key bits",
+                "Value #B": "weak signature",
+                "Value #C": "forward secrecy",
+                "Value #D": "OCSP stapled",
+                "Value #E": "findings",
+            },
+            size=(24, 8),
+        )
+    )
+
+
+def domain_panels(L: Layout, add: Any) -> None:
+    """Checks of the mail domains (module option domain): one check per interval (1h)."""
+    add(row(L, "Mail domain"))
+    add(
+        stat(
+            L,
+            "Domains with findings",
+            "Domains (per module) with at least one finding in their last check.",
+            f"count(max by (job, instance, domain, module) (smtp_domain_findings{{{JOB}}}) > 0)"
+            " or vector(0)",
+            steps=GREEN_RED,
+        )
+    )
+    add(
+        stat(
+            L,
+            "Domain checks failing",
+            "Domains whose DNS could not be queried in the last check "
+            "(smtp_domain_check_success 0).",
+            f"sum(1 - smtp_domain_check_success{{{JOB}}}) or vector(0)",
+            steps=GREEN_RED,
+        )
+    )
+    add(
+        stat(
+            L,
+            "DNSBL listings",
+            "MX host addresses listed on a configured DNSBL zone.",
+            f"sum(smtp_domain_dnsbl_listed{{{JOB}}}) or vector(0)",
+            steps=GREEN_RED,
+        )
+    )
+    add(
+        panel(
+            L,
+            "bargauge",
+            "Time since the last domain check",
+            "Per domain: since its last check. Domain checks run every domain.interval (1h by "
+            "default), so up to one interval is normal.",
+            [
+                query(
+                    f"time() - smtp_domain_check_timestamp_seconds{{{JOB}}}",
+                    DOMAIN_LEGEND,
+                    instant=True,
+                )
+            ],
+            unit="s",
+            min_value=0,
+            steps=thresholds(("green", None), ("orange", 5400), ("red", 10800)),
+            options=BARGAUGE,
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "Findings per check",
+            "smtp_domain_findings: findings of each enabled check of each domain (0: clean). "
+            "Checks run every domain.interval; values hold between checks.",
+            [query(f"smtp_domain_findings{{{JOB}}}", f"{DOMAIN_LEGEND} {{{{check}}}}")],
+            value_map((0, "clean", "green")),
+            steps=thresholds(("green", None), ("orange", 1)),
+            size=(24, 9),
+        )
+    )
+    add(
+        table(
+            L,
+            "MX, SPF, DMARC and TLS-RPT records",
+            "From each domain's last check: MX records (0 with a null MX), SPF valid and its "
+            "DNS lookups (over 10 is a permerror), DMARC valid and its policy (empty without a "
+            "valid record), TLS-RPT valid.",
+            [
+                query(f"smtp_domain_mx_records{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_null_mx{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_spf_valid{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_spf_dns_lookups{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_dmarc_valid{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_dmarc_policy_info{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_tlsrpt_valid{{{JOB}}}", instant=True, table=True),
+            ],
+            keep=[
+                "domain",
+                "module",
+                "Value #A",
+                "Value #B",
+                "Value #C",
+                "Value #D",
+                "Value #E",
+                "policy",
+                "Value #G",
+            ],
+            rename={
+                "Value #A": "MX records",
+                "Value #B": "null MX",
+                "Value #C": "SPF valid",
+                "Value #D": "SPF lookups",
+                "Value #E": "DMARC valid",
+                "policy": "DMARC policy",
+                "Value #G": "TLS-RPT valid",
+            },
+            size=(16, 8),
+        )
+    )
+    add(
+        panel(
+            L,
+            "bargauge",
+            "SPF DNS lookups",
+            "smtp_domain_spf_dns_lookups: DNS lookups evaluating the SPF record takes; "
+            "receivers give up with a permerror past 10 (RFC 7208 4.6.4).",
+            [query(f"smtp_domain_spf_dns_lookups{{{JOB}}}", DOMAIN_LEGEND, instant=True)],
+            unit="none",
+            decimals=0,
+            min_value=0,
+            max_value=10,
+            steps=thresholds(("green", None), ("orange", 8), ("red", 11)),
+            options=BARGAUGE,
+            size=(8, 8),
+        )
+    )
+    add(
+        table(
+            L,
+            "MTA-STS policy",
+            "Per domain: policy valid (TXT record present, policy fetched over verified HTTPS "
+            "and parsed), its mode and max_age, and how often the TXT id changed (a new "
+            "policy) over the dashboard's time range.",
+            [
+                query(f"smtp_domain_mta_sts_valid{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_mta_sts_mode_info{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_mta_sts_max_age_seconds{{{JOB}}}", instant=True, table=True),
+                query(
+                    f"increase(smtp_domain_mta_sts_policy_changes_total{{{JOB}}}[$__range])",
+                    instant=True,
+                    table=True,
+                ),
+            ],
+            keep=["domain", "module", "Value #A", "mode", "Value #C", "Value #D"],
+            rename={
+                "Value #A": "valid",
+                "Value #C": "max_age (s)",
+                "Value #D": "policy changes",
+            },
+            size=(12, 8),
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "MX hosts matching the MTA-STS policy",
+            "smtp_domain_mta_sts_mx_match: the MX host matches one of the policy's mx "
+            "patterns. With mode enforce, senders refuse to deliver to a host that does not.",
+            [
+                query(
+                    f"smtp_domain_mta_sts_mx_match{{{JOB}}}",
+                    f"{DOMAIN_LEGEND} {{{{mx_host}}}}",
+                )
+            ],
+            YES_NO,
+            size=(12, 8),
+        )
+    )
+    add(
+        table(
+            L,
+            "DANE per MX host",
+            "TLSA records at _25._tcp.<MX host>, whether the resolver validated them with "
+            "DNSSEC (AD bit: validating senders only use validated records), and whether the "
+            "MX host's certificate matches one of them (empty without records).",
+            [
+                query(f"smtp_domain_dane_tlsa_records{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_dane_dnssec_validated{{{JOB}}}", instant=True, table=True),
+                query(f"smtp_domain_dane_match{{{JOB}}}", instant=True, table=True),
+            ],
+            keep=["domain", "module", "mx_host", "Value #A", "Value #B", "Value #C"],
+            rename={
+                "Value #A": "TLSA records",
+                "Value #B": "DNSSEC validated",
+                "Value #C": "certificate matches",
+            },
+            size=(12, 8),
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "DANE certificate match per MX host",
+            "smtp_domain_dane_match: the MX host's certificate matches a TLSA record. A "
+            "mismatch makes validating senders refuse to deliver.",
+            [query(f"smtp_domain_dane_match{{{JOB}}}", f"{DOMAIN_LEGEND} {{{{mx_host}}}}")],
+            YES_NO,
+            size=(12, 8),
+        )
+    )
+    add(
+        table(
+            L,
+            "DNSBL listings",
+            "MX host addresses listed on a configured DNSBL zone, with the zone's answer "
+            "(its return code says why; see the list's documentation).",
+            [query(f"smtp_domain_dnsbl_return_code_info{{{JOB}}}", instant=True, table=True)],
+            keep=["domain", "module", "mx_host", "address", "zone", "code"],
+            rename={"code": "return code"},
+            size=(24, 7),
+        )
+    )
 
 
 def variables() -> list[Json]:
@@ -790,7 +1093,8 @@ def dashboard() -> Json:
             ]
         },
         "description": "SMTP servers probed by smtp-health-exporter: availability, failing "
-        "phase, latency, TLS, AUTH, canary delivery and the exporter's own health.",
+        "phase, latency, TLS, AUTH, canary delivery, TLS posture, mail domain checks (SPF, "
+        "DMARC, MTA-STS, DANE, DNSBL) and the exporter's own health.",
         "editable": True,
         "fiscalYearStartMonth": 0,
         "graphTooltip": 1,
