@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .results import ProbeResult
 
 if TYPE_CHECKING:
-    pass
+    from .domain.results import DomainResult
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -179,11 +179,13 @@ Canaries = report.Canaries
 
 async def probe_all(
     cfg: config.Config, concurrency: int = ONCE_CONCURRENCY
-) -> tuple[list[ProbeResult], Canaries]:
-    """Probe every target once, concurrently (bounded), in config order; then send the
-    canary of every module that has one, through targets whose probe passed."""
+) -> tuple[list[ProbeResult], Canaries, list[DomainResult]]:
+    """Probe every target once, concurrently (bounded), in config order, and check every
+    mail domain a module asks for (beside the probes); then send the canary of every module
+    that has one, through targets whose probe passed."""
     from .canary import run_canary
     from .discovery import expand, make_resolver
+    from .domain import check_domain, domain_checks
 
     gate = asyncio.Semaphore(concurrency)
     resolver = make_resolver(cfg.dns)
@@ -192,6 +194,9 @@ async def probe_all(
         async with gate:
             return await probe.run(target)
 
+    domains = asyncio.gather(
+        *(check_domain(spec, resolver) for spec in domain_checks(list(cfg.targets)).values())
+    )
     discoveries = await asyncio.gather(*(expand(t, resolver) for t in cfg.targets))
     for d in discoveries:
         if d.error or d.null_mx:
@@ -204,7 +209,8 @@ async def probe_all(
         if r.success and t.module.canary is not None and not t.mx
     ]
     sent = await asyncio.gather(*(run_canary(t, c) for t, c in due if c is not None))
-    return results, {(t.name, t.module.name): c for (t, _), c in zip(due, sent, strict=True)}
+    canaries = {(t.name, t.module.name): c for (t, _), c in zip(due, sent, strict=True)}
+    return results, canaries, list(await domains)
 
 
 @contextlib.contextmanager
@@ -334,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.target:
                     parser.error("--target is for --once; serve a config file or --demo")
                 return serve(args, cfg)
-            results, canaries = asyncio.run(probe_all(cfg))
+            results, canaries, domains = asyncio.run(probe_all(cfg))
     except (ConfigError, ValueError) as exc:
         if nagios:
             print(f"SMTP UNKNOWN - {exc}".splitlines()[0])
@@ -342,15 +348,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if nagios:
-        text, code = report.nagios(results, thresholds, canaries)
+        text, code = report.nagios(results, thresholds, canaries, domains)
         sys.stdout.write(text)
         return code
     sys.stdout.write(
-        report.json_lines(results, canaries)
+        report.json_lines(results, canaries, domains)
         if args.output == "json"
-        else report.table(results, canaries)
+        else report.table(results, canaries, domains)
     )
-    ok = all(r.success for r in results) and all(c.success for c in canaries.values())
+    ok = (
+        all(r.success for r in results)
+        and all(c.success for c in canaries.values())
+        and all(d.success for d in domains)
+    )
     return EXIT_OK if ok else EXIT_FAILED
 
 

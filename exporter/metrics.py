@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from . import gzipjoin
+from .domain.results import DomainCheck
 from .results import PROBE_PHASES, Phase, ProbeResult
 from .scheduler import offset_fraction
-from .store import LATENCY_BUCKETS, Entry, ResultStore, TargetKey, key_of
+from .store import LATENCY_BUCKETS, DomainEntry, Entry, ResultStore, TargetKey, key_of
 
 # Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
 # new series.
@@ -199,6 +200,87 @@ DISCOVERY: tuple[MetricSpec, ...] = (
         "smtp_mx_lookup_timestamp_seconds", "gauge", "When the MX records were last looked up."
     ),
 )
+DOMAIN: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "smtp_domain_check_success",
+        "gauge",
+        "1 if the domain's DNS could be queried in the last check; 0 when lookups failed.",
+    ),
+    MetricSpec("smtp_domain_check_duration_seconds", "gauge", "Duration of the last check."),
+    MetricSpec("smtp_domain_check_timestamp_seconds", "gauge", "When the domain was last checked."),
+    MetricSpec(
+        "smtp_domain_findings",
+        "gauge",
+        "Findings of each enabled check in the last check (0 = clean).",
+        ("check",),
+    ),
+    MetricSpec("smtp_domain_mx_records", "gauge", "MX records of the domain (0 for a null MX)."),
+    MetricSpec("smtp_domain_null_mx", "gauge", "1 if the domain publishes a null MX (RFC 7505)."),
+    MetricSpec(
+        "smtp_domain_spf_valid",
+        "gauge",
+        "1 if the domain has one SPF record, known mechanisms only, at most 10 DNS lookups.",
+    ),
+    MetricSpec(
+        "smtp_domain_spf_dns_lookups", "gauge", "DNS lookups evaluating the SPF record takes."
+    ),
+    MetricSpec("smtp_domain_dmarc_valid", "gauge", "1 if _dmarc.<domain> has one valid record."),
+    MetricSpec(
+        "smtp_domain_dmarc_policy_info", "gauge", "The DMARC record's policy (p=).", ("policy",)
+    ),
+    MetricSpec(
+        "smtp_domain_tlsrpt_valid", "gauge", "1 if _smtp._tls.<domain> has a valid TLS-RPT record."
+    ),
+    MetricSpec(
+        "smtp_domain_mta_sts_valid",
+        "gauge",
+        "1 if the _mta-sts TXT record is present and the policy was fetched over verified "
+        "HTTPS and parsed.",
+    ),
+    MetricSpec("smtp_domain_mta_sts_mode_info", "gauge", "The MTA-STS policy's mode.", ("mode",)),
+    MetricSpec("smtp_domain_mta_sts_max_age_seconds", "gauge", "The MTA-STS policy's max_age."),
+    MetricSpec(
+        "smtp_domain_mta_sts_policy_changes_total",
+        "counter",
+        "Times the _mta-sts TXT record's id changed since the exporter started.",
+    ),
+    MetricSpec(
+        "smtp_domain_mta_sts_mx_match",
+        "gauge",
+        "1 if the MX host matches one of the MTA-STS policy's mx patterns.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dane_tlsa_records",
+        "gauge",
+        "TLSA records at _25._tcp.<mx_host>.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dane_dnssec_validated",
+        "gauge",
+        "1 if the resolver set the AD bit on the TLSA answer.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dane_match",
+        "gauge",
+        "1 if the MX host's certificate matches one of its TLSA records.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dnsbl_listed",
+        "gauge",
+        "1 if the MX host's address is listed on the DNSBL zone.",
+        ("mx_host", "address", "zone"),
+    ),
+    MetricSpec(
+        "smtp_domain_dnsbl_return_code_info",
+        "gauge",
+        "The address a DNSBL zone answered for a listed MX address.",
+        ("mx_host", "address", "zone", "code"),
+    ),
+)
 HISTOGRAM = MetricSpec(
     "smtp_probe_phase_seconds",
     "histogram",
@@ -206,7 +288,7 @@ HISTOGRAM = MetricSpec(
     "smtp_probe_phase_duration_seconds).",
     ("phase",),
 )
-METRICS = (*PER_TARGET, *DISCOVERY, HISTOGRAM)
+METRICS = (*PER_TARGET, *DISCOVERY, *DOMAIN, HISTOGRAM)
 _INDEX = {spec.name: i for i, spec in enumerate(PER_TARGET)}
 
 
@@ -392,7 +474,11 @@ class Renderer:
             for f, header in enumerate(_headers()):
                 out.append(header)
                 out.extend(shard[f] for shard in self._pieces)
-            tail = _discovery_text(self._store) + _histogram_text(self._store)
+            tail = (
+                _discovery_text(self._store)
+                + _domain_text(self._store.domains())
+                + _histogram_text(self._store)
+            )
             out.append(gzipjoin.deflate(tail.encode()))
             return out
 
@@ -456,6 +542,76 @@ def _discovery_text(store: ResultStore) -> str:
                 "smtp_mx_lookup_timestamp_seconds": d.resolved_at,
             }[spec.name]
             out.append(f"{spec.name}{{{labels}}} {_fmt(value)}\n")
+    return "".join(out)
+
+
+def domain_samples(entry: DomainEntry) -> list[tuple[str, str, float]]:
+    """(metric, extra labels, value) of one checked domain, in DOMAIN order per metric."""
+    r = entry.result
+    if r is None:
+        return []
+    out: list[tuple[str, str, float]] = [
+        ("smtp_domain_check_success", "", 1 if r.success else 0),
+        ("smtp_domain_check_duration_seconds", "", r.duration_seconds),
+        ("smtp_domain_check_timestamp_seconds", "", r.started_at),
+    ]
+    for check, count in r.finding_counts().items():
+        out.append(("smtp_domain_findings", f',check="{check}"', count))
+    if r.mx is not None and DomainCheck.MX in r.enabled:
+        out.append(("smtp_domain_mx_records", "", r.mx.records))
+        out.append(("smtp_domain_null_mx", "", 1 if r.mx.null_mx else 0))
+    if r.records is not None:
+        spf, dmarc, tlsrpt = r.records.spf, r.records.dmarc, r.records.tlsrpt
+        out.append(("smtp_domain_spf_valid", "", 1 if spf.valid else 0))
+        if spf.record is not None:
+            out.append(("smtp_domain_spf_dns_lookups", "", spf.lookups))
+        out.append(("smtp_domain_dmarc_valid", "", 1 if dmarc.valid else 0))
+        if dmarc.valid and dmarc.policy:
+            out.append(("smtp_domain_dmarc_policy_info", f',policy="{escape(dmarc.policy)}"', 1))
+        out.append(("smtp_domain_tlsrpt_valid", "", 1 if tlsrpt.valid else 0))
+    if DomainCheck.MTA_STS in r.enabled:
+        m = r.mta_sts
+        out.append(("smtp_domain_mta_sts_valid", "", 1 if m is not None and m.valid else 0))
+        out.append(("smtp_domain_mta_sts_policy_changes_total", "", entry.policy_changes))
+        if m is not None and m.valid:
+            if m.mode:
+                out.append(("smtp_domain_mta_sts_mode_info", f',mode="{escape(m.mode)}"', 1))
+            if m.max_age is not None:
+                out.append(("smtp_domain_mta_sts_max_age_seconds", "", m.max_age))
+            for host, ok in m.mx_match:
+                out.append(("smtp_domain_mta_sts_mx_match", f',mx_host="{escape(host)}"', ok))
+    for d in r.dane or ():
+        host = f',mx_host="{escape(d.mx_host)}"'
+        out.append(("smtp_domain_dane_tlsa_records", host, d.tlsa_records))
+        out.append(("smtp_domain_dane_dnssec_validated", host, 1 if d.dnssec_validated else 0))
+        if d.match is not None:
+            out.append(("smtp_domain_dane_match", host, 1 if d.match else 0))
+    for b in r.dnsbl or ():
+        labels = (
+            f',mx_host="{escape(b.mx_host)}",address="{escape(b.address)}",zone="{escape(b.zone)}"'
+        )
+        out.append(("smtp_domain_dnsbl_listed", labels, 1 if b.listed else 0))
+        if b.listed:
+            for code in b.codes:
+                out.append(
+                    ("smtp_domain_dnsbl_return_code_info", f'{labels},code="{escape(code)}"', 1)
+                )
+    return out
+
+
+def _domain_text(entries: list[DomainEntry]) -> str:
+    """Few series (one set per checked domain), so rendered at each scrape."""
+    by_metric: dict[str, list[str]] = {spec.name: [] for spec in DOMAIN}
+    for entry in entries:
+        base = f'domain="{escape(entry.domain)}",module="{escape(entry.module)}"'
+        for name, extra, value in domain_samples(entry):
+            by_metric[name].append(f"{name}{{{base}{extra}}} {_fmt(value)}\n")
+    out: list[str] = []
+    for spec in DOMAIN:
+        lines = by_metric[spec.name]
+        if lines:
+            out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n")
+            out.extend(lines)
     return "".join(out)
 
 

@@ -6,6 +6,8 @@ appear: results hold none (failure details are masked by the probe).
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import math
 import time
@@ -18,6 +20,7 @@ from .results import Phase, ProbeResult
 
 if TYPE_CHECKING:
     from .canary import CanaryResult
+    from .domain.results import DomainResult
 
 Canaries = dict[tuple[str, str], "CanaryResult"]
 
@@ -87,8 +90,13 @@ def failure_text(r: ProbeResult, c: CanaryResult | None) -> str:
     return "-"
 
 
-def table(results: Sequence[ProbeResult], canaries: Canaries | None = None) -> str:
-    """Two aligned tables: outcome per target, then per-phase milliseconds."""
+def table(
+    results: Sequence[ProbeResult],
+    canaries: Canaries | None = None,
+    domains: Sequence[DomainResult] = (),
+) -> str:
+    """Aligned tables: outcome per target, per-phase milliseconds, then (if any module
+    checks its mail domain) one row per domain and its findings."""
     canaries = canaries or {}
     header = ["TARGET", "MODULE", "RESULT", "TOTAL", "TLS", "CERT", "VERIFY", "AUTH"]
     rows = [[*header, *(["CANARY"] if canaries else []), "FAILURE"]]
@@ -123,7 +131,58 @@ def table(results: Sequence[ProbeResult], canaries: Canaries | None = None) -> s
         timing.append(
             [display_name(r), *(f"{secs[p] * 1000:.1f}" if p in secs else "-" for p in phases)]
         )
-    return _align(rows) + "\n\nphase durations (ms)\n" + _align(timing) + "\n"
+    text = _align(rows) + "\n\nphase durations (ms)\n" + _align(timing) + "\n"
+    if domains:
+        text += "\nmail domains\n" + domain_table(domains)
+    return text
+
+
+def _flag(value: bool | None, good: str = "ok", bad: str = "FAIL") -> str:
+    return "-" if value is None else (good if value else bad)
+
+
+def domain_row(d: DomainResult) -> list[str]:
+    """DOMAIN RESULT MX SPF DMARC TLS-RPT MTA-STS DANE DNSBL: one cell per enabled check."""
+    mx = "-"
+    if d.mx is not None and d.mx.answered:
+        mx = "null MX" if d.mx.null_mx else f"{d.mx.records} hosts"
+    spf = dmarc = tlsrpt = "-"
+    if d.records is not None:
+        r = d.records
+        spf = f"{'ok' if r.spf.valid else 'BAD'} ({r.spf.lookups} lookups)"
+        dmarc = f"p={r.dmarc.policy}" if r.dmarc.valid else "BAD"
+        tlsrpt = _flag(r.tlsrpt.valid, bad="BAD")
+    sts = "-"
+    if d.mta_sts is not None:
+        m = d.mta_sts
+        unmatched = sum(1 for _, ok in m.mx_match if not ok)
+        sts = (
+            f"{m.mode}" + (f", {unmatched} MX unmatched" if unmatched else "") if m.valid else "BAD"
+        )
+    dane = "-"
+    if d.dane is not None:
+        with_records = [h for h in d.dane if h.tlsa_records]
+        matched = sum(1 for h in with_records if h.match)
+        dane = f"{matched}/{len(with_records)} match" if with_records else "no TLSA"
+    dnsbl = "-"
+    if d.dnsbl is not None:
+        listed = sum(1 for b in d.dnsbl if b.listed)
+        dnsbl = f"LISTED x{listed}" if listed else "clean"
+    result = "ok" if not d.findings else f"{len(d.findings)} findings"
+    if not d.success:
+        result = "FAIL"
+    return [d.domain, result, mx, spf, dmarc, tlsrpt, sts, dane, dnsbl]
+
+
+def domain_table(domains: Sequence[DomainResult]) -> str:
+    header = ["DOMAIN", "RESULT", "MX", "SPF", "DMARC", "TLS-RPT", "MTA-STS", "DANE", "DNSBL"]
+    text = _align([header, *(domain_row(d) for d in domains)]) + "\n"
+    for d in domains:
+        notes = ([f"check failed: {d.error}"] if d.error else []) + [
+            f"{f.check}: {f.reason}" for f in d.findings
+        ]
+        text += "".join(f"  {d.domain}: {note}\n" for note in notes)
+    return text
 
 
 def _align(rows: list[list[str]]) -> str:
@@ -209,11 +268,32 @@ def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any
     }
 
 
-def json_lines(results: Sequence[ProbeResult], canaries: Canaries | None = None) -> str:
+def domain_dict(d: DomainResult) -> dict[str, Any]:
+    """The JSON shape of one domain check: ``"type": "domain"`` tells it from a target's
+    line; the rest is the result as it is (every field plain data)."""
+    return {"type": "domain", **_plain(d)}
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, tuples and enums as JSON values, keeping field names."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def json_lines(
+    results: Sequence[ProbeResult],
+    canaries: Canaries | None = None,
+    domains: Sequence[DomainResult] = (),
+) -> str:
     canaries = canaries or {}
-    return "".join(
-        json.dumps(as_dict(r, canaries.get((r.target, r.module)))) + "\n" for r in results
-    )
+    lines = [json.dumps(as_dict(r, canaries.get((r.target, r.module)))) for r in results]
+    lines += [json.dumps(domain_dict(d)) for d in domains]
+    return "".join(line + "\n" for line in lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,14 +309,19 @@ _STATE = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"
 
 
 def nagios(
-    results: Sequence[ProbeResult], th: NagiosThresholds, canaries: Canaries | None = None
+    results: Sequence[ProbeResult],
+    th: NagiosThresholds,
+    canaries: Canaries | None = None,
+    domains: Sequence[DomainResult] = (),
 ) -> tuple[str, int]:
-    """Monitoring-plugins output: a status line with perfdata, then one line per target.
-    Returns the text and the exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
+    """Monitoring-plugins output: a status line with perfdata, then one line per target
+    (and per checked domain). Returns the text and the exit code (0 OK, 1 WARNING,
+    2 CRITICAL, 3 UNKNOWN)."""
     if not results:
         return "SMTP UNKNOWN - no targets configured\n", UNKNOWN
     canaries = canaries or {}
     states = [_nagios_state(r, th, canaries.get((r.target, r.module))) for r in results]
+    states += [_nagios_domain_state(d) for d in domains]
     worst = max(s for s, _ in states)
     perf: list[str] = []
     for r in results:
@@ -250,13 +335,16 @@ def nagios(
             perf.append(
                 f"'{key}cert_days'={days:.1f};{th.warning_cert_days:g};{th.critical_cert_days:g};;"
             )
-    if len(results) == 1:
+    if len(states) == 1:
         summary = states[0][1]
     else:
-        bad = sum(1 for s, _ in states if s != OK)
+        bad = sum(1 for s, _ in states[: len(results)] if s != OK)
         summary = f"{len(results) - bad} of {len(results)} targets OK"
+        if domains:
+            bad_domains = sum(1 for s, _ in states[len(results) :] if s != OK)
+            summary += f", {len(domains) - bad_domains} of {len(domains)} domains OK"
     lines = [f"SMTP {_STATE[worst]} - {summary} | {' '.join(perf)}"]
-    if len(results) > 1:
+    if len(states) > 1:
         lines += [f"[{_STATE[s]}] {text}" for s, text in states]
     return "\n".join(lines) + "\n", worst
 
@@ -294,6 +382,20 @@ def _nagios_state(
             state = CRITICAL
             notes.append(f"canary {canary.reason}".replace("|", "/"))
     return state, f"{r.target}: " + ", ".join(notes)
+
+
+def _nagios_domain_state(d: DomainResult) -> tuple[int, str]:
+    """A failed check or a finding that stops mail (a DNSBL listing, a DANE mismatch, an MX
+    an enforced MTA-STS policy does not name) is CRITICAL; other findings WARNING."""
+    if not d.success:
+        return CRITICAL, f"{d.domain}: domain check failed: {d.error}".replace("|", "/")
+    blocking = any(b.listed for b in d.dnsbl or ()) or any(h.match is False for h in d.dane or ())
+    m = d.mta_sts
+    if m is not None and m.valid and m.mode == "enforce":
+        blocking = blocking or any(not ok for _, ok in m.mx_match)
+    state = CRITICAL if blocking else (WARNING if d.findings else OK)
+    notes = [f"{f.check}: {f.reason}" for f in d.findings] or ["no findings"]
+    return state, f"{d.domain}: " + "; ".join(notes).replace("|", "/")
 
 
 def _perf_label(target: str, count: int) -> str:

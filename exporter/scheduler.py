@@ -9,6 +9,8 @@
   deadline (a tarpit, a dead host that drops SYNs) waits for a slot in the small slow lane,
   so however many targets hang, they only delay each other; healthy targets keep the main
   lane. Every probe ends by its deadline, so no slot is held longer than one timeout.
+- Mail-domain checks (a module's ``domain:``) are jobs of their own, one per (domain,
+  module), at the module's ``domain.interval``; they share one TTL cache of DNS answers.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import probe
+from . import domain, probe
 from .canary import run_canary
 from .config import Config, DNSConfig, Target
 from .discovery import Discovery, expand, make_resolver, static_expansion
+from .domain import DomainSpec, check_domain, domain_checks
 from .probe.deadline import Deadline
 from .results import FailureKind, ProbeResult
 from .selfmetrics import ExporterMetrics
-from .store import ResultStore
+from .store import DomainKey, ResultStore
 
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 1000
@@ -86,6 +89,8 @@ class ProbeScheduler:
         self._last_canary: dict[str, float] = {}
         self._targets: dict[str, Target] = {}
         self._scheduled: dict[str, float] = {}  # job id -> when APScheduler meant it to run
+        self._domains: dict[str, tuple[DomainKey, DomainSpec]] = {}
+        self._dns_cache = domain.DNSCache(self._resolver)
         self._scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=dt.UTC,
@@ -109,6 +114,8 @@ class ProbeScheduler:
         mine = [t for t in config.targets if in_shard(t, self._shard)]
         wanted = {job_id(t): t for t in mine}
         self._resolver = make_resolver(config.dns)
+        self._dns_cache = domain.DNSCache(self._resolver)
+        self._apply_domains(mine)
         for jid in list(self._targets):
             if jid not in wanted:
                 self._scheduler.remove_job(jid)
@@ -140,6 +147,56 @@ class ProbeScheduler:
             self._targets[jid] = target
         self._store.set_targets(mine)
         self._own.targets.set(len(wanted))
+
+    def _apply_domains(self, mine: list[Target]) -> None:
+        wanted = {f"domain|{k[0]}|{k[1]}": (k, spec) for k, spec in domain_checks(mine).items()}
+        for jid in list(self._domains):
+            if jid not in wanted:
+                self._scheduler.remove_job(jid)
+                del self._domains[jid]
+        now = time.time()
+        for jid, (key, spec) in wanted.items():
+            if self._domains.get(jid) == (key, spec):
+                continue
+            interval = spec[1].interval
+            fraction = int.from_bytes(hashlib.sha256(jid.encode()).digest()[:8], "big") / 2**64
+            # The first check soon after start (within a minute), then at the interval.
+            start = now + fraction * min(interval, 60.0)
+            self._scheduler.add_job(
+                self._run_domain,
+                IntervalTrigger(
+                    seconds=interval, start_date=dt.datetime.fromtimestamp(start, dt.UTC)
+                ),
+                args=[jid],
+                id=jid,
+                replace_existing=True,
+                misfire_grace_time=max(1, int(interval)),
+            )
+            self._domains[jid] = (key, spec)
+        self._store.set_domains(key for key, _ in wanted.values())
+
+    async def _run_domain(self, jid: str) -> None:
+        entry = self._domains.get(jid)
+        if entry is None:
+            return
+        key, spec = entry
+        try:
+            result = await check_domain(spec, self._dns_cache, self._store.domain_result(key))
+        except asyncio.CancelledError:
+            return
+        if self._domains.get(jid) != entry:  # removed or changed meanwhile
+            return
+        previous = self._store.record_domain(key, result)
+        before = previous.result if previous is not None else None
+        if not result.success and (before is None or before.success):
+            log.warning("domain check of %s (module %s) failed: %s", key[0], key[1], result.error)
+        elif result.findings and (before is None or before.findings != result.findings):
+            log.info(
+                "domain %s (module %s): %s",
+                key[0],
+                key[1],
+                "; ".join(f.reason for f in result.findings),
+            )
 
     def _on_event(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_SUBMITTED:

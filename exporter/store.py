@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from .canary import CanaryResult
 from .config import Target
 from .discovery import Discovery, static_expansion
+from .domain.results import DomainResult
 from .results import Phase, ProbeResult
 
 # Probe phases on loopback take well under a millisecond; over the Internet, seconds.
@@ -44,6 +45,18 @@ class Entry:
     last_delivered: float | None = None  # kept across canaries that fail
 
 
+# A mail domain is checked once per module that asks for it: (domain, module name).
+DomainKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEntry:
+    domain: str
+    module: str
+    result: DomainResult | None = None
+    policy_changes: int = 0  # MTA-STS policy id changes seen since the exporter started
+
+
 @dataclass(slots=True)
 class Histogram:
     buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
@@ -65,6 +78,7 @@ class ResultStore:
         self._discoveries: dict[Origin, Discovery] = {}
         self._histograms: dict[tuple[str, Phase], Histogram] = {}
         self._listeners: list[Callable[[Entry], None]] = []
+        self._domains: dict[DomainKey, DomainEntry] = {}
         # Bumped whenever targets come or go or an entry is replaced other than by a result,
         # so a reader that caches per target (the renderer) knows to look at every entry.
         self.layout_version = 0
@@ -118,6 +132,36 @@ class ResultStore:
         if old is not None and old.target == t:
             return old
         return Entry(t, None, old.probes if old else 0, old.failures if old else ())
+
+    def set_domains(self, keys: Iterable[DomainKey]) -> None:
+        """The mail domains now configured: new ones wait for their first check, removed
+        ones disappear from the next scrape, the rest keep their result and counts."""
+        with self._lock:
+            self._domains = {
+                k: self._domains.get(k) or DomainEntry(k[0], k[1]) for k in dict.fromkeys(keys)
+            }
+
+    def record_domain(self, key: DomainKey, result: DomainResult) -> DomainEntry | None:
+        """Store a finished domain check; returns the previous entry, or None when the
+        domain was removed meanwhile."""
+        with self._lock:
+            old = self._domains.get(key)
+            if old is None:
+                return None
+            changed = result.mta_sts is not None and result.mta_sts.policy_changed
+            self._domains[key] = replace(
+                old, result=result, policy_changes=old.policy_changes + changed
+            )
+            return old
+
+    def domain_result(self, key: DomainKey) -> DomainResult | None:
+        with self._lock:
+            entry = self._domains.get(key)
+            return entry.result if entry is not None else None
+
+    def domains(self) -> list[DomainEntry]:
+        with self._lock:
+            return list(self._domains.values())
 
     def discoveries(self) -> list[Discovery]:
         with self._lock:

@@ -18,11 +18,12 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 
 import dns.asyncresolver
 
-from ..config import DomainChecks, default_ehlo_name
+from ..config import DomainChecks, Target, default_ehlo_name
 from ..probe.deadline import Deadline
 from .dane import check_dane
 from .dnsbl import check_dnsbl
@@ -38,7 +39,16 @@ from .results import (
 )
 from .spf import check_spf
 
-__all__ = ["DNSCache", "DomainResult", "Finding", "check", "enabled_checks"]
+__all__ = [
+    "DNSCache",
+    "DomainResult",
+    "DomainSpec",
+    "Finding",
+    "check",
+    "check_domain",
+    "domain_checks",
+    "enabled_checks",
+]
 
 log = logging.getLogger(__name__)
 GRACE = 1.0  # seconds past the deadline before the safety net cuts a check off
@@ -199,3 +209,45 @@ class _Run:
             self.mx.hosts, self.checks.dnsbl, self.cache, self.deadline
         )
         self.findings += findings
+
+
+# A domain check makes dozens of DNS queries, an HTTPS fetch (MTA-STS) and a STARTTLS
+# session per MX host (DANE): more than one SMTP probe's budget.
+DOMAIN_CHECK_BUDGET = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """One domain to check, and how: the checks and EHLO name of the module asking."""
+
+    domain: str
+    checks: DomainChecks
+    ehlo_name: str
+
+
+def domain_checks(targets: Sequence[Target]) -> dict[tuple[str, str], DomainSpec]:
+    """(domain, module) -> what to check, for the targets whose module has ``domain:``."""
+    out: dict[tuple[str, str], DomainSpec] = {}
+    for t in targets:
+        name = t.mail_domain
+        if name is not None and t.module.domain is not None:
+            out.setdefault(
+                (name, t.module.name), DomainSpec(name, t.module.domain, t.module.ehlo_name)
+            )
+    return out
+
+
+async def check_domain(
+    spec: DomainSpec,
+    resolver: DNSCache | dns.asyncresolver.Resolver,
+    previous: DomainResult | None = None,
+) -> DomainResult:
+    """Check ``spec``'s domain within ``DOMAIN_CHECK_BUDGET``."""
+    return await check(
+        spec.domain,
+        spec.checks,
+        resolver,
+        Deadline.after(DOMAIN_CHECK_BUDGET),
+        previous,
+        ehlo_name=spec.ehlo_name,
+    )
