@@ -271,3 +271,15 @@ def test_untestable_versions_are_named():
     untestable = tlsscan.untestable_versions()
     assert "TLSv1.2" not in untestable and "TLSv1.3" not in untestable
     assert all(isinstance(why, str) and why for why in untestable.values())
+
+
+def test_tls_scan_config():
+    from exporter import config
+
+    cfg = config.parse("modules: {m: {tls: implicit, posture: {tls_scan: true}}}")
+    assert cfg.modules["m"].posture.tls_scan is True
+    assert config.parse("modules: {m: {}}").modules["m"].posture.tls_scan is False
+    with pytest.raises(config.ConfigError, match=r"posture\.tls_scan: expected bool, got"):
+        config.parse("modules: {m: {posture: {tls_scan: 1}}}")
+    with pytest.raises(config.ConfigError, match=r"posture\.tls_scan: needs tls: starttls or"):
+        config.parse("modules: {m: {tls: none, posture: {tls_scan: true}}}")
