@@ -5,10 +5,12 @@ deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,18 +255,71 @@ def test_hostile_server_ends_on_time(behaviour, tls):
     assert scan.error, scan  # reported, never raised
 
 
-def test_hostile_scan_does_not_outlive_the_probe(server_context):
-    """End to end: the health check passes, then every scan handshake stalls."""
-    with FaultServer("tls_ok_then_tarpit", ssl_context=server_context) as server:
-        # The health check itself would hang after TLS here, so check the scan's part of
-        # the contract directly: whatever the server does, run() returns by the deadline.
-        t = target(server.port, timeout=DEADLINE)
-        start = time.monotonic()
-        r = asyncio.run(probe.run(t))
-        elapsed = time.monotonic() - start
-    assert elapsed <= DEADLINE + SLACK
-    assert r.failure is not None and r.failure.kind is FailureKind.TIMEOUT
-    assert r.posture.tls_scan is None  # no time left: the scan does not start
+class _Switch:
+    """A loopback TCP forwarder: the first connection goes to ``first``, every later one
+    to ``rest``. So the health check meets a good server and the scan a hostile one."""
+
+    def __init__(self, first: int, rest: int) -> None:
+        self.backends = [first, rest]
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.count = 0
+        self.stopped = threading.Event()
+        self.socks: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            backend = socket.create_connection(("127.0.0.1", self.backends[min(self.count, 1)]))
+            self.count += 1
+            self.socks += [client, backend]
+            for a, b in ((client, backend), (backend, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        self.thread.join(5)
+        for sock in self.socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("behaviour", ["tls_stall", "tls_drip", "tls_garbage"])
+def test_hostile_scan_does_not_outlive_the_probe(server_context, behaviour):
+    """End to end through probe.run: the health check passes, every scan handshake meets a
+    hostile server; run() returns by the deadline, healthy, with the scan's error."""
+    with (
+        FaultServer("normal", ssl_context=server_context) as good,
+        FaultServer(behaviour) as bad,
+    ):
+        switch = _Switch(good.port, bad.port)
+        try:
+            start = time.monotonic()
+            r = asyncio.run(probe.run(target(switch.port, timeout=DEADLINE)))
+            elapsed = time.monotonic() - start
+        finally:
+            switch.close()
+    assert elapsed <= DEADLINE + SLACK, elapsed
+    assert r.success, r.failure  # the health check passed; the scan only reports
+    scan = r.posture.tls_scan
+    assert scan is not None and scan.accepted == () and scan.error, scan
+    assert scan.findings == ()
 
 
 def test_untestable_versions_are_named():
