@@ -108,6 +108,7 @@ class PostureConfig:
     auth_before_tls: bool = False  # is AUTH offered / answered before STARTTLS?
     relay_from: str | None = None  # open-relay test: MAIL FROM / RCPT TO, never DATA
     relay_to: str | None = None
+    tls_scan: bool = False  # one handshake per TLS version, key, signature, OCSP stapling
     fail_on_findings: bool = False  # a finding fails the probe, not only its metric
 
 
@@ -455,7 +456,9 @@ class _Validator:
         return Module(**kwargs)
 
     def posture(self, raw: Any, path: str, tls: TLSMode) -> PostureConfig:
-        d = self.mapping(raw, path, ("auth_before_tls", "relay_test", "fail_on_findings"))
+        d = self.mapping(
+            raw, path, ("auth_before_tls", "relay_test", "tls_scan", "fail_on_findings")
+        )
         before = self.typed(d, "auth_before_tls", path, bool, False)
         if before and tls is not TLSMode.STARTTLS:
             self.error(
@@ -471,8 +474,11 @@ class _Validator:
                 if not value or not _ADDRESS.fullmatch(value):
                     self.error(_join(rpath, key), f"required: a plain email address, got {value!r}")
             relay_from, relay_to = r.get("from"), r.get("to")
+        scan = self.typed(d, "tls_scan", path, bool, False)
+        if scan and tls is TLSMode.NONE:
+            self.error(_join(path, "tls_scan"), "needs tls: starttls or implicit")
         fail = self.typed(d, "fail_on_findings", path, bool, False)
-        return PostureConfig(bool(before), relay_from, relay_to, fail)
+        return PostureConfig(bool(before), relay_from, relay_to, bool(scan), fail)
 
     def domain(self, raw: Any, path: str) -> DomainChecks:
         keys = (

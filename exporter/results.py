@@ -103,6 +103,71 @@ class TLSInfo:
         return min((c.not_after for c in self.chain), default=None)
 
 
+# Protocol versions a TLS scan can try, oldest first, as Python's SSLObject.version() names them.
+SCAN_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+WEAK_VERSIONS = frozenset({"SSLv3", "TLSv1", "TLSv1.1"})
+WEAK_HASHES = frozenset({"md5", "sha1"})
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 224
+
+
+@dataclass(frozen=True, slots=True)
+class TLSScan:
+    """What separate handshakes, one per protocol version, showed a server accepts.
+
+    Small by design (the exporter holds one per target): names and numbers, no DER."""
+
+    tested: tuple[str, ...] = ()  # versions a handshake was tried with, oldest first
+    accepted: tuple[str, ...] = ()  # versions the server completed a handshake with
+    untestable: tuple[str, ...] = ()  # versions the local OpenSSL cannot offer at all
+    ciphers: tuple[tuple[str, str], ...] = ()  # (version, cipher) per accepted version
+    key_type: str | None = None  # "RSA", "EC", "Ed25519", "Ed448", "DSA" (leaf public key)
+    key_bits: int | None = None
+    signature_algorithm: str | None = None  # e.g. "sha256WithRSAEncryption", "ed25519"
+    signature_hash: str | None = None  # "sha256", "sha1", ...; None for Ed25519/Ed448
+    ocsp_stapled: bool | None = None  # None: not observable (see ocsp_note)
+    ocsp_note: str | None = None  # why ocsp_stapled is None
+    error: str | None = None  # why the scan is incomplete (deadline, reset, garbage)
+    seconds: float = 0.0
+
+    @property
+    def lowest(self) -> str | None:
+        return self.accepted[0] if self.accepted else None
+
+    @property
+    def highest(self) -> str | None:
+        return self.accepted[-1] if self.accepted else None
+
+    @property
+    def cipher(self) -> str | None:
+        """The cipher of the handshake at the highest accepted version."""
+        return self.ciphers[-1][1] if self.ciphers else None
+
+    @property
+    def forward_secrecy(self) -> bool | None:
+        """Does the cipher at the highest accepted version use an ephemeral key exchange?"""
+        if not self.ciphers:
+            return None
+        version, cipher = self.ciphers[-1]
+        return version == "TLSv1.3" or cipher.startswith(("ECDHE-", "DHE-", "EDH-"))
+
+    @property
+    def weak_signature(self) -> bool | None:
+        return None if self.signature_algorithm is None else self.signature_hash in WEAK_HASHES
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        out = [f"accepts {v}" for v in self.accepted if v in WEAK_VERSIONS]
+        if self.key_type in ("RSA", "DSA") and (self.key_bits or 0) < MIN_RSA_BITS:
+            out.append(f"{self.key_type} key of {self.key_bits} bits")
+        if self.key_type == "EC" and (self.key_bits or 0) < MIN_EC_BITS:
+            out.append(f"EC key of {self.key_bits} bits")
+        if self.weak_signature:
+            name = "SHA-1" if self.signature_hash == "sha1" else str(self.signature_hash).upper()
+            out.append(f"certificate signed with {name}")
+        return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Posture:
     """What the session-level security checks found; None where a check did not run."""
@@ -111,6 +176,7 @@ class Posture:
     auth_accepted_before_tls: bool | None = None  # AUTH LOGIN answered 334 in clear
     relay_accepted: bool | None = None  # RCPT to an outside domain got 2xx without AUTH
     relay_code: int | None = None  # the reply that decided it (RCPT, or MAIL if refused)
+    tls_scan: TLSScan | None = None  # posture.tls_scan: versions, key, signature, OCSP
 
     @property
     def findings(self) -> tuple[str, ...]:
@@ -121,6 +187,8 @@ class Posture:
             out.append("server advertises AUTH before TLS")
         if self.relay_accepted:
             out.append(f"open relay: RCPT to an outside domain accepted ({self.relay_code})")
+        if self.tls_scan is not None:
+            out.extend(self.tls_scan.findings)
         return tuple(out)
 
 

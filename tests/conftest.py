@@ -94,13 +94,7 @@ def _world_traversable(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents))
 
 
-@pytest.fixture(scope="session")
-def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
-    """A real Postfix + Dovecot on 127.0.0.1 (tests/servers/mailstack.py), one per session.
-
-    Skipped (loudly) when Postfix/Dovecot cannot run here; with CI set that is a failure
-    instead, so a broken CI image cannot silently skip every real-server test.
-    """
+def _start_stack(tmp_path_factory: pytest.TempPathFactory, weak: bool) -> Iterator[MailStack]:
     reason = postfix_available()
     if reason is not None:
         msg = f"real Postfix/Dovecot mail stack unavailable: {reason}"
@@ -114,5 +108,23 @@ def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
     base: Path | None = tmp_path_factory.getbasetemp()
     if base is not None and not _world_traversable(base):
         base = None
-    with mail_stack(base) as stack:
+    with mail_stack(base, weak=weak) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
+    """A real Postfix + Dovecot on 127.0.0.1 (tests/servers/mailstack.py), one per session.
+
+    Skipped (loudly) when Postfix/Dovecot cannot run here; with CI set that is a failure
+    instead, so a broken CI image cannot silently skip every real-server test.
+    """
+    yield from _start_stack(tmp_path_factory, weak=False)
+
+
+@pytest.fixture(scope="session")
+def weak_mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
+    """A second real Postfix + Dovecot, deliberately weak (``mail_stack(weak=True)``): AUTH
+    before STARTTLS, open relay for loopback, TLS 1.0-1.2 preferring plain-RSA key exchange,
+    a 1024-bit RSA certificate signed with SHA-1. Skipped or failed as ``mailstack``."""
+    yield from _start_stack(tmp_path_factory, weak=True)

@@ -47,6 +47,11 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
     finally:
         session.close()
+    if _should_scan(target, session, failure):
+        try:
+            await session.tls_scan(deadline)
+        except ProbeError as exc:  # a finding, with fail_on_findings
+            failure = failure or Failure(exc.phase, exc.kind, _clip(exc.detail))
     ext = session.extensions
     return ProbeResult(
         target=target.name,
@@ -68,6 +73,16 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         last_reply_code=session.last_code,
         labels=target.labels,
         posture=session.posture,
+    )
+
+
+def _should_scan(target: Target, session: Session, failure: Failure | None) -> bool:
+    """The TLS scan runs once the health check has shown the server speaks TLS (its own
+    handshake completed), whatever came after, unless the deadline has passed already."""
+    return (
+        target.module.posture.tls_scan
+        and session.tls is not None
+        and (failure is None or failure.kind is not FailureKind.TIMEOUT)
     )
 
 

@@ -17,7 +17,8 @@ from dataclasses import replace
 from ..config import Target, TLSMode, is_ip
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, Posture, TLSInfo
-from . import sasl, tls
+from . import sasl, tls, tlsscan
+from .deadline import Deadline
 from .esmtp import NO_EXTENSIONS, Extensions, parse_ehlo
 from .reply import Reply
 from .transport import Connection, resolve
@@ -129,6 +130,14 @@ class Session:
             self.posture = replace(self.posture, relay_accepted=accepted, relay_code=rcpt.code)
             await self.command("RSET", Phase.RCPT)
         self._fail_on_findings(Phase.RCPT)
+
+    async def tls_scan(self, deadline: Deadline) -> None:
+        """posture.tls_scan, after the health check: new connections, one per TLS version,
+        by the same deadline. Its findings fail the probe only with fail_on_findings."""
+        scan = await tlsscan.scan(self.target, deadline)
+        self.posture = replace(self.posture, tls_scan=scan)
+        if scan.findings and self.module.posture.fail_on_findings:
+            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.FINDING, "; ".join(scan.findings))
 
     def _fail_on_findings(self, phase: Phase) -> None:
         findings = self.posture.findings

@@ -88,6 +88,8 @@ class MailStack:
     imaps_port: int  # Dovecot IMAPS
     users: dict[str, str]  # {"canary": "canary-pass", "probe": "probe-pass"}
     maildir_root: Path  # delivered mail lands in maildir_root/<user>/Maildir
+    weak: bool = False  # started with weak=True (see mail_stack)
+    weak_sha1: bool = False  # the weak stack's certificate really is signed with SHA-1
 
 
 # --------------------------------------------------------------------------- availability
@@ -157,11 +159,12 @@ class _Certs:
     good: tuple[Path, Path]  # (key, cert)
     expired: tuple[Path, Path]
     wronghost: tuple[Path, Path]
+    weak: tuple[Path, Path] | None = None  # 1024-bit RSA, signed with SHA-1 (weak stacks)
 
 
-def _new_key() -> rsa.RSAPrivateKey:
+def _new_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     # RSA rather than EC: every client and cipher configuration a probe might use accepts it.
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
 def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
@@ -175,8 +178,9 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     path.chmod(0o600)
 
 
-def _make_certs(ca_dir: Path) -> _Certs:
-    """Create a test CA and the good, expired and wrong-host leaf certificates."""
+def _make_certs(ca_dir: Path, weak: bool = False) -> _Certs:
+    """Create a test CA and the good, expired and wrong-host leaf certificates; with
+    ``weak`` also a leaf with a 1024-bit RSA key signed with SHA-1."""
     ca_dir.mkdir(mode=0o755)
     now = dt.datetime.now(dt.UTC)
     ca_key = _new_key()
@@ -229,9 +233,15 @@ def _make_certs(ca_dir: Path) -> _Certs:
     ]
 
     def leaf(
-        name: str, cn: str, sans: list[x509.GeneralName], start: dt.datetime, end: dt.datetime
+        name: str,
+        cn: str,
+        sans: list[x509.GeneralName],
+        start: dt.datetime,
+        end: dt.datetime,
+        bits: int = 2048,
+        digest: hashes.HashAlgorithm | None = None,
     ) -> tuple[Path, Path]:
-        key = _new_key()
+        key = _new_key(bits)
         cert = (
             x509.CertificateBuilder()
             .subject_name(
@@ -271,7 +281,7 @@ def _make_certs(ca_dir: Path) -> _Certs:
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
                 critical=False,
             )
-            .sign(ca_key, hashes.SHA256())
+            .sign(ca_key, digest or hashes.SHA256())
         )
         key_path, crt_path = ca_dir / f"{name}.key", ca_dir / f"{name}.crt"
         _write_key(key_path, key)
@@ -297,7 +307,43 @@ def _make_certs(ca_dir: Path) -> _Certs:
             now - day,
             now + 365 * day,
         ),
+        weak=_weak_leaf(ca_dir, local_names) if weak else None,
     )
+
+
+def _signed_with_sha1(crt: Path) -> bool:
+    digest = x509.load_pem_x509_certificate(crt.read_bytes()).signature_hash_algorithm
+    return digest is not None and digest.name == "sha1"
+
+
+def _weak_leaf(ca_dir: Path, sans: list[x509.GeneralName]) -> tuple[Path, Path]:
+    """A 1024-bit RSA leaf signed with SHA-1 by the test CA. pyca/cryptography no longer
+    signs with SHA-1, so the openssl command line does (``-copy_extensions``: OpenSSL 3);
+    where it cannot, the leaf is signed with SHA-256 (``MailStack.weak_sha1`` says which)."""
+    key = _new_key(1024)
+    key_path, crt_path = ca_dir / "weak.key", ca_dir / "weak.crt"
+    _write_key(key_path, key)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    csr_path = ca_dir / "weak.csr"
+    csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    for digest in ("-sha1", "-sha256"):
+        cmd = ["openssl", "x509", "-req", "-in", str(csr_path), "-CA", str(ca_dir / "ca.pem")]
+        cmd += ["-CAkey", str(ca_dir / "ca.key"), digest, "-days", "365", "-copy_extensions"]
+        cmd += ["copy", "-set_serial", str(x509.random_serial_number()), "-out", str(crt_path)]
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(cmd, capture_output=True, timeout=30, check=True)
+            break
+    else:
+        raise RuntimeError("openssl x509 -req cannot sign the weak certificate")
+    crt_path.chmod(0o644)
+    return key_path, crt_path
 
 
 # --------------------------------------------------------------------------- configs
@@ -468,7 +514,38 @@ service auth {{
     )
 
 
-def _write_postfix_config(lay: _Layout, certs: _Certs, ports: _Ports, uid: int, gid: int) -> None:
+# The weak profile: what issue #9's posture checks must find. OpenSSL 3 refuses a 1024-bit
+# key, SHA-1 and TLS < 1.2 at its default security level (Debian: 2) when the key is
+# loaded, before any Postfix cipher list applies, so the level is lowered for the whole
+# instance through its own OpenSSL config (tls_config_file, Postfix >= 3.2).
+_WEAK_OPENSSL_CNF = """\
+postfix = postfix_settings
+[postfix_settings]
+ssl_conf = postfix_ssl
+[postfix_ssl]
+system_default = postfix_tls
+[postfix_tls]
+CipherString = ALL:@SECLEVEL=0
+MinProtocol = TLSv1
+"""
+# TLS 1.0-1.2 only, plain-RSA key exchange preferred (so a client that offers it gets no
+# forward secrecy), AUTH before STARTTLS, and relaying for loopback clients.
+_WEAK_MAIN_CF = """
+# --- weak profile (mail_stack(weak=True)) ---
+tls_config_file = {cnf}
+tls_config_name = postfix
+smtpd_tls_protocols = >=TLSv1, <=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1, <=TLSv1.2
+smtpd_tls_ciphers = medium
+smtpd_tls_mandatory_ciphers = medium
+tls_medium_cipherlist = kRSA:ALL:!aNULL:@SECLEVEL=0
+tls_preempt_cipherlist = yes
+"""
+
+
+def _write_postfix_config(
+    lay: _Layout, certs: _Certs, ports: _Ports, uid: int, gid: int, weak: bool = False
+) -> None:
     for d in (lay.pf_etc, lay.pf_spool):
         d.mkdir(mode=0o755)
     lay.pf_data.mkdir(mode=0o700)
@@ -477,7 +554,12 @@ def _write_postfix_config(lay: _Layout, certs: _Certs, ports: _Ports, uid: int, 
     (lay.pf_etc / "vmailbox").write_text(
         "".join(f"{u}@{MAIL_DOMAIN}    {u}/Maildir/\n" for u in USERS)
     )
-    good_key, good_crt = certs.good
+    tls_key, tls_crt = (certs.weak if weak else None) or certs.good
+    # The weak stack relays for loopback (an open relay, found by the posture check).
+    # Postfix refuses at RCPT what would go to an error: transport, so its outside
+    # mail goes to discard: instead; the probe never sends DATA anyway.
+    mynetworks = "127.0.0.0/8" if weak else ""
+    no_relay = "discard:" if weak else "error:5.7.1 mailstack does not relay"
     (lay.pf_etc / "main.cf").write_text(
         f"""\
 # Generated by tests/servers/mailstack.py -- run with: postfix -c {lay.pf_etc} start
@@ -505,13 +587,13 @@ maillog_file = {lay.log_dir / "postfix.log"}
 
 # No local(8) delivery and no relaying: nothing ever leaves the box.
 mydestination =
-mynetworks =
+mynetworks = {mynetworks}
 relayhost =
 alias_maps =
 alias_database =
 local_transport = error:5.1.1 no local delivery in mailstack
-default_transport = error:5.7.1 mailstack does not relay
-relay_transport = error:5.7.1 mailstack does not relay
+default_transport = {no_relay}
+relay_transport = {no_relay}
 
 virtual_mailbox_domains = {MAIL_DOMAIN}
 virtual_mailbox_base = {lay.mail_dir}
@@ -520,7 +602,7 @@ virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
 virtual_minimum_uid = 100
 
-smtpd_tls_chain_files = {good_key}, {good_crt}
+smtpd_tls_chain_files = {tls_key}, {tls_crt}
 smtpd_tls_security_level = may
 smtpd_tls_loglevel = 1
 smtpd_tls_received_header = yes
@@ -534,6 +616,15 @@ smtpd_sasl_security_options = noanonymous
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 """
     )
+    if not weak:  # explicit, not left to the OpenSSL build's default security level
+        with (lay.pf_etc / "main.cf").open("a") as fh:
+            fh.write("smtpd_tls_protocols = >=TLSv1.2\nsmtpd_tls_mandatory_protocols = >=TLSv1.2\n")
+    if weak:
+        assert certs.weak is not None
+        cnf = lay.pf_etc / "openssl.cnf"
+        cnf.write_text(_WEAK_OPENSSL_CNF)
+        with (lay.pf_etc / "main.cf").open("a") as fh:
+            fh.write(_WEAK_MAIN_CF.format(cnf=cnf))
 
     submission_opts = """\
   -o smtpd_tls_security_level=encrypt
@@ -541,6 +632,12 @@ smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_
   -o smtpd_tls_auth_only=yes
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+"""
+    if weak:  # AUTH offered and taken before STARTTLS
+        submission_opts = """\
+  -o smtpd_tls_security_level=may
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=no
 """
     exp_key, exp_crt = certs.expired
     wr_key, wr_crt = certs.wronghost
@@ -807,19 +904,25 @@ def _greets(port: int, prefix: bytes, tls: ssl.SSLContext | None) -> bool:
 
 
 def _wait_ready(
-    ports: _Ports, ca_file: Path, deadline: float, running: Callable[[], bool]
+    ports: _Ports, ca_file: Path, deadline: float, running: Callable[[], bool], weak: bool = False
 ) -> list[str]:
     """Wait until every listener greets; return the names of those that never did.
 
     Gives up early once ``running()`` is false (a master died: no point waiting).
     """
     ctx = ssl.create_default_context(cafile=str(ca_file))
+    smtps_ctx = ctx
+    if weak:  # its 1024-bit, SHA-1 signed certificate verifies at no default security level
+        smtps_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        smtps_ctx.check_hostname = False
+        smtps_ctx.verify_mode = ssl.CERT_NONE
+        smtps_ctx.set_ciphers("ALL:@SECLEVEL=0")
     checks: dict[str, tuple[int, bytes, ssl.SSLContext | None]] = {
         "mx": (ports.mx, b"220", None),
         "submission": (ports.submission, b"220", None),
         "expired": (ports.expired, b"220", None),
         "wronghost": (ports.wronghost, b"220", None),
-        "smtps": (ports.smtps, b"220", ctx),
+        "smtps": (ports.smtps, b"220", smtps_ctx),
         "imap": (ports.imap, b"* OK", None),
         "imaps": (ports.imaps, b"* OK", ctx),
     }
@@ -911,7 +1014,7 @@ def _check_traversable(path: Path) -> None:
         )
 
 
-def _start(workdir: Path, rt: _Runtime) -> MailStack:
+def _start(workdir: Path, rt: _Runtime, weak: bool = False) -> MailStack:
     lay = rt.lay
     t0 = time.monotonic()
     lay.log_dir.mkdir(mode=0o755)
@@ -924,10 +1027,10 @@ def _start(workdir: Path, rt: _Runtime) -> MailStack:
         os.chown(dirpath, vmail.pw_uid, vmail.pw_gid)
     lay.mail_dir.chmod(0o755)
 
-    certs = _make_certs(lay.ca_dir)
+    certs = _make_certs(lay.ca_dir, weak)
     ports = _Ports(*_free_ports(7))
     _write_dovecot_config(lay, certs, ports, vmail.pw_uid, vmail.pw_gid)
-    _write_postfix_config(lay, certs, ports, vmail.pw_uid, vmail.pw_gid)
+    _write_postfix_config(lay, certs, ports, vmail.pw_uid, vmail.pw_gid, weak)
     # Postfix re-reads a table file until its mtime is >= 2 s older than the start of
     # the read ("pausing to let it finish writing"); freshly written configs would cost
     # ~2 s per start.  Backdating them is harmless: nothing else looks at the mtimes.
@@ -962,6 +1065,7 @@ def _start(workdir: Path, rt: _Runtime) -> MailStack:
         certs.ca,
         time.monotonic() + START_TIMEOUT,
         lambda: all(_same_process(m) for m in rt.masters),
+        weak,
     )
     if not_ready:
         raise RuntimeError(f"listeners never answered: {', '.join(not_ready)}")
@@ -984,6 +1088,8 @@ def _start(workdir: Path, rt: _Runtime) -> MailStack:
         imaps_port=ports.imaps,
         users=dict(USERS),
         maildir_root=lay.mail_dir,
+        weak=weak,
+        weak_sha1=certs.weak is not None and _signed_with_sha1(certs.weak[1]),
     )
 
 
@@ -1005,8 +1111,13 @@ def _port_clash(lay: _Layout) -> bool:
 
 
 @contextlib.contextmanager
-def mail_stack(base: Path | None = None) -> Iterator[MailStack]:
+def mail_stack(base: Path | None = None, *, weak: bool = False) -> Iterator[MailStack]:
     """Start Dovecot then Postfix on free 127.0.0.1 ports and yield a MailStack.
+
+    ``weak=True`` starts a deliberately weak Postfix instead of the hardened one: AUTH
+    offered and accepted before STARTTLS on the submission ports, an open relay for
+    127.0.0.0/8, TLS 1.0 to 1.2 (no 1.3) preferring plain-RSA key exchange, and a 1024-bit
+    RSA certificate signed with SHA-1 (Dovecot keeps the good certificate).
 
     The work directory is a fresh ``mailstack-*`` directory under ``base`` (default
     /tmp); every parent must be traversable by other users, so do not pass pytest's
@@ -1027,7 +1138,7 @@ def mail_stack(base: Path | None = None) -> Iterator[MailStack]:
         try:
             try:
                 _check_traversable(workdir)
-                stack = _start(workdir, rt)
+                stack = _start(workdir, rt, weak)
             except Exception as exc:
                 _stop(rt)
                 if attempt < attempts and _port_clash(rt.lay):
