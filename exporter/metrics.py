@@ -146,6 +146,38 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         "Reply code that decided the relay test (RCPT, or MAIL when refused).",
     ),
     MetricSpec(
+        "smtp_posture_tls_version_accepted",
+        "gauge",
+        "1 if a handshake pinned to the TLS version succeeded (posture.tls_scan).",
+        ("version",),
+    ),
+    MetricSpec(
+        "smtp_posture_tls_forward_secrecy",
+        "gauge",
+        "1 if the cipher chosen at the highest accepted version has forward secrecy.",
+    ),
+    MetricSpec(
+        "smtp_posture_tls_key_bits",
+        "gauge",
+        "Size of the leaf certificate's public key.",
+        ("key_type",),
+    ),
+    MetricSpec(
+        "smtp_posture_tls_weak_signature",
+        "gauge",
+        "1 if the leaf certificate is signed with SHA-1 or MD5.",
+    ),
+    MetricSpec(
+        "smtp_posture_tls_ocsp_stapled",
+        "gauge",
+        "1 if the server stapled an OCSP response when asked.",
+    ),
+    MetricSpec(
+        "smtp_posture_tls_findings",
+        "gauge",
+        "TLS weaknesses found: TLS < 1.2 accepted, RSA < 2048 bits, SHA-1/MD5 signature.",
+    ),
+    MetricSpec(
         "smtp_canary_send_success",
         "gauge",
         "1 if the last canary was accepted for every recipient.",
@@ -404,6 +436,25 @@ def render_target(entry: Entry) -> tuple[str, ...]:
         ):
             if value is not None:
                 add(name, float(value))
+        scan = p.tls_scan
+        if scan is not None:
+            for version in scan.tested:
+                add(
+                    "smtp_posture_tls_version_accepted",
+                    1 if version in scan.accepted else 0,
+                    f',version="{version}"',
+                )
+            fs = scan.forward_secrecy
+            if fs is not None:
+                add("smtp_posture_tls_forward_secrecy", 1 if fs else 0)
+            if scan.key_type is not None and scan.key_bits is not None:
+                add("smtp_posture_tls_key_bits", scan.key_bits, f',key_type="{scan.key_type}"')
+            weak = scan.weak_signature
+            if weak is not None:
+                add("smtp_posture_tls_weak_signature", 1 if weak else 0)
+            if scan.ocsp_stapled is not None:
+                add("smtp_posture_tls_ocsp_stapled", 1 if scan.ocsp_stapled else 0)
+            add("smtp_posture_tls_findings", len(scan.findings))
     c = entry.canary
     if c is not None:
         add("smtp_canary_send_success", 1 if c.send_ok else 0)

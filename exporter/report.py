@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import results
-from .results import Phase, ProbeResult
+from .results import Phase, ProbeResult, TLSScan
 
 if TYPE_CHECKING:
     from .canary import CanaryResult
@@ -263,6 +263,7 @@ def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any
             "auth_accepted_before_tls": r.posture.auth_accepted_before_tls,
             "open_relay": r.posture.relay_accepted,
             "relay_test_reply_code": r.posture.relay_code,
+            "tls_scan": _scan_dict(r.posture.tls_scan),
             "findings": list(r.posture.findings),
         },
     }
@@ -283,6 +284,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     return value
+
+
+def _scan_dict(scan: TLSScan | None) -> dict[str, Any] | None:
+    if scan is None:
+        return None
+    return {
+        **_plain(scan),
+        "lowest": scan.lowest,
+        "highest": scan.highest,
+        "cipher": scan.cipher,
+        "forward_secrecy": scan.forward_secrecy,
+        "weak_signature": scan.weak_signature,
+        "findings": list(scan.findings),
+    }
 
 
 def json_lines(
