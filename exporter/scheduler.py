@@ -160,8 +160,8 @@ class ProbeScheduler:
                 continue
             interval = spec[1].interval
             fraction = int.from_bytes(hashlib.sha256(jid.encode()).digest()[:8], "big") / 2**64
-            # The first check soon after start (within a minute), then at the interval.
-            start = now + fraction * min(interval, 60.0)
+            # The first check soon after start (spread over 10 s), then at the interval.
+            start = now + fraction * min(interval, 10.0)
             self._scheduler.add_job(
                 self._run_domain,
                 IntervalTrigger(
