@@ -158,7 +158,7 @@ class ProbeScheduler:
         for jid, (key, spec) in wanted.items():
             if self._domains.get(jid) == (key, spec):
                 continue
-            interval = spec[1].interval
+            interval = spec.checks.interval
             fraction = int.from_bytes(hashlib.sha256(jid.encode()).digest()[:8], "big") / 2**64
             # The first check soon after start (spread over 10 s), then at the interval.
             start = now + fraction * min(interval, 10.0)

@@ -188,3 +188,36 @@ def exporter_with_targets(tmp_path, smtp_server):
         yield exporter.url + "/metrics"
     finally:
         exporter.stop()
+
+
+def test_tls_scan_series() -> None:
+    from exporter.results import Posture, TLSScan
+
+    store = ResultStore()
+    renderer = Renderer(store)
+    (t,) = _targets(1)
+    store.set_targets([t])
+    scan = TLSScan(
+        tested=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+        accepted=("TLSv1", "TLSv1.2"),
+        ciphers=(("TLSv1", "AES256-SHA"), ("TLSv1.2", "AES256-GCM-SHA384")),
+        key_type="RSA",
+        key_bits=1024,
+        signature_algorithm="sha1WithRSAEncryption",
+        signature_hash="sha1",
+        ocsp_stapled=None,
+    )
+    store.record(t, replace(_result(t), posture=Posture(tls_scan=scan)))
+    text = renderer.render()
+    base = f'target="{t.name}",module="m"'
+    for line in (
+        f'smtp_posture_tls_version_accepted{{{base},version="TLSv1"}} 1',
+        f'smtp_posture_tls_version_accepted{{{base},version="TLSv1.1"}} 0',
+        f'smtp_posture_tls_version_accepted{{{base},version="TLSv1.3"}} 0',
+        f"smtp_posture_tls_forward_secrecy{{{base}}} 0",  # RSA key exchange at TLS 1.2
+        f'smtp_posture_tls_key_bits{{{base},key_type="RSA"}} 1024',
+        f"smtp_posture_tls_weak_signature{{{base}}} 1",
+        f"smtp_posture_tls_findings{{{base}}} 3",  # TLSv1, RSA 1024, SHA-1
+    ):
+        assert line + "\n" in text, line
+    assert "smtp_posture_tls_ocsp_stapled{" not in text  # not observable: no series
