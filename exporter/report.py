@@ -132,9 +132,51 @@ def table(
             [display_name(r), *(f"{secs[p] * 1000:.1f}" if p in secs else "-" for p in phases)]
         )
     text = _align(rows) + "\n\nphase durations (ms)\n" + _align(timing) + "\n"
+    checked = [r for r in results if _has_posture(r)]
+    if checked:
+        text += "\nposture\n" + posture_table(checked)
     if domains:
         text += "\nmail domains\n" + domain_table(domains)
     return text
+
+
+def _has_posture(r: ProbeResult) -> bool:
+    p = r.posture
+    return any(
+        v is not None
+        for v in (p.auth_advertised_before_tls, p.relay_accepted, p.relay_code, p.tls_scan)
+    )
+
+
+def posture_table(checked: Sequence[ProbeResult]) -> str:
+    """One row per target with posture checks: AUTH before TLS, relay, TLS strength."""
+    rows = [["TARGET", "AUTH<TLS", "RELAY", "TLS VERSIONS", "CIPHER", "FS", "KEY", "SIG", "OCSP"]]
+    for r in checked:
+        p = r.posture
+        before = "-"
+        if p.auth_accepted_before_tls:
+            before = "ACCEPTED"
+        elif p.auth_advertised_before_tls:
+            before = "advertised"
+        elif p.auth_advertised_before_tls is not None:
+            before = "no"
+        relay = "-"
+        if p.relay_accepted is not None:
+            relay = f"{'OPEN' if p.relay_accepted else 'refused'} ({p.relay_code})"
+        s = p.tls_scan
+        versions = cipher = fs = key = sig = ocsp = "-"
+        if s is not None:
+            versions = ",".join(v.removeprefix("TLSv") for v in s.accepted) or "none"
+            if s.error:
+                versions += " (incomplete)"
+            cipher = s.cipher or "-"
+            fs = _flag(s.forward_secrecy, "yes", "NO")
+            if s.key_type:
+                key = f"{s.key_type} {s.key_bits}"
+            sig = s.signature_hash or s.signature_algorithm or "-"
+            ocsp = "n/a" if s.ocsp_stapled is None else ("stapled" if s.ocsp_stapled else "no")
+        rows.append([display_name(r), before, relay, versions, cipher, fs, key, sig, ocsp])
+    return _align(rows) + "\n"
 
 
 def _flag(value: bool | None, good: str = "ok", bad: str = "FAIL") -> str:

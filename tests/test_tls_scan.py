@@ -87,6 +87,23 @@ def test_weak_postfix_every_finding(weak_mailstack):
 
 
 @pytest.mark.postfix
+def test_a_sha1_chain_fails_verification_with_a_readable_reason(weak_mailstack):
+    if not weak_mailstack.weak_sha1:
+        pytest.skip("openssl could not sign the weak certificate with SHA-1 here")
+    module = Module(
+        "verify",
+        tls_ca_file=str(weak_mailstack.ca_file),
+        tls_server_name="localhost",
+        timeout=5.0,
+    )
+    port = weak_mailstack.submission_port
+    r = asyncio.run(probe.run(Target(f"127.0.0.1:{port}", "127.0.0.1", port, module)))
+    assert r.failure is not None and r.failure.phase is Phase.TLS_HANDSHAKE
+    assert r.failure.detail.endswith("signature algorithm not allowed (RSA with SHA-1)"), r.failure
+    assert "PhantomData" not in r.failure.detail
+
+
+@pytest.mark.postfix
 def test_weak_postfix_findings_can_fail_the_probe(weak_mailstack):
     r = asyncio.run(probe.run(target(weak_mailstack.smtps_port, TLSMode.IMPLICIT)))
     assert r.success and r.posture.tls_scan and r.posture.tls_scan.findings

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import ipaddress
 import os
+import re
 import ssl
 import warnings
 from collections.abc import Sequence
@@ -190,10 +191,21 @@ def _dates_problem(certs: list[x509.Certificate]) -> str | None:
     return None
 
 
+_FORBIDDEN = re.compile(r"Forbidden signature algorithm: .*?params: (\w+)")
+
+
 def _tidy(message: str) -> str:
     # cryptography appends a repr of the certificate it was processing; the subject is in
-    # the result already.
-    return message.split(" (encountered processing", 1)[0][:300]
+    # the result already. A forbidden signature comes as a Rust debug dump of the algorithm
+    # identifier: keep its name (RsaWithSha1 -> "RSA with SHA-1").
+    message = message.split(" (encountered processing", 1)[0]
+    forbidden = _FORBIDDEN.search(message)
+    if forbidden:
+        name = re.sub(r"([a-z])([A-Z])", r"\1 \2", forbidden.group(1))
+        name = name.replace("Rsa", "RSA").replace("Ecdsa", "ECDSA").replace("Dsa", "DSA")
+        name = re.sub(r"Sha(\d+)", r"SHA-\1", name).replace(" With ", " with ")
+        message = message[: forbidden.start()] + f"signature algorithm not allowed ({name})"
+    return message[:300]
 
 
 def _subject(name: str) -> DNSName | IPAddress | None:
