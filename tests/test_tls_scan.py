@@ -10,6 +10,7 @@ import datetime as dt
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -355,3 +356,57 @@ def test_tls_scan_config():
         config.parse("modules: {m: {posture: {tls_scan: 1}}}")
     with pytest.raises(config.ConfigError, match=r"posture\.tls_scan: needs tls: starttls or"):
         config.parse("modules: {m: {tls: none, posture: {tls_scan: true}}}")
+
+
+@pytest.mark.postfix
+def test_once_shows_posture_of_hardened_and_weak_postfix(mailstack, weak_mailstack, tmp_path):
+    """The --once table's posture section and the JSON scan, from both real Postfixes."""
+    import json
+
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"""
+modules:
+  sub:
+    tls_verify: false
+    timeout: 10s
+    posture: {{auth_before_tls: true, tls_scan: true}}
+  mx:
+    tls_verify: false
+    timeout: 10s
+    posture: {{relay_test: {{from: probe@example.com, to: {OUTSIDE}}}}}
+targets:
+  - {{target: "127.0.0.1:{mailstack.submission_port}", module: sub}}
+  - {{target: "127.0.0.1:{weak_mailstack.submission_port}", module: sub}}
+  - {{target: "127.0.0.1:{mailstack.mx_port}", module: mx}}
+  - {{target: "127.0.0.1:{weak_mailstack.mx_port}", module: mx}}
+"""
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(config), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr  # findings, not failures
+    posture = out.stdout.split("\nposture\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = {line.split()[0]: line.split() for line in posture[1:]}
+    hard = rows[f"127.0.0.1:{mailstack.submission_port}"]
+    weak = rows[f"127.0.0.1:{weak_mailstack.submission_port}"]
+    assert hard[1:3] == ["no", "-"] and hard[3] == "1.2,1.3" and "RSA" in hard
+    assert weak[1] == "ACCEPTED" and weak[3].endswith("1.2") and "NO" in weak
+    assert rows[f"127.0.0.1:{mailstack.mx_port}"][2:4] == ["refused", "(554)"]
+    assert rows[f"127.0.0.1:{weak_mailstack.mx_port}"][2:4] == ["OPEN", "(250)"]
+    assert "finding: open relay" in out.stdout
+
+    once = [sys.executable, "-m", "exporter", "--config.file", str(config), "--once"]
+    out = subprocess.run(
+        [*once, "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    by_target = {o["target"]: o for o in map(json.loads, out.stdout.splitlines())}
+    scan = by_target[f"127.0.0.1:{weak_mailstack.submission_port}"]["posture"]["tls_scan"]
+    assert scan["key_type"] == "RSA" and scan["key_bits"] == 1024
+    assert scan["forward_secrecy"] is False and "RSA key of 1024 bits" in scan["findings"]
