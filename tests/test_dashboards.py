@@ -20,24 +20,34 @@ tests render in full).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import json
 import math
 import re
 import shutil
+import ssl
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import trustme
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from exporter.embedded import EmbeddedSMTPServer
 
 from .conftest import USER, _in_ci, write_secret
 from .exporter_harness import RunningExporter, wait_for
+from .servers.dns import DNSServer
+from .servers.https import HTTPSServer, Response
 from .servers.prometheus import Prometheus, prometheus, prometheus_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -325,10 +335,12 @@ def prove_expressions(
     *,
     imap: bool,
     timeout: float = 25.0,
+    alerts: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     """Run the exporter on ``config``, a real Prometheus scraping it every second with the
     rules loaded, and wait until every check returns data (or fail listing those that
-    do not). ``failing`` is the target that fails at AUTH."""
+    do not). ``failing`` is the target that fails at AUTH; ``alerts`` are the other
+    (alertname, target or domain) expected pending."""
     reason = prometheus_available()
     if reason:
         if _in_ci():
@@ -364,16 +376,22 @@ def prove_expressions(
                 + prom.log()
             )
             # The rules also work on real data: the target refusing the password is
-            # pending for SMTPTargetDown and SMTPAuthFailing (for: 5m), nothing else is.
-            assert wait_for(lambda: len(prom.query("ALERTS")) >= 2, 10)
-            alerts = {
-                (a["metric"]["alertname"], a["metric"].get("target"), a["metric"]["alertstate"])
-                for a in prom.query("ALERTS")
-            }
-            assert alerts == {
+            # pending for SMTPTargetDown and SMTPAuthFailing (for: 5m), ``alerts`` (the
+            # domain listed on a DNSBL) too, nothing else is.
+            expected = {
                 ("SMTPTargetDown", failing, "pending"),
                 ("SMTPAuthFailing", failing, "pending"),
-            }, alerts
+            } | {(name, who, "pending") for name, who in alerts}
+            assert wait_for(lambda: len(prom.query("ALERTS")) >= len(expected), 10)
+            found = {
+                (
+                    a["metric"]["alertname"],
+                    a["metric"].get("target", a["metric"].get("domain")),
+                    a["metric"]["alertstate"],
+                )
+                for a in prom.query("ALERTS")
+            }
+            assert found == expected, found
     finally:
         exp.stop()
     names = {n for c in checks for n in c.names()}
@@ -384,14 +402,126 @@ def prove_expressions(
     )
 
 
+@dataclass(frozen=True)
+class PostureSetup:
+    """More exporter config turning on every posture check, and what it makes pending."""
+
+    modules: str  # YAML lines under modules:
+    targets: str  # YAML lines under targets:
+    top: str  # top-level YAML (dns:)
+    names: list[str]  # the targets' labels
+    alerts: frozenset[tuple[str, str]]  # (alertname, domain) expected pending
+
+
+def tlsa_3_1_1(cert: trustme.LeafCert) -> str:
+    """DANE-EE, SubjectPublicKeyInfo, SHA-256: the TLSA record data matching ``cert``."""
+    spki = (
+        x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
+def server_context_for(ca: trustme.CA, *names: str) -> tuple[ssl.SSLContext, trustme.LeafCert]:
+    cert = ca.issue_cert(*names)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    return ctx, cert
+
+
+@pytest.fixture
+def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
+    """Every posture check on, against servers on 127.0.0.1 whose answers give every
+    posture series (the per-target TLS scan and the mail-domain checks):
+
+    - module ``posture``: ``tls_scan`` on an aiosmtpd target (TLS 1.2 and 1.3, so OCSP
+      stapling is observable: not stapled), and every check of the domain
+      ``enforce.test``: its MX is that aiosmtpd, with a TLSA record of its certificate
+      (DNSSEC-validated: the DNS server sets AD), a valid SPF, DMARC p=reject, TLS-RPT, an
+      MTA-STS policy in mode enforce that matches the MX, and the MX address listed on
+      ``bl.test`` (the one series that needs a listing: smtp_domain_dnsbl_return_code_info;
+      so SMTPDNSBLListed is pending);
+    - module ``testing``: the records and MTA-STS of ``testing.test``, whose policy is in
+      mode testing (the second SMTPMTASTSMXMismatch rule joins on that mode).
+
+    Domain checks run once, within 10 s of the exporter's start (scheduler)."""
+    mx_ctx, mx_cert = server_context_for(ca, "localhost", "127.0.0.1", "mx1.enforce.test")
+    sts_ctx, _ = server_context_for(ca, "mta-sts.enforce.test", "mta-sts.testing.test")
+
+    def policy(mode: str, mx: str) -> dict[str, Response]:
+        body = f"version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 1209600\n".encode()
+        return {"/.well-known/mta-sts.txt": Response(200, body)}
+
+    with contextlib.ExitStack() as stack:
+        mx = stack.enter_context(EmbeddedSMTPServer(tls="starttls", ssl_context=mx_ctx))
+        other = smtp_server()
+        enforce_web = stack.enter_context(
+            HTTPSServer(sts_ctx, policy("enforce", "mx1.enforce.test"))
+        )
+        testing_web = stack.enter_context(
+            HTTPSServer(sts_ctx, policy("testing", "mx1.testing.test"))
+        )
+        records = []
+        for domain in ("enforce.test", "testing.test"):
+            records += [
+                f"{domain}. 300 IN MX 10 mx1.{domain}.",
+                f"mx1.{domain}. 300 IN A 127.0.0.1",
+                f'{domain}. 300 IN TXT "v=spf1 mx -all"',
+                f'_dmarc.{domain}. 300 IN TXT "v=DMARC1; p=reject"',
+                f'_smtp._tls.{domain}. 300 IN TXT "v=TLSRPTv1; rua=mailto:tls@{domain}"',
+                f'_mta-sts.{domain}. 300 IN TXT "v=STSv1; id=1;"',
+                f"mta-sts.{domain}. 300 IN A 127.0.0.1",
+            ]
+        records += [
+            f"_25._tcp.mx1.enforce.test. 300 IN TLSA {tlsa_3_1_1(mx_cert)}",
+            "1.0.0.127.bl.test. 300 IN A 127.0.0.2",
+        ]
+        dns = stack.enter_context(DNSServer("\n".join(records) + "\n", ad=True))
+        modules = (
+            "  posture:\n"
+            f"    tls: starttls\n    tls_ca_file: {ca_file}\n    timeout: 2s\n"
+            "    posture: {tls_scan: true}\n"
+            "    domain:\n"
+            "      name: enforce.test\n      interval: 1h\n"
+            "      mta_sts: true\n      dane: true\n      dnsbl: [bl.test]\n"
+            f"      smtp_port: {mx.port}\n      mta_sts_port: {enforce_web.port}\n"
+            f"      tls_ca_file: {ca_file}\n"
+            "  testing:\n"
+            f"    tls: starttls\n    tls_ca_file: {ca_file}\n    timeout: 1s\n"
+            "    domain:\n"
+            "      name: testing.test\n      interval: 1h\n      mta_sts: true\n"
+            f"      mta_sts_port: {testing_web.port}\n      tls_ca_file: {ca_file}\n"
+        )
+        names = [f"127.0.0.1:{mx.port}", f"127.0.0.1:{other.port}"]
+        yield PostureSetup(
+            modules=modules,
+            targets=(
+                f'  - {{target: "{names[0]}", module: posture, interval: 2s}}\n'
+                f'  - {{target: "{names[1]}", module: testing, interval: 1s}}\n'
+            ),
+            top=f'dns: {{nameservers: ["{dns.address}:{dns.port}"], timeout: 1s}}\n',
+            names=names,
+            alerts=frozenset({("SMTPDNSBLListed", "enforce.test")}),
+        )
+
+
 def exporter_config(
-    tmp_path: Path, ca_file: str, good: int, bad: int, modules: str = "", targets: str = ""
+    tmp_path: Path,
+    ca_file: str,
+    good: int,
+    bad: int,
+    modules: str = "",
+    targets: str = "",
+    top: str = "",
 ) -> Path:
     """Two aiosmtpd targets, every second: one passes (and sends a canary, without IMAP),
-    one fails at AUTH. ``modules`` and ``targets`` are more YAML lines for those keys."""
+    one fails at AUTH. ``modules`` and ``targets`` are more YAML lines for those keys,
+    ``top`` more top-level YAML."""
     secret = write_secret(tmp_path)
     path = tmp_path / "config.yml"
     path.write_text(
+        f"{top}"
         "modules:\n"
         f"  sub:\n    tls: starttls\n    tls_ca_file: {ca_file}\n    timeout: 1s\n"
         f"    auth: {{username: {USER}, password_file: {secret}}}\n"
@@ -405,21 +535,26 @@ def exporter_config(
     return path
 
 
-def test_dashboard_and_rule_expressions_return_data(smtp_server, ca_file, tmp_path):
-    """Every expression (less those needing IMAP) against real aiosmtpd servers."""
+def test_dashboard_and_rule_expressions_return_data(smtp_server, ca_file, posture, tmp_path):
+    """Every expression (less those needing IMAP) against real aiosmtpd servers, with
+    every posture check on (``posture``)."""
     good = smtp_server()
     bad = smtp_server(users={USER: "another-password"})
-    config = exporter_config(tmp_path, ca_file, good.port, bad.port)
-    targets = [f"127.0.0.1:{good.port}", f"127.0.0.1:{bad.port}"]
-    prove_expressions(tmp_path, config, targets, targets[1], imap=False)
+    config = exporter_config(
+        tmp_path, ca_file, good.port, bad.port, posture.modules, posture.targets, posture.top
+    )
+    targets = [f"127.0.0.1:{good.port}", f"127.0.0.1:{bad.port}", *posture.names]
+    prove_expressions(
+        tmp_path, config, targets, targets[1], imap=False, timeout=30, alerts=posture.alerts
+    )
 
 
 @pytest.mark.postfix
 def test_every_expression_returns_data_with_a_canary_through_postfix(
-    mailstack, smtp_server, ca_file, tmp_path
+    mailstack, smtp_server, ca_file, posture, tmp_path
 ):
     """All expressions, canary delivery included: a canary through the real Postfix is
-    found in Dovecot over IMAP."""
+    found in Dovecot over IMAP. The posture checks are on too (``posture``)."""
     good = smtp_server()
     bad = smtp_server(users={USER: "another-password"})
     smtp_pw = tmp_path / "smtp-pw"
@@ -443,13 +578,24 @@ def test_every_expression_returns_data_with_a_canary_through_postfix(
         f'  - {{target: "127.0.0.1:{mailstack.submission_port}", module: submission,'
         " interval: 1s}\n"
     )
-    config = exporter_config(tmp_path, ca_file, good.port, bad.port, modules, submission)
+    config = exporter_config(
+        tmp_path,
+        ca_file,
+        good.port,
+        bad.port,
+        modules + posture.modules,
+        submission + posture.targets,
+        posture.top,
+    )
     targets = [
         f"127.0.0.1:{good.port}",
         f"127.0.0.1:{bad.port}",
         f"127.0.0.1:{mailstack.submission_port}",
+        *posture.names,
     ]
-    prove_expressions(tmp_path, config, targets, targets[1], imap=True, timeout=40)
+    prove_expressions(
+        tmp_path, config, targets, targets[1], imap=True, timeout=40, alerts=posture.alerts
+    )
 
 
 def test_without_filtering_keeps_matchers_and_strings():
