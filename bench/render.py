@@ -9,7 +9,7 @@ Prints figures; asserts nothing. Three tables:
    a naive prometheus_client collector that builds every sample on every scrape. Results
    are synthetic but complete (STARTTLS + AUTH + TLS with a certificate), i.e. the largest
    per-target block the exporter produces.
-2. **scrape**: everything the HTTP handler does for one scrape (``Server.metrics_body``:
+2. **scrape**: everything the HTTP server does for one scrape (``Server.metrics_pieces``:
    the renderer's pieces, the exporter's own metrics, then one gzip member joined from the
    pieces, or every piece inflated for a plain answer), after the results of 15 s of a 60 s
    interval arrived (N/4 targets changed: the steady state with a 15 s scrape interval);
@@ -124,7 +124,7 @@ def timed(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
 
 
 def gzip_scrape(renderer: Renderer, own: ExporterMetrics) -> int:
-    """What Server.metrics_body does for Prometheus; returns the body's size."""
+    """What a Prometheus scrape costs the server; returns the body's size."""
     pieces = renderer.pieces()
     pieces.append(gzipjoin.deflate(own.text().encode()))
     return sum(len(c) for c in gzipjoin.join(pieces))

@@ -40,6 +40,7 @@ MAX_LINE = 16384
 MAX_HEADERS = 100
 MAX_BODY = 65536
 MAX_CONNECTIONS = 512
+PLAIN_BATCH = 4 << 20  # bytes of text inflated at a time for an uncompressed /metrics
 
 
 class WebAuth(Protocol):
@@ -130,18 +131,13 @@ class Server:
         await asyncio.gather(*self._connections, return_exceptions=True)
         await self._server.wait_closed()
 
-    def metrics_body(self, gzipped: bool) -> tuple[int, Iterable[bytes]]:
-        """The /metrics body as (length, chunks to write): the targets' pieces, then the
-        exporter's own metrics. Compressed, it is one gzip member joined from cached pieces;
-        plain, the pieces are inflated one at a time as they are written."""
+    def metrics_pieces(self) -> list[gzipjoin.Piece]:
+        """The /metrics body as compressed pieces: the targets', then the exporter's own."""
         start = time.perf_counter()
         pieces = self.renderer.pieces()
         self.app.own.render_time.observe(time.perf_counter() - start)
         pieces.append(gzipjoin.deflate(self.app.own.text().encode()))
-        if gzipped:
-            chunks = gzipjoin.join(pieces)
-            return sum(map(len, chunks)), chunks
-        return sum(p.length for p in pieces), map(gzipjoin.inflate, pieces)
+        return pieces
 
     def landing_page(self) -> str:
         rows = []
@@ -266,16 +262,27 @@ class Server:
         gzipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
         # In a thread: compressing the shards that changed is the one costly step of a
         # scrape, and zlib lets the loop run meanwhile.
-        length, chunks = await asyncio.to_thread(self.metrics_body, gzipped)
+        pieces = await asyncio.to_thread(self.metrics_pieces)
         extra = {"Vary": "Accept-Encoding"}
         if gzipped:
             extra["Content-Encoding"] = "gzip"
+            chunks = gzipjoin.join(pieces)
+            length = sum(map(len, chunks))
+        else:
+            length = sum(p.length for p in pieces)
         writer.write(self._head(request, 200, CONTENT_TYPE, length, extra))
-        if request.method != "HEAD":
+        if request.method == "HEAD":
+            await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
+            return
+        if gzipped:
             for chunk in chunks:
                 writer.write(chunk)
                 await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
-        await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
+            return
+        # Plain (a human with curl): inflate a few MB at a time in a thread, not on the loop.
+        for batch in _batches(pieces, PLAIN_BATCH):
+            writer.write(await asyncio.to_thread(_inflate_all, batch))
+            await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
 
     async def _probe(self, request: Request, writer: asyncio.StreamWriter) -> None:
         params = urllib.parse.parse_qs(request.query)
@@ -397,6 +404,23 @@ _PAGE = """<!doctype html>
 {rows}
 </table></body></html>
 """
+
+
+def _batches(pieces: list[gzipjoin.Piece], size: int) -> Iterable[list[gzipjoin.Piece]]:
+    batch: list[gzipjoin.Piece] = []
+    total = 0
+    for piece in pieces:
+        batch.append(piece)
+        total += piece.length
+        if total >= size:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
+
+
+def _inflate_all(pieces: list[gzipjoin.Piece]) -> bytes:
+    return b"".join(map(gzipjoin.inflate, pieces))
 
 
 def _accepts_gzip(header: str) -> bool:
