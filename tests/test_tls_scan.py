@@ -255,7 +255,6 @@ SLACK = 1.0
         ("tls_stall", TLSMode.STARTTLS),
         ("tls_drip", TLSMode.STARTTLS),
         ("tls_garbage", TLSMode.STARTTLS),
-        ("tls_alert", TLSMode.STARTTLS),
         ("close_after_starttls", TLSMode.STARTTLS),
         ("reset_after_ehlo", TLSMode.STARTTLS),
         ("tarpit_greeting", TLSMode.STARTTLS),
@@ -271,6 +270,14 @@ def test_hostile_server_ends_on_time(behaviour, tls):
     assert elapsed <= DEADLINE + SLACK, (behaviour, elapsed)
     assert scan.accepted == () and scan.ocsp_stapled is None
     assert scan.error, scan  # reported, never raised
+
+
+def test_a_server_alerting_every_client_hello_refuses_every_version():
+    """A handshake_failure alert in answer to the ClientHello is a refusal, not a fault."""
+    with FaultServer("tls_alert") as server:
+        scan = _scan(server.port, TLSMode.STARTTLS, DEADLINE)
+    assert scan.error is None, scan
+    assert scan.accepted == () and set(offerable(WEAK)) <= set(scan.tested)
 
 
 class _Switch:
