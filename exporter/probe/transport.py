@@ -67,7 +67,37 @@ async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
     return str(infos[0][4][0])
 
 
-class Connection(asyncio.Protocol):
+async def _connect(protocol: asyncio.Protocol, address: str, port: int) -> None:
+    """Connect ``protocol``; a refusal or network error is the connect phase's failure."""
+    try:
+        await asyncio.get_running_loop().create_connection(lambda: protocol, address, port)
+    except ConnectionRefusedError as exc:
+        raise ProbeError(Phase.CONNECT, FailureKind.REFUSED, f"{address}:{port} refused") from exc
+    except OSError as exc:
+        raise ProbeError(Phase.CONNECT, FailureKind.NETWORK, _describe(exc)) from exc
+
+
+class _Closing(asyncio.Protocol):
+    """Records why the connection ended (the first reason wins) and wakes the reader."""
+
+    _closed: str | None
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def eof_received(self) -> bool:
+        self._closed = self._closed or "connection closed by server"
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = self._closed or (
+            f"connection lost: {_describe(exc)}" if exc else "connection closed by server"
+        )
+        self._wake()
+
+
+class Connection(_Closing):
     """One SMTP client connection: send command lines, await complete replies."""
 
     def __init__(self) -> None:
@@ -97,17 +127,6 @@ class Connection(asyncio.Protocol):
                 self._transport.abort()
         self._wake()
 
-    def eof_received(self) -> bool:
-        self._closed = self._closed or "connection closed by server"
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = self._closed or (
-            f"connection lost: {_describe(exc)}" if exc else "connection closed by server"
-        )
-        self._wake()
-
     def _wake(self) -> None:
         for waiter in (self._waiter, self._drain_waiter):
             if waiter is not None and not waiter.done():
@@ -123,16 +142,8 @@ class Connection(asyncio.Protocol):
     # --- client API -------------------------------------------------------------------
     @classmethod
     async def open(cls, address: str, port: int) -> Connection:
-        loop = asyncio.get_running_loop()
         conn = cls()
-        try:
-            await loop.create_connection(lambda: conn, address, port)
-        except ConnectionRefusedError as exc:
-            raise ProbeError(
-                Phase.CONNECT, FailureKind.REFUSED, f"{address}:{port} refused"
-            ) from exc
-        except OSError as exc:
-            raise ProbeError(Phase.CONNECT, FailureKind.NETWORK, _describe(exc)) from exc
+        await _connect(conn, address, port)
         return conn
 
     async def read_reply(self, phase: Phase) -> Reply:
@@ -259,7 +270,7 @@ class Connection(asyncio.Protocol):
         return raw
 
 
-class RawConnection(asyncio.Protocol):
+class RawConnection(_Closing):
     """Bytes in, bytes out, at most ``limit`` bytes buffered: for reading TLS records of a
     handshake that Python's ssl module cannot make (an OCSP status request)."""
 
@@ -273,16 +284,8 @@ class RawConnection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, address: str, port: int, limit: int = 65536) -> RawConnection:
-        loop = asyncio.get_running_loop()
         conn = cls(limit)
-        try:
-            await loop.create_connection(lambda: conn, address, port)
-        except ConnectionRefusedError as exc:
-            raise ProbeError(
-                Phase.CONNECT, FailureKind.REFUSED, f"{address}:{port} refused"
-            ) from exc
-        except OSError as exc:
-            raise ProbeError(Phase.CONNECT, FailureKind.NETWORK, _describe(exc)) from exc
+        await _connect(conn, address, port)
         return conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -297,17 +300,6 @@ class RawConnection(asyncio.Protocol):
                 self._transport.abort()
         else:
             self._buffer += data
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self._closed = self._closed or "connection closed by server"
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = self._closed or (
-            f"connection lost: {_describe(exc)}" if exc else "connection closed by server"
-        )
         self._wake()
 
     def _wake(self) -> None:
