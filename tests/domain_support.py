@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ssl
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter.config import DNSConfig, DomainChecks
 from exporter.discovery import make_resolver
@@ -60,3 +66,21 @@ def run_check(
 
 def reasons(result: DomainResult, check: str | None = None) -> list[str]:
     return [f.reason for f in result.findings if check is None or f.check == check]
+
+
+def tlsa_3_1_1(cert: trustme.LeafCert) -> str:
+    """DANE-EE, SubjectPublicKeyInfo, SHA-256: the TLSA record data matching ``cert``."""
+    spki = (
+        x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
+def server_context_for(ca: trustme.CA, *names: str) -> tuple[ssl.SSLContext, trustme.LeafCert]:
+    """A server-side TLS context with a fresh certificate from ``ca`` for ``names``."""
+    cert = ca.issue_cert(*names)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    return ctx, cert

@@ -21,13 +21,11 @@ tests render in full).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import math
 import re
 import shutil
-import ssl
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -37,14 +35,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import trustme
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter.embedded import EmbeddedSMTPServer
 
 from .conftest import USER, _in_ci, write_secret
+from .domain_support import server_context_for, tlsa_3_1_1
 from .exporter_harness import RunningExporter, wait_for
 from .servers.dns import DNSServer
 from .servers.https import HTTPSServer, Response
@@ -411,23 +407,6 @@ class PostureSetup:
     top: str  # top-level YAML (dns:)
     names: list[str]  # the targets' labels
     alerts: frozenset[tuple[str, str]]  # (alertname, domain) expected pending
-
-
-def tlsa_3_1_1(cert: trustme.LeafCert) -> str:
-    """DANE-EE, SubjectPublicKeyInfo, SHA-256: the TLSA record data matching ``cert``."""
-    spki = (
-        x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
-        .public_key()
-        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    )
-    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
-
-
-def server_context_for(ca: trustme.CA, *names: str) -> tuple[ssl.SSLContext, trustme.LeafCert]:
-    cert = ca.issue_cert(*names)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    return ctx, cert
 
 
 @pytest.fixture

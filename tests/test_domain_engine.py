@@ -3,21 +3,17 @@ server, one STARTTLS MX; and the engine's import boundary."""
 
 from __future__ import annotations
 
-import hashlib
-import ssl
 import subprocess
 import sys
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter import config
 from exporter.domain import enabled_checks
 from exporter.domain.results import DomainCheck
 from exporter.embedded import EmbeddedSMTPServer
 
-from .domain_support import dns_servers, reasons, run_check
+from .domain_support import dns_servers, reasons, run_check, server_context_for, tlsa_3_1_1
 from .servers.https import HTTPSServer, Response
 
 
@@ -27,16 +23,8 @@ def dns_server():
 
 
 def test_every_check_on_one_domain(dns_server, ca, ca_file, tmp_path):
-    mx_leaf = ca.issue_cert("mx1.all.test")
-    mx_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    mx_leaf.configure_cert(mx_ctx)
-    spki = (
-        x509.load_pem_x509_certificate(mx_leaf.cert_chain_pems[0].bytes())
-        .public_key()
-        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    )
-    sts_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("mta-sts.all.test").configure_cert(sts_ctx)
+    mx_ctx, mx_leaf = server_context_for(ca, "mx1.all.test")
+    sts_ctx, _ = server_context_for(ca, "mta-sts.all.test")
     policy = b"version: STSv1\nmode: enforce\nmx: mx1.all.test\nmax_age: 1209600\n"
     with (
         EmbeddedSMTPServer(tls="starttls", ssl_context=mx_ctx) as mx,
@@ -51,7 +39,7 @@ _dmarc.all.test. 300 IN TXT "v=DMARC1; p=none"
 _smtp._tls.all.test. 300 IN TXT "v=TLSRPTv1; rua=mailto:tls@all.test"
 _mta-sts.all.test. 300 IN TXT "v=STSv1; id=1;"
 mta-sts.all.test. 300 IN A 127.0.0.1
-_25._tcp.mx1.all.test. 300 IN TLSA 3 1 1 {hashlib.sha256(spki).hexdigest()}
+_25._tcp.mx1.all.test. 300 IN TLSA {tlsa_3_1_1(mx_leaf)}
 1.0.0.127.bl.test. 300 IN A 127.0.0.2
 """,
             ad=True,

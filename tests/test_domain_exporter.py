@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter import cli
 from exporter.embedded import EmbeddedSMTPServer
 
-from .domain_support import dns_servers
+from .domain_support import dns_servers, server_context_for, tlsa_3_1_1
 from .exporter_harness import RunningExporter, wait_for
 from .servers.https import HTTPSServer, Response
 
@@ -38,16 +34,8 @@ def domain_setup(dns_server, ca, ca_file, tmp_path) -> Iterator[Domain]:
     """ex.test: MX mx1.ex.test (a STARTTLS server on loopback) with a matching TLSA record,
     SPF, DMARC p=none (a finding), TLS-RPT, an MTA-STS policy in enforce mode that names
     mx1, and the MX address listed on bl.test (127.0.0.2) but not on clean.test."""
-    leaf = ca.issue_cert("mx1.ex.test")
-    mx_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    leaf.configure_cert(mx_ctx)
-    spki = (
-        x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
-        .public_key()
-        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    )
-    sts_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("mta-sts.ex.test").configure_cert(sts_ctx)
+    mx_ctx, leaf = server_context_for(ca, "mx1.ex.test")
+    sts_ctx, _ = server_context_for(ca, "mta-sts.ex.test")
     policy = b"version: STSv1\nmode: enforce\nmx: mx1.ex.test\nmax_age: 604800\n"
     with (
         EmbeddedSMTPServer(tls="starttls", ssl_context=mx_ctx) as mx,
@@ -63,7 +51,7 @@ _dmarc.ex.test. 300 IN TXT "v=DMARC1; p=none; rua=mailto:d@ex.test"
 _smtp._tls.ex.test. 300 IN TXT "v=TLSRPTv1; rua=mailto:tls@ex.test"
 _mta-sts.ex.test. 300 IN TXT "v=STSv1; id=20261126;"
 mta-sts.ex.test. 300 IN A 127.0.0.1
-_25._tcp.mx1.ex.test. 300 IN TLSA 3 1 1 {hashlib.sha256(spki).hexdigest()}
+_25._tcp.mx1.ex.test. 300 IN TLSA {tlsa_3_1_1(leaf)}
 1.0.0.127.bl.test. 300 IN A 127.0.0.2
 """,
             ad=True,
