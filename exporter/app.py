@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from . import config
-from .discovery import expand
+from .discovery import expand, static_expansion
 from .errors import ConfigError
 from .http import Server
 from .metrics import render_probe
@@ -173,16 +173,22 @@ class Exporter:
         """Expand (MX lookup, families) and probe, all within ``budget``."""
         assert self.scheduler is not None
         deadline = Deadline.after(budget)
-        try:
-            discovery = await asyncio.wait_for(
-                expand(target, self.scheduler.resolver), deadline.remaining()
-            )
-        except TimeoutError:
-            return []
+        if target.mx:
+            try:
+                discovery = await asyncio.wait_for(
+                    expand(target, self.scheduler.resolver), deadline.remaining()
+                )
+            except TimeoutError:
+                return []
+            concrete = discovery.concrete
+        else:
+            concrete = static_expansion(target)  # no DNS to wait for
+        if len(concrete) == 1:  # the usual case: no task to spawn
+            return [Entry(concrete[0], await self.scheduler.probe_on_demand(concrete[0], deadline))]
         results = await asyncio.gather(
-            *(self.scheduler.probe_on_demand(c, deadline) for c in discovery.concrete)
+            *(self.scheduler.probe_on_demand(c, deadline) for c in concrete)
         )
-        return [Entry(c, r) for c, r in zip(discovery.concrete, results, strict=True)]
+        return [Entry(c, r) for c, r in zip(concrete, results, strict=True)]
 
     def _mark_reload(self, ok: bool) -> None:
         self.own.reload_ok.set(1 if ok else 0)

@@ -15,7 +15,10 @@ import ipaddress
 import os
 import re
 import ssl
+import threading
+import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -54,18 +57,8 @@ def client_context() -> ssl.SSLContext:
 
 def inspect(obj: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSInfo:
     """Describe the session ``obj`` and check its chain against the trust store."""
-    ders = _chain_der(obj)
-    certs: list[x509.Certificate] = []
-    infos: list[CertInfo] = []
-    parse_error: str | None = None
-    for der in ders[:MAX_CHAIN]:
-        try:
-            cert = x509.load_der_x509_certificate(der)
-            infos.append(_describe(cert))
-        except ValueError as exc:
-            parse_error = f"unparseable certificate: {exc}"
-            break
-        certs.append(cert)
+    ders = tuple(_chain_der(obj)[:MAX_CHAIN])
+    infos, certs, parse_error = _parse_chain(ders)
     cipher = obj.cipher()
     hostname_match = bool(certs) and matches_hostname(server_name, infos[0].sans)
     if parse_error:
@@ -73,7 +66,9 @@ def inspect(obj: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSInf
     elif not certs:
         verified, error = False, "server presented no certificate"
     else:
-        verified, error = _verify(certs, server_name if hostname_match else None, ca_file)
+        verified, error = _verdicts.verify(
+            ders, certs, server_name if hostname_match else None, ca_file
+        )
     return TLSInfo(
         version=obj.version() or "unknown",
         cipher=cipher[0] if cipher else "unknown",
@@ -117,6 +112,80 @@ def _chain_der(obj: ssl.SSLObject) -> list[bytes]:
         leaf = obj.getpeercert(binary_form=True)
         return [leaf] if leaf else []
     return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+
+
+# A fleet meets the same chains probe after probe, and parsing and verifying one costs about a
+# tenth of a probe's CPU: both are cached, keyed by the chain's exact bytes.
+CHAIN_CACHE_SIZE = 512
+# How long a verdict is reused at most. It never outlives the next validity date of any
+# certificate in the chain and is keyed by the trust store's modification time, so an
+# expiring certificate or a changed CA file shows at the next probe all the same.
+VERDICT_TTL = 300.0
+
+
+@functools.lru_cache(maxsize=CHAIN_CACHE_SIZE)
+def _parse_chain(
+    ders: tuple[bytes, ...],
+) -> tuple[tuple[CertInfo, ...], tuple[x509.Certificate, ...], str | None]:
+    """The chain's facts and parsed certificates, up to the first unparseable one."""
+    certs: list[x509.Certificate] = []
+    infos: list[CertInfo] = []
+    for der in ders:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            infos.append(_describe(cert))
+        except ValueError as exc:
+            return tuple(infos), tuple(certs), f"unparseable certificate: {exc}"
+        certs.append(cert)
+    return tuple(infos), tuple(certs), None
+
+
+class _Verdicts:
+    """Recent (verified, error) answers per (chain, name, trust store); thread-safe, since
+    the send library probes from worker threads too."""
+
+    def __init__(self, size: int = CHAIN_CACHE_SIZE) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[object, ...], tuple[float, bool, str | None]] = (
+            OrderedDict()
+        )
+
+    def verify(
+        self,
+        ders: tuple[bytes, ...],
+        certs: tuple[x509.Certificate, ...],
+        server_name: str | None,
+        ca_file: str | None,
+    ) -> tuple[bool, str | None]:
+        bundle = ca_file or _system_bundle()
+        try:
+            mtime = _mtime(bundle)
+        except OSError as exc:
+            return False, f"cannot load trust store: {exc}"
+        key = (ders, server_name, bundle, mtime)
+        now = time.time()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and now < hit[0]:
+                self._entries.move_to_end(key)
+                return hit[1], hit[2]
+        verified, error = _verify(list(certs), server_name, ca_file)
+        # Valid until the first date at which any certificate of the chain changes state.
+        until = now + VERDICT_TTL
+        for cert in certs:
+            for moment in (cert.not_valid_before_utc, cert.not_valid_after_utc):
+                if moment.timestamp() > now:
+                    until = min(until, moment.timestamp())
+        with self._lock:
+            self._entries[key] = (until, verified, error)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return verified, error
+
+
+_verdicts = _Verdicts()
 
 
 def _describe(cert: x509.Certificate) -> CertInfo:
