@@ -53,6 +53,8 @@ class Exporter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.server: Server | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[str | None]] = set()
         self.scheduler: ProbeScheduler | None = None
 
     def load_initial(self) -> config.Config:
@@ -116,22 +118,27 @@ class Exporter:
 
     def _on_sighup(self) -> None:
         log.info("SIGHUP: reloading configuration")
-        self.reload()
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)  # a task nobody holds may be collected before it ends
+        task.add_done_callback(self._reloads.discard)
 
-    def reload(self) -> str | None:
-        """Load and apply a new config (event loop thread). None, or the error message."""
-        try:
-            new = self._load()
-        except ConfigError as exc:
-            self._mark_reload(False)
-            log.error("reload failed, keeping the running configuration: %s", exc)
-            return str(exc)
-        assert self.scheduler is not None
-        self.scheduler.apply(new)
-        self.config = new
-        self._mark_reload(True)
-        log.info("configuration reloaded: %d targets", len(new.targets))
-        return None
+    async def reload(self) -> str | None:
+        """Load and apply a new config. None, or the error message. The file is read and
+        validated in a worker thread (10,000 targets take most of a second) so probes go on
+        meanwhile; reloads apply one at a time, in the order asked."""
+        async with self._reload_lock:
+            try:
+                new = await asyncio.to_thread(self._load)
+            except ConfigError as exc:
+                self._mark_reload(False)
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                return str(exc)
+            assert self.scheduler is not None
+            self.scheduler.apply(new)
+            self.config = new
+            self._mark_reload(True)
+            log.info("configuration reloaded: %d targets", len(new.targets))
+            return None
 
     async def probe(
         self, target: str, module: str | None, scrape_timeout: str | None

@@ -60,7 +60,7 @@ class App(Protocol):
     own: ExporterMetrics
     ready: bool
 
-    def reload(self) -> str | None:
+    async def reload(self) -> str | None:
         """Reload the config; None on success, else the error message."""
         ...
 
@@ -215,7 +215,7 @@ class Server:
             if path != "/-/reload":
                 await self._send(writer, request, HTTPStatus.NOT_FOUND, "Not found\n")
             else:
-                error = self.app.reload()
+                error = await self.app.reload()
                 if error is None:
                     await self._send(writer, request, 200, "Reloaded\n")
                 else:

@@ -130,3 +130,32 @@ def test_a_client_that_does_not_read_its_scrape_does_not_stall_probes(exporter) 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 500)
         assert wait_for(lambda: (exporter.value("smtp_probes_total") or 0) >= before + 2, 5)
+
+
+def test_the_exporter_answers_while_a_slow_config_loads(exporter) -> None:
+    """A reload reads and validates the file in a worker thread: a config that takes a
+    second to load (10,000 targets do) does not stop the loop serving or probing."""
+    import threading
+
+    loading = threading.Event()
+    release = threading.Event()
+    real_load = exporter.exporter._load
+
+    def slow_load():
+        loading.set()
+        release.wait(10)
+        return real_load()
+
+    exporter.exporter._load = slow_load
+    reply: list[tuple[int, str]] = []
+    reloader = threading.Thread(target=lambda: reply.append(exporter.get("/-/reload", "POST")))
+    reloader.start()
+    try:
+        assert loading.wait(5)
+        start = time.monotonic()
+        assert exporter.get("/-/healthy") == (200, "Healthy\n")
+        assert time.monotonic() - start < 1
+    finally:
+        release.set()
+        reloader.join(10)
+    assert reply == [(200, "Reloaded\n")]
