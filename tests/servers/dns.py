@@ -30,18 +30,18 @@ PTR, SRV, CAA, DS, ... but not HINFO); names must be absolute.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 import threading
 from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self, cast
 
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSRecord
 from dnslib.dns import SOA
+
+from .lifecycle import LoopThread
 
 ADDRESS = "127.0.0.1"
 QUERIES_MAX = 1000
@@ -135,7 +135,7 @@ class _UDPProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
-class DNSServer:
+class DNSServer(LoopThread):
     """An authoritative DNS server on 127.0.0.1, UDP and TCP on the same port.
 
     ``ad``, ``drop`` and ``delay`` may be changed while the server runs; each
@@ -256,35 +256,6 @@ class DNSServer:
             self.stop()
             raise
         return self
-
-    def stop(self) -> None:
-        """Close both sockets and every connection, cancel pending answers, join.
-
-        Safe to call twice. Raises RuntimeError if the thread outlives STOP_TIMEOUT.
-        """
-        thread = self._thread
-        if thread is None:
-            return
-        loop, event = self._loop, self._stop_requested
-        if loop is not None and event is not None:
-            # The loop may already be gone if the thread died; nothing to stop then.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(event.set)
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
-            raise RuntimeError(f"DNSServer thread did not stop within {STOP_TIMEOUT} s")
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals: sockets and the event loop --------------------------------
 

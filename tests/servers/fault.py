@@ -31,8 +31,9 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from types import TracebackType
 from typing import NoReturn, Self
+
+from .lifecycle import LoopThread
 
 # Far above any legal SMTP command (RFC 5321 caps them at 512 octets) but
 # small enough that a flooding client cannot grow the server.
@@ -644,7 +645,7 @@ if _HOOKS.keys() != BEHAVIOURS.keys():  # pragma: no cover - caught at import ti
     raise RuntimeError("BEHAVIOURS and _HOOKS disagree")
 
 
-class FaultServer:
+class FaultServer(LoopThread):
     """A hostile SMTP server on 127.0.0.1, run in its own thread and event loop.
 
     ``start()`` makes one real TCP connection of its own to prove the server
@@ -750,35 +751,6 @@ class FaultServer:
             self.stop()
             raise
         return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection, cancel every task, join the thread.
-
-        Safe to call twice. Raises RuntimeError if the thread outlives STOP_TIMEOUT.
-        """
-        thread = self._thread
-        if thread is None:
-            return
-        loop, event = self._loop, self._stop_requested
-        if loop is not None and event is not None:
-            # The loop may already be gone if the thread died; nothing to stop then.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(event.set)
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
-            raise RuntimeError(f"FaultServer thread did not stop within {STOP_TIMEOUT} s")
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals --------------------------------------------------------------
 

@@ -19,8 +19,9 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
+
+from .lifecycle import Startable
 
 ADDRESS = "127.0.0.1"
 SOCKET_TIMEOUT = 5.0
@@ -87,7 +88,7 @@ class _Server(ThreadingHTTPServer):
         self.owner._error(f"{type(exc).__name__}: {exc}")
 
 
-class HTTPSServer:
+class HTTPSServer(Startable):
     """HTTPS on 127.0.0.1, a free port, answers from ``routes`` (path -> Response)."""
 
     def __init__(
@@ -147,14 +148,3 @@ class HTTPSServer:
             if self._thread.is_alive():
                 raise RuntimeError("HTTPSServer thread did not stop")
         self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
