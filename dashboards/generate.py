@@ -45,6 +45,16 @@ Json = dict[str, Any]
 # --------------------------------------------------------------------------- helpers
 
 
+def columns(selector: str, *metrics: str) -> list[Json]:
+    """Instant table queries of ``metrics`` under one selector: one column each (#A, #B, ...)."""
+    return [query(f"{m}{{{selector}}}", instant=True, table=True) for m in metrics]
+
+
+def values(n: int) -> list[str]:
+    """The names Grafana gives the value columns of ``n`` merged table queries."""
+    return [f"Value #{chr(ord('A') + i)}" for i in range(n)]
+
+
 def query(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> Json:
     """One Prometheus query of a panel; refIds are assigned by :func:`panel`."""
     q: Json = {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend or "__auto"}
@@ -786,26 +796,23 @@ def posture_panels(L: Layout, add: Any) -> None:
             L,
             "Leaf key, signature, forward secrecy, OCSP",
             "Per target, from its last TLS scan: the leaf certificate's key type and size, "
-            "whether it is signed with SHA-1/MD5, whether the probe's cipher has forward "
-            "secrecy, whether the server stapled an OCSP response (empty: not observable), "
-            "and the number of findings.",
-            [
-                query(f"smtp_posture_tls_key_bits{{{SEL}}}", instant=True, table=True),
-                query(f"smtp_posture_tls_weak_signature{{{SEL}}}", instant=True, table=True),
-                query(f"smtp_posture_tls_forward_secrecy{{{SEL}}}", instant=True, table=True),
-                query(f"smtp_posture_tls_ocsp_stapled{{{SEL}}}", instant=True, table=True),
-                query(f"smtp_posture_tls_findings{{{SEL}}}", instant=True, table=True),
-            ],
+            "whether it is signed with SHA-1/MD5, whether the cipher the server chose when "
+            "offered every cipher has forward secrecy, whether the server stapled an OCSP "
+            "response (empty: not observable), and the number of findings.",
+            columns(
+                SEL,
+                "smtp_posture_tls_key_bits",
+                "smtp_posture_tls_weak_signature",
+                "smtp_posture_tls_forward_secrecy",
+                "smtp_posture_tls_ocsp_stapled",
+                "smtp_posture_tls_findings",
+            ),
             keep=[
                 "target",
                 "module",
                 *EXPANSION,
                 "key_type",
-                "Value #A",
-                "Value #B",
-                "Value #C",
-                "Value #D",
-                "Value #E",
+                *values(5),
             ],
             rename={
                 "key_type": "key",
@@ -891,23 +898,20 @@ def domain_panels(L: Layout, add: Any) -> None:
             "From each domain's last check: MX records (0 with a null MX), SPF valid and its "
             "DNS lookups (over 10 is a permerror), DMARC valid and its policy (empty without a "
             "valid record), TLS-RPT valid.",
-            [
-                query(f"smtp_domain_mx_records{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_null_mx{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_spf_valid{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_spf_dns_lookups{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_dmarc_valid{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_dmarc_policy_info{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_tlsrpt_valid{{{JOB}}}", instant=True, table=True),
-            ],
+            columns(
+                JOB,
+                "smtp_domain_mx_records",
+                "smtp_domain_null_mx",
+                "smtp_domain_spf_valid",
+                "smtp_domain_spf_dns_lookups",
+                "smtp_domain_dmarc_valid",
+                "smtp_domain_dmarc_policy_info",
+                "smtp_domain_tlsrpt_valid",
+            ),
             keep=[
                 "domain",
                 "module",
-                "Value #A",
-                "Value #B",
-                "Value #C",
-                "Value #D",
-                "Value #E",
+                *values(5),
                 "policy",
                 "Value #G",
             ],
@@ -989,11 +993,12 @@ def domain_panels(L: Layout, add: Any) -> None:
             "TLSA records at _25._tcp.<MX host>, whether the resolver validated them with "
             "DNSSEC (AD bit: validating senders only use validated records), and whether the "
             "MX host's certificate matches one of them (empty without records).",
-            [
-                query(f"smtp_domain_dane_tlsa_records{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_dane_dnssec_validated{{{JOB}}}", instant=True, table=True),
-                query(f"smtp_domain_dane_match{{{JOB}}}", instant=True, table=True),
-            ],
+            columns(
+                JOB,
+                "smtp_domain_dane_tlsa_records",
+                "smtp_domain_dane_dnssec_validated",
+                "smtp_domain_dane_match",
+            ),
             keep=["domain", "module", "mx_host", "Value #A", "Value #B", "Value #C"],
             rename={
                 "Value #A": "TLSA records",
