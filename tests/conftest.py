@@ -12,6 +12,7 @@ import trustme
 
 from exporter.config import AuthConfig, Module, Secret, Target, TLSMode
 from exporter.embedded import EmbeddedSMTPServer
+from tests.servers.dns import DNSServer
 from tests.servers.mailstack import MailStack, mail_stack, postfix_available
 
 USER, PASSWORD = "probe", "s3cret-Pa55word"
@@ -52,6 +53,22 @@ def smtp_server(server_context: ssl.SSLContext) -> Iterator[Callable[..., Embedd
 
     yield make
     for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[Callable[..., DNSServer]]:
+    """Start DNS servers on 127.0.0.1 from zone text (``dns_server(zone, ad=..., drop=...,
+    delay=...)``); every one is stopped after the test."""
+    servers: list[DNSServer] = []
+
+    def start(zone: str, **kw: object) -> DNSServer:
+        server = DNSServer(zone, **kw).start()  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
         server.stop()
 
 

@@ -1,4 +1,5 @@
-"""Shared helpers for the domain-check tests: a DNS server fixture and a check runner."""
+"""Shared helpers for the domain-check tests: a check runner and the TLS pieces (server
+contexts, TLSA data) the DNS zones refer to. The `dns_server` fixture is in conftest."""
 
 from __future__ import annotations
 
@@ -19,23 +20,6 @@ from exporter.probe.deadline import Deadline
 from .servers.dns import DNSServer
 
 EHLO = "probe.example.test"
-
-
-def dns_servers():
-    """Body of a ``dns_server`` fixture: yields a factory, stops what it started.
-
-    Each test module wraps it (``yield from dns_servers()``) rather than importing a
-    fixture, which linters would see as an unused name."""
-    servers: list[DNSServer] = []
-
-    def start(zone: str, **kw) -> DNSServer:
-        server = DNSServer(zone, **kw).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def resolver_for(dns: DNSServer, timeout: float = 1.0):

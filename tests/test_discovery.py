@@ -16,20 +16,6 @@ from .exporter_harness import RunningExporter, wait_for
 from .servers.dns import DNSServer
 
 
-@pytest.fixture
-def dns_server():
-    servers: list[DNSServer] = []
-
-    def start(zone: str, **kw) -> DNSServer:
-        server = DNSServer(zone, **kw).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.stop()
-
-
 def cfg_text(
     dns: DNSServer,
     port: int,

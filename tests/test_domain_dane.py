@@ -18,15 +18,10 @@ from exporter.domain.dane import tlsa_matches, tlsa_problem
 from exporter.domain.results import DomainCheck
 from exporter.embedded import EmbeddedSMTPServer
 
-from .domain_support import dns_servers, reasons, run_check
+from .domain_support import reasons, run_check
 
 MX = "mx1.d.test"
 TLSA_NAME = f"_25._tcp.{MX}."
-
-
-@pytest.fixture
-def dns_server():
-    yield from dns_servers()
 
 
 def der(pem: bytes) -> bytes:

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from exporter.config import DomainChecks
 from exporter.domain.dnsbl import query_name
 from exporter.domain.results import DNSBLEntry, DomainCheck
 
-from .domain_support import dns_servers, reasons, run_check
-
-
-@pytest.fixture
-def dns_server():
-    yield from dns_servers()
-
+from .domain_support import reasons, run_check
 
 ZONE = """
 d.test. 300 IN MX 10 mx1.d.test.

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from exporter.domain.dnscache import DNSCache, Status
 from exporter.probe.deadline import Deadline
 
-from .domain_support import dns_servers, resolver_for, run_check
-
-
-@pytest.fixture
-def dns_server():
-    yield from dns_servers()
-
+from .domain_support import resolver_for, run_check
 
 ZONE = """
 c.test. 300 IN SOA ns.c.test. admin.c.test. 1 3600 600 86400 30

@@ -6,20 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from exporter import config
 from exporter.domain import enabled_checks
 from exporter.domain.results import DomainCheck
 from exporter.embedded import EmbeddedSMTPServer
 
-from .domain_support import dns_servers, reasons, run_check, server_context_for, tlsa_3_1_1
+from .domain_support import reasons, run_check, server_context_for, tlsa_3_1_1
 from .servers.https import HTTPSServer, Response
-
-
-@pytest.fixture
-def dns_server():
-    yield from dns_servers()
 
 
 def test_every_check_on_one_domain(dns_server, ca, ca_file, tmp_path):

@@ -13,14 +13,9 @@ import pytest
 from exporter import cli
 from exporter.embedded import EmbeddedSMTPServer
 
-from .domain_support import dns_servers, server_context_for, tlsa_3_1_1
+from .domain_support import server_context_for, tlsa_3_1_1
 from .exporter_harness import RunningExporter, wait_for
 from .servers.https import HTTPSServer, Response
-
-
-@pytest.fixture
-def dns_server():
-    yield from dns_servers()
 
 
 @dataclass

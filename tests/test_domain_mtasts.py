@@ -13,7 +13,7 @@ from exporter.config import DomainChecks
 from exporter.domain.mtasts import mx_matches, parse_policy, parse_sts_txt
 from exporter.domain.results import DomainCheck
 
-from .domain_support import dns_servers, reasons, run_check
+from .domain_support import reasons, run_check
 from .servers.https import HTTPSServer, Response
 
 PATH = "/.well-known/mta-sts.txt"
@@ -29,11 +29,6 @@ POLICY = (
     b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.test\r\nmx: *.example.test\r\n"
     b"max_age: 604800\r\n"
 )
-
-
-@pytest.fixture
-def dns_server():
-    yield from dns_servers()
 
 
 def context_for(ca: trustme.CA, *names: str) -> ssl.SSLContext:

@@ -11,13 +11,7 @@ from exporter.domain.records import parse_dmarc, parse_tlsrpt
 from exporter.domain.results import DomainCheck
 from exporter.domain.spf import parse_spf
 
-from .domain_support import dns_servers, reasons, run_check
-
-
-@pytest.fixture
-def dns_server():
-    yield from dns_servers()
-
+from .domain_support import reasons, run_check
 
 GOOD = """
 example.test. 300 IN MX 10 mx1.example.test.
