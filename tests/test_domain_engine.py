@@ -3,9 +3,6 @@ server, one STARTTLS MX; and the engine's import boundary."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from exporter import config
 from exporter.domain import enabled_checks
 from exporter.domain.results import DomainCheck
@@ -96,16 +93,3 @@ def test_null_mx_domain_with_every_check(dns_server):
     assert r.success and r.mx is not None and r.mx.null_mx
     assert r.dane == () and r.dnsbl == ()
     assert r.mta_sts is not None and not r.mta_sts.valid
-
-
-def test_domain_engine_imports_neither_prometheus_nor_apscheduler():
-    code = (
-        "import sys, exporter.domain\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('prometheus_client', 'apscheduler'))\n"
-        "print(','.join(bad))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == ""
