@@ -203,23 +203,10 @@ class Connection(_Closing):
         220 is plaintext the server (or a man in the middle) slipped in: the STARTTLS
         injection of RFC 3207 §4.2 / CVE-2011-0411. We refuse to go on rather than quietly
         dropping it, so the monitor shows it."""
-        loop = asyncio.get_running_loop()
-        assert self._transport is not None
-        if self._reader.holds_data:
-            self._transport.abort()
-            raise ProtocolError(
-                "server sent plaintext after its 220 to STARTTLS (possible injection)",
-                Phase.TLS_HANDSHAKE,
-            )
-        if self._closed is not None or self._transport.is_closing():
-            raise ProbeError(
-                Phase.TLS_HANDSHAKE,
-                FailureKind.CLOSED,
-                self._closed or "connection closed by server",
-            )
+        plain = self._ready_for_tls()
         try:
-            transport = await loop.start_tls(
-                self._transport,
+            transport = await asyncio.get_running_loop().start_tls(
+                plain,
                 self,
                 context,
                 server_hostname=server_name,
@@ -252,6 +239,16 @@ class Connection(_Closing):
         """Hand the (plaintext) connection over to a ``RawConnection``, after the 220 to
         STARTTLS, for a TLS handshake written by hand. Refuses injected plaintext as
         ``start_tls`` does."""
+        plain = self._ready_for_tls()
+        raw = RawConnection()
+        raw.connection_made(plain)
+        plain.set_protocol(raw)
+        self._transport = None
+        return raw
+
+    def _ready_for_tls(self) -> asyncio.Transport:
+        """The plaintext transport, once it is safe to start TLS on it: nothing received
+        after the 220 (else injection, refused) and the connection still open."""
         assert self._transport is not None
         if self._reader.holds_data:
             self._transport.abort()
@@ -261,13 +258,11 @@ class Connection(_Closing):
             )
         if self._closed is not None or self._transport.is_closing():
             raise ProbeError(
-                Phase.TLS_HANDSHAKE, FailureKind.CLOSED, self._closed or "connection closed"
+                Phase.TLS_HANDSHAKE,
+                FailureKind.CLOSED,
+                self._closed or "connection closed by server",
             )
-        raw = RawConnection()
-        raw.connection_made(self._transport)
-        self._transport.set_protocol(raw)
-        self._transport = None
-        return raw
+        return self._transport
 
 
 class RawConnection(_Closing):
