@@ -173,14 +173,7 @@ class DNSServer(LoopThread):
         self._lock = threading.Lock()
         self._queries: deque[tuple[str, str]] = deque(maxlen=QUERIES_MAX)
         self._errors: deque[str] = deque(maxlen=ERRORS_MAX)
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        # The fields below belong to the server thread once it runs.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        super().__init__()
 
     # -- configuration (safe from any thread) ---------------------------------
 

@@ -681,15 +681,8 @@ class FaultServer(LoopThread):
         self._probe_ports: set[int] = set()
         self._received: deque[bytes] = deque(maxlen=RECEIVED_MAX)
         self._errors: deque[str] = deque(maxlen=ERRORS_MAX)
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        # The fields below belong to the server thread once it runs.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        super().__init__()
+        self._stopping = False  # the server thread's, once it runs
 
     # -- observation (safe from any thread) ----------------------------------
 

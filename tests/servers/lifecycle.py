@@ -34,12 +34,20 @@ class LoopThread(Startable):
     """A server whose asyncio loop runs in ``_thread`` until ``_stop_requested`` is set.
 
     Subclasses create the thread in ``start()`` and, once their loop runs, set ``_loop`` and
-    ``_stop_requested``; ``stop()`` is the same for all of them."""
+    ``_stop_requested``; ``stop()`` is the same for all of them. ``_tasks`` and ``_writers``
+    are the connections the subclass's loop tracks, to close them when it stops."""
 
     STOP_TIMEOUT = 2.0
-    _thread: threading.Thread | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-    _stop_requested: asyncio.Event | None = None
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()  # set by the thread once serving (or failed)
+        self._start_error: BaseException | None = None
+        # The fields below belong to the server thread once it runs.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def stop(self) -> None:
         """Ask the loop to finish, join the thread. Safe to call twice. Raises RuntimeError
