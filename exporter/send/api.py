@@ -9,10 +9,12 @@ import concurrent.futures
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from email.message import Message
 from typing import TypeVar
 
 from .. import probe
+from ..results import FailureKind, Phase
 from .client import SendFailure, SendResult, SMTPClient, with_attempts
 from .config import SMTPConfig
 from .message import Envelope, envelope
@@ -35,7 +37,23 @@ async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return await coro_fn()
 
 
+def outgoing(msg: Message, cfg: SMTPConfig) -> Envelope:
+    """The envelope ``msg`` is sent with under ``cfg``: ``cfg.envelope_sender`` if set, and
+    ``cfg.username`` as From when the message has none and the username is an address."""
+    return envelope(msg, cfg.envelope_sender, default_from=cfg.sender_address)
+
+
+def refused(env: Envelope, rcpts: tuple[str, ...] | None = None) -> list[SendResult]:
+    """The message cannot be sent as it is (``env.problem``): one failed result each."""
+    rcpts = env.recipients if rcpts is None else rcpts
+    return [SendResult(r, False, env.problem, message_id=env.message_id) for r in rcpts]
+
+
 def dry_results(env: Envelope) -> list[SendResult]:
+    """What a send would do without a connection: OK for each recipient, unless the message
+    itself would be refused."""
+    if env.problem:
+        return [replace(r, dry_run=True) for r in refused(env)]
     return [SendResult(r, True, message_id=env.message_id, dry_run=True) for r in env.recipients]
 
 
@@ -47,6 +65,8 @@ async def deliver(
     went out, it is reopened and the message sent once more; a drop after the body went out
     is reported, not resent: the server may already have the message."""
     rcpts = env.recipients if recipients is None else recipients
+    if env.problem:
+        return refused(env, rcpts)
     for attempt in (1, 2):
         reused = client.connected and client.sent_on_connection > 0
         try:
@@ -66,8 +86,9 @@ async def deliver(
 
 
 def send_email(msg: Message, cfg: SMTPConfig, *, dry_run: bool = False) -> list[SendResult]:
-    """Send one message; one result per recipient (To, Cc, Bcc; Bcc is not transmitted)."""
-    env = envelope(msg)
+    """Send one message; one result per recipient (To, Cc, Bcc; Bcc is not transmitted),
+    each printing as ``"addr: OK"`` or ``"addr: FAIL <error>"``."""
+    env = outgoing(msg, cfg)
     if dry_run:
         return dry_results(env)
 
@@ -83,25 +104,29 @@ def send_email(msg: Message, cfg: SMTPConfig, *, dry_run: bool = False) -> list[
 
 def send_bulk(
     messages: Iterable[Message], cfg: SMTPConfig, *, delay: float = 0.0, dry_run: bool = False
-) -> list[SendResult]:
+) -> list[list[SendResult]]:
     """Send many messages over one connection (reopened when the server drops it or after
     ``cfg.max_messages_per_connection``), at most ``cfg.rate_limit`` per second and at least
-    ``delay`` seconds apart. Results for every recipient of every message, in order."""
-    envs = [envelope(m) for m in messages]
+    ``delay`` seconds apart. One list of results per message, in order, each as
+    ``send_email`` returns it: ``for batch in send_bulk(...): for r in batch: ...``."""
+    envs = [outgoing(m, cfg) for m in messages]
     if dry_run:
-        return [r for env in envs for r in dry_results(env)]
+        return [dry_results(env) for env in envs]
     spacing = max(delay, 1.0 / cfg.rate_limit if cfg.rate_limit else 0.0)
 
-    async def go() -> list[SendResult]:
+    async def go() -> list[list[SendResult]]:
         client = SMTPClient(cfg)
-        out: list[SendResult] = []
+        out: list[list[SendResult]] = []
         last_start: float | None = None
         try:
             for env in envs:
+                if env.problem:  # refused without a connection, and without a delay
+                    out.append(refused(env))
+                    continue
                 if last_start is not None and spacing:
                     await asyncio.sleep(max(0.0, last_start + spacing - time.monotonic()))
                 last_start = time.monotonic()
-                out.extend(await deliver(client, env))
+                out.append(await deliver(client, env))
         finally:
             await client.close()
         return out
@@ -120,10 +145,10 @@ def backoff_delay(attempt: int, backoff: float, rng: random.Random | None = None
 def send_with_retry(
     msg: Message,
     cfg: SMTPConfig,
-    *,
     max_attempts: int = 3,
     backoff: float = 2.0,
     dry_run: bool = False,
+    *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[SendResult]:
     """Send, then retry only the recipients that failed transiently (4xx, connection lost,
@@ -131,9 +156,9 @@ def send_with_retry(
     says how many tries that recipient took."""
     if max_attempts < 1:
         raise ValueError("max_attempts must be >= 1")
-    env = envelope(msg)
-    if dry_run:
-        return dry_results(env)
+    env = outgoing(msg, cfg)
+    if dry_run or env.problem:
+        return dry_results(env) if dry_run else refused(env)
     final: dict[str, SendResult] = {}
     pending = env.recipients
     for attempt in range(1, max_attempts + 1):
@@ -156,11 +181,35 @@ def send_with_retry(
 
 
 def smtp_health_check(cfg: SMTPConfig) -> tuple[bool, str]:
-    """The exporter's full probe of the configured server: (ok, one-line detail)."""
+    """The exporter's full probe of the configured server (connect, TLS, AUTH when
+    ``cfg.username`` is set, NOOP, QUIT), as the seed reported it: ``(True, "host:port OK")``,
+    or ``(False, "auth failed: ...")`` (credentials or mechanisms refused), ``(False,
+    "connect failed: ...")`` (name, connection, greeting or TLS), ``(False, "error: ...")``
+    (anything else). The detail after the prefix is ``phase kind: text``, secrets masked."""
     result = run_sync(lambda: probe.run(cfg.target()))
-    if result.failure is None:
-        tls = f", {result.tls.version}" if result.tls else ""
-        auth = f", AUTH {result.auth.mechanism}" if result.auth.success else ""
-        return True, f"ok in {result.duration_seconds * 1000:.0f} ms{tls}{auth}"
     f = result.failure
-    return False, f"{f.phase}: {f.kind}: {f.detail}"
+    if f is None:
+        return True, f"{cfg.host}:{cfg.port} OK"
+    text = f"{f.phase} {f.kind}: {f.detail}"
+    if f.phase == Phase.AUTH and f.kind in _AUTH_KINDS:
+        return False, f"auth failed: {text}"
+    if f.kind in _CONNECT_KINDS or f.phase in (Phase.RESOLVE, Phase.CONNECT, Phase.GREETING):
+        return False, f"connect failed: {text}"
+    return False, f"error: {text}"
+
+
+# How the seed's exceptions sorted probe failures: SMTPAuthenticationError and friends,
+# socket and TLS errors (OSError), everything else.
+_AUTH_KINDS = frozenset({FailureKind.REPLY, FailureKind.NOT_OFFERED, FailureKind.INSECURE})
+_CONNECT_KINDS = frozenset(
+    {
+        FailureKind.TIMEOUT,
+        FailureKind.DNS,
+        FailureKind.REFUSED,
+        FailureKind.NETWORK,
+        FailureKind.CLOSED,
+        FailureKind.TLS,
+        FailureKind.TLS_VERIFY,
+        FailureKind.TLS_HOSTNAME,
+    }
+)

@@ -4,7 +4,10 @@ with mail transactions on top. Async, one connection, not thread-safe."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ..config import Target
@@ -38,6 +41,12 @@ class SendResult:
     message_id: str | None = None
     attempts: int = 1
     dry_run: bool = False
+
+    def __str__(self) -> str:
+        """``"addr: OK"`` or ``"addr: FAIL <error>"``, as the seed printed them."""
+        if self.ok:
+            return f"{self.to}: OK"
+        return f"{self.to}: FAIL {self.error}" if self.error else f"{self.to}: FAIL"
 
 
 class SendFailure(Exception):
@@ -79,6 +88,25 @@ class SendFailure(Exception):
         return cls(f"{exc.phase}: {exc.kind}: {exc.detail}", transient=exc.kind in _TRANSIENT_KINDS)
 
 
+def wire_sink(debug: int) -> Callable[[str], None] | None:
+    """Where ``SMTPConfig.debug`` sends the (already redacted) dialogue: the
+    ``exporter.send.wire`` logger when the application has it at DEBUG, else printed to
+    stderr as smtplib's ``set_debuglevel`` does (2: with a timestamp). Never both, so an
+    application that logs at DEBUG does not see each line twice."""
+    if not debug:
+        return None
+
+    def sink(line: str) -> None:
+        if wire_log.isEnabledFor(logging.DEBUG):
+            wire_log.debug("%s", line)
+        elif debug >= 2:
+            print(datetime.datetime.now().time(), line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    return sink
+
+
 class SMTPClient:
     def __init__(self, cfg: SMTPConfig, target: Target | None = None) -> None:
         """``target`` overrides where and how to connect (the canary passes the probed
@@ -93,8 +121,7 @@ class SMTPClient:
         return self.session is not None
 
     async def connect(self) -> None:
-        wire = (lambda line: wire_log.debug("%s", line)) if self.cfg.debug else None
-        session = Session(self.target, wire)
+        session = Session(self.target, wire_sink(self.cfg.debug))
         try:
             async with asyncio.timeout(self.cfg.timeout):
                 await session.establish()

@@ -21,7 +21,13 @@ def make_msg(
     cc: str | list[str] | None = None,
     bcc: str | list[str] | None = None,
 ) -> EmailMessage:
-    """A plain-text message with Date and Message-ID set."""
+    """A plain-text message with Date and Message-ID set; ``to`` (and ``cc``, ``bcc``) a
+    string of addresses or a list of them.
+
+    ``sender`` sets From. Without it the message has no From yet: the send functions then
+    send it from ``cfg.username`` when that is an address, and otherwise refuse it (a
+    failed result per recipient naming the fix), never sending it without a From.
+    """
     msg = EmailMessage()
     if sender:
         msg["From"] = sender
@@ -44,12 +50,26 @@ class Envelope:
     data: bytes  # CRLF line ends, Bcc removed, not yet dot-stuffed
     message_id: str | None
     smtputf8: bool
+    # Why this message must not be sent (no From, no sender); None when it may.
+    problem: str | None = None
 
 
-def envelope(msg: Message, sender: str | None = None) -> Envelope:
+NO_FROM = (
+    "message has no From header: pass make_msg(..., sender='you@example.com') "
+    "or set msg['From'] (cfg.username is not an address to send from)"
+)
+
+
+def envelope(
+    msg: Message, sender: str | None = None, *, default_from: str | None = None
+) -> Envelope:
     """Sender and recipients as RFC 5322 3.6.6 and smtplib's send_message have them: with
     Resent-* headers present, the most recent resent block counts. Addresses are parsed with
-    getaddresses (quoted names with commas, groups), deduplicated in order."""
+    getaddresses (quoted names with commas, groups), deduplicated in order.
+
+    ``sender`` is the envelope sender (``""``: the null reverse-path); None takes it from
+    the headers. A message without From gets ``default_from`` on the transmitted copy;
+    without that either, the envelope carries ``problem`` and must not be sent."""
     resent = msg.get_all("Resent-Date") is not None
     headers = _RESENT_HEADERS if resent else _RECIPIENT_HEADERS
     recipients: list[str] = []
@@ -65,19 +85,34 @@ def envelope(msg: Message, sender: str | None = None) -> Envelope:
             if key not in seen:
                 seen.add(key)
                 recipients.append(addr)
+    has_from = bool(_first_address(msg, "From"))
     if sender is None:
         source = ("Resent-Sender", "Resent-From") if resent else ("Sender", "From")
         for name in source:
-            value = msg.get(name)
-            if value:
-                sender = email.utils.getaddresses([str(value)])[0][1]
+            sender = _first_address(msg, name)
+            if sender:
                 break
+        sender = sender or (default_from if not has_from else None)
     out = _copy_without(msg, ("Bcc", "Resent-Bcc"))
+    problem = None
+    if not has_from:
+        if default_from:
+            del out["From"]  # an empty or address-less From
+            out["From"] = default_from
+        else:
+            problem = NO_FROM
     utf8 = any(not a.isascii() for a in (*recipients, sender or ""))
     policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
     data = out.as_bytes(policy=policy)
     mid = msg.get("Message-ID")
-    return Envelope(sender or "", tuple(recipients), data, str(mid) if mid else None, utf8)
+    return Envelope(sender or "", tuple(recipients), data, str(mid) if mid else None, utf8, problem)
+
+
+def _first_address(msg: Message, name: str) -> str | None:
+    value = msg.get(name)
+    if not value:
+        return None
+    return email.utils.getaddresses([str(value)])[0][1] or None
 
 
 def dot_stuff(data: bytes) -> bytes:

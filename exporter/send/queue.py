@@ -13,10 +13,9 @@ import threading
 import time
 from email.message import Message
 
-from .api import deliver, dry_results
+from .api import deliver, dry_results, outgoing, refused
 from .client import SendResult, SMTPClient
 from .config import SMTPConfig
-from .message import envelope
 
 log = logging.getLogger(__name__)
 IDLE_CLOSE_SECONDS = 5.0
@@ -24,6 +23,9 @@ _POLL = 0.1
 
 
 class SMTPQueue:
+    """``SMTPQueue(cfg, workers=1).start()``, then ``enqueue(msg)`` from any thread,
+    ``stop(timeout=30.0)`` and ``drain_results()``: a snapshot of every result so far."""
+
     def __init__(
         self, cfg: SMTPConfig, workers: int = 1, *, dry_run: bool = False, max_queued: int = 10_000
     ) -> None:
@@ -44,6 +46,7 @@ class SMTPQueue:
         ]
 
     def start(self) -> SMTPQueue:
+        """Start the workers; returns the queue, so ``q = SMTPQueue(cfg).start()`` works."""
         self._accepting = True
         for t in self._threads:
             t.start()
@@ -61,10 +64,14 @@ class SMTPQueue:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def drain_results(self) -> list[SendResult]:
-        """Results gathered since the last call."""
+    def drain_results(self, *, clear: bool = False) -> list[SendResult]:
+        """A copy of the results gathered so far, in the order they completed; calling it
+        again returns them again, plus any new ones. ``clear=True`` also forgets them, so a
+        long-running queue does not hold every result it ever had."""
         with self._lock:
-            out, self._results = self._results, []
+            out = list(self._results)
+            if clear:
+                self._results.clear()
         return out
 
     def stop(self, timeout: float = 30.0, *, drain: bool = True) -> list[Message]:
@@ -142,9 +149,9 @@ class SMTPQueue:
     def _send(
         self, loop: asyncio.AbstractEventLoop, client: SMTPClient, msg: Message
     ) -> list[SendResult]:
-        env = envelope(msg)
-        if self.dry_run:
-            return dry_results(env)
+        env = outgoing(msg, self.cfg)
+        if self.dry_run or env.problem:
+            return dry_results(env) if self.dry_run else refused(env)
         self._wait_for_slot()
         return loop.run_until_complete(deliver(client, env))
 
