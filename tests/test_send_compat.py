@@ -443,3 +443,16 @@ def test_postfix_health_check_strings_and_debug(mailstack, capfd):
     password = mailstack.users["probe"]
     assert password not in err
     assert base64.b64encode(f"\0probe\0{password}".encode()).decode() not in err
+
+
+def test_readme_shows_the_seed_usage():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## The send library", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(code, "README.md", "exec")  # it is Python, not pseudo-code
+    import exporter.send
+
+    for name in set(exporter.send.__all__) - {"SendResult"}:
+        assert f"{name}(" in code or f"{name}." in code, name
+    for usage in ("for batch in send_bulk(", "print(r)", "workers=2", "dry_run=True"):
+        assert usage in code, usage

@@ -5,7 +5,10 @@ it grew from, so code written against that keeps working::
 
     cfg = SMTPConfig.starttls_587("smtp.example.com", "me@example.com", password)
     for r in send_email(make_msg("you@example.org", "hi", "hello"), cfg):
-        print(r.to, r.ok, r.error)
+        print(r)  # "you@example.org: OK" or "you@example.org: FAIL <error>"
+
+The names, signatures, return shapes and string forms are that pipeline's (see README, "The
+send library"); everything added since is optional and keyword-only or after its fields.
 
 Connections, TLS and AUTH are the probe's own code (``exporter.probe.smtp.Session``), so
 the same deadline discipline and hostile-server hardening apply to sending.
