@@ -288,3 +288,21 @@ def test_envelope_parsing():
     msg["Resent-To"] = "new@x.org"
     env = envelope(msg)
     assert env.recipients == ("new@x.org",) and env.sender == "fwd@x.org"
+
+
+def test_envelope_from_default_and_problem():
+    from exporter.send.message import NO_FROM
+
+    bare = make_msg("a@x.org", "s", "b")
+    env = envelope(bare)
+    assert (env.problem, env.sender) == (NO_FROM, "")
+    env = envelope(bare, default_from="me@x.org")
+    assert env.problem is None and env.sender == "me@x.org"
+    assert email.message_from_bytes(env.data)["From"] == "me@x.org" and bare["From"] is None
+    bare["From"] = "Undisclosed:;"  # a From naming no address is no From
+    assert envelope(bare).problem == NO_FROM
+    env = envelope(bare, default_from="me@x.org")
+    assert email.message_from_bytes(env.data).get_all("From") == ["me@x.org"]
+    # The null reverse-path only when asked for, and the message still needs its From.
+    env = envelope(make_msg("a@x.org", "s", "b", sender="me@x.org"), "")
+    assert (env.sender, env.problem) == ("", None)

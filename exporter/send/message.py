@@ -112,7 +112,7 @@ def _first_address(msg: Message, name: str) -> str | None:
     value = msg.get(name)
     if not value:
         return None
-    return email.utils.getaddresses([str(value)])[0][1] or None
+    return next((a for _, a in email.utils.getaddresses([str(value)]) if a), None)
 
 
 def dot_stuff(data: bytes) -> bytes:
