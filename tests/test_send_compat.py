@@ -273,6 +273,9 @@ def test_send_with_retry_positional_and_keyword(seed_server, ca_file):
     (r,) = send_with_retry(msg, starttls(server, ca_file), 2, 0.1, True)
     assert r.ok and r.dry_run
     assert handler.rcpt_attempts["later@example.org"] == 4
+    # The issue's own call, verbatim: max_attempts as the third positional argument.
+    (r,) = send_with_retry(make_msg("now@example.org", "s", "b"), starttls(server, ca_file), 4)
+    assert (str(r), r.attempts) == ("now@example.org: OK", 1)
 
 
 def test_queue_with_two_workers(seed_server, ca_file):
