@@ -11,16 +11,25 @@ surfaces, each a test parametrised over the rows:
   Nagios, with the exit code;
 - the landing page ``/``;
 - the alerts a real Prometheus, scraping that exporter with ``alerting/rules.yml`` loaded,
-  raises for the target: exactly the row's, so a healthy target raises none.
+  raises for the target: exactly the row's, so a healthy target raises none. The rules
+  wait 5 to 90 minutes (``for:``) before firing; the test loads a copy with ``for: 0s`` so
+  an alert fires at the first evaluation that sees its condition (same expressions, labels
+  and annotations as shipped).
 
 Everything is observed once, in a module-scoped fixture (one exporter, one Prometheus, the
 ``--once`` runs in a few threads), then each test checks one (row, surface) cell. The matrix
 of what every surface showed is printed (``pytest -s``) and written to
 ``failure-matrix.md`` in the fixture's tmp dir.
 
-Adding a scenario is adding a row. A surface that does not show a row's failure today is
-named in the row's ``not_shown``, with the reason: that cell is ``xfail(strict=True)``, so
-it turns into a failure as soon as the surface starts showing it and the entry can go.
+Adding a scenario is adding a row: a unique ``name`` (it is also the module's name, which is
+how every surface is searched for the row), a ``setup`` building the target and module from
+the running servers (``Servers``: Postfix + Dovecot, a tarpit, a refused port, a DNS server
+serving the rows' ``zone`` and never answering their ``dns_drop`` names, which the config
+names as the exporter's resolver), the expected ``failed`` phase and kind or
+``canary_lost``, and the ``alerts`` that must fire, exactly. A surface that does not show a
+row's failure today is named in the row's ``not_shown``, with the reason: that cell is
+``xfail(strict=True)``, so it turns into a failure as soon as the surface starts showing it
+and the entry can go.
 """
 
 from __future__ import annotations
@@ -108,6 +117,9 @@ class Failed:
 
 @dataclass(frozen=True)
 class Scenario:
+    """One row of the matrix: a target and module against a real server, and what every
+    surface must show for it."""
+
     name: str  # also the module name, so every series, row and alert of it names it
     setup: Callable[[Servers], Setup]
     failed: Failed | None = None  # None: the probe passes
@@ -140,7 +152,7 @@ def postfix(
     """A submission module (STARTTLS, AUTH as ``probe``) against a Postfix port; with
     ``canary_to`` a canary looked for in the ``canary`` user's IMAP mailbox; with ``mx``
     the target is ``mx:<mx>:<port>``, its hosts found in the rows' DNS (their certificate
-    checked against ``localhost``, the name Postfix's names)."""
+    checked against ``localhost``, the name on Postfix's certificate)."""
 
     def build(s: Servers) -> Setup:
         module: dict[str, Any] = {
@@ -495,6 +507,12 @@ def test_alerts(observed: Observed, sc: Scenario) -> None:
     mine = {a for a in observed.alerts if a.module == sc.name}
     assert {a.alertname for a in mine} == sc.alerts, mine
     assert {a.target for a in mine} <= {observed.targets[sc.name]}, mine
+
+
+def test_scenario_names_are_unique() -> None:
+    """Every surface is searched by module name: two rows sharing one would mix."""
+    names = [sc.name for sc in SCENARIOS]
+    assert len(names) == len(set(names)), names
 
 
 def test_no_alert_outside_the_scenarios(observed: Observed) -> None:
