@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -212,6 +213,14 @@ def alerts_seen(prom: Prometheus, window: str = "10m") -> set[AlertSeen]:
         )
         for r in prom.query(expr)
     }
+
+
+def active_alerts(prom: Prometheus) -> list[dict[str, Any]]:
+    """The alerts pending or firing now, with their labels and rendered annotations."""
+    with urllib.request.urlopen(f"{prom.url}/api/v1/alerts", timeout=10) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return list(body["data"]["alerts"])
 
 
 def markdown_table(header: list[str], rows: list[list[str]], width: int = 90) -> str:

@@ -66,6 +66,7 @@ from .surfaces import (
     LandingRow,
     OnceRun,
     Sample,
+    active_alerts,
     alerts_seen,
     json_objects,
     landing_rows,
@@ -265,6 +266,8 @@ class Observed:
     landing_page: str
     landing: list[LandingRow]
     alerts: set[AlertSeen]
+    # (alertname, module) -> description, of the alerts active when observed
+    descriptions: dict[tuple[str, str], str]
     secrets: tuple[str, ...]
 
 
@@ -368,6 +371,12 @@ def observed(mailstack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> 
             landing_page=landing_page,
             landing=landing_rows(landing_page),
             alerts=alerts_seen(prom),
+            descriptions={
+                (a["labels"]["alertname"], a["labels"].get("module", "")): " ".join(
+                    a["annotations"].get("description", "").split()
+                )
+                for a in active_alerts(prom)
+            },
             secrets=tuple(passwords.values()),
         )
     report = matrix(result)
@@ -392,7 +401,12 @@ def matrix(o: Observed) -> str:
         }
         cells |= {s: once_summary(o.once[sc.name, s], sc.name) for s in ONCE_FORMATS}
         rows.append([sc.name, sc.expected, *(cells[s] for s in SURFACES)])
-    return markdown_table(["scenario", "expected", *SURFACES], rows)
+    said = [[module, name, text] for (name, module), text in sorted(o.descriptions.items())]
+    return (
+        markdown_table(["scenario", "expected", *SURFACES], rows)
+        + "\nWhat the alerts said (description annotation):\n\n"
+        + markdown_table(["scenario", "alert", "description"], said, width=400)
+    )
 
 
 # --------------------------------------------------------------------------- the checks
@@ -507,6 +521,16 @@ def test_alerts(observed: Observed, sc: Scenario) -> None:
     mine = {a for a in observed.alerts if a.module == sc.name}
     assert {a.alertname for a in mine} == sc.alerts, mine
     assert {a.target for a in mine} <= {observed.targets[sc.name]}, mine
+    # What the alert says: every one names the failing phase (looked up by a query template
+    # for SMTPTargetDown, which names the kind too), a lost canary's says it was not found.
+    for name in sc.alerts:
+        said = observed.descriptions.get((name, sc.name), "")
+        if sc.failed:
+            assert f"phase {sc.failed.phase}" in said, (name, said)
+        if sc.failed and name == DOWN:
+            assert f"phase {sc.failed.phase}, kind {sc.failed.kind}." in said, said
+        if sc.canary_lost:
+            assert "not found over IMAP" in said, (name, said)
 
 
 def test_scenario_names_are_unique() -> None:
