@@ -223,7 +223,7 @@ def active_alerts(prom: Prometheus) -> list[dict[str, Any]]:
     return list(body["data"]["alerts"])
 
 
-def markdown_table(header: list[str], rows: list[list[str]], width: int = 90) -> str:
+def markdown_table(header: list[str], rows: list[list[str]], width: int = 110) -> str:
     """A Markdown table; cells cut at ``width`` characters and pipes escaped."""
 
     def cell(text: str) -> str:
