@@ -255,12 +255,12 @@ class _IMAP(imaplib.IMAP4):
         try:
             self._session.attach(sock)
             if self._implicit is not None:
-                self._session.phase = "tls handshake"
+                self._session.phase = IMAPPhase.TLS_HANDSHAKE
                 sock = self._implicit.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise
-        self._session.phase = "greeting"
+        self._session.phase = IMAPPhase.GREETING
         return sock
 
     def readline(self) -> bytes:

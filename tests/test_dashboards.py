@@ -59,7 +59,12 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 IMAP_ONLY = frozenset(
     {
         "smtp_canary_delivered",
-        "smtp_canary_round_trip_seconds",
+        "smtp_canary_imap_success",
+        "smtp_canary_imap_failed_phase",
+        "smtp_canary_last_round_trip_seconds",
+        "smtp_canary_round_trip_seconds_bucket",
+        "smtp_canary_late_arrivals_total",
+        "smtp_canary_swept_total",
         "smtp_canary_last_delivered_timestamp_seconds",
     }
 )

@@ -22,11 +22,16 @@ from exporter.imapcheck import (
     TOKEN_HEADER,
     IMAPCheck,
     IMAPConfig,
+    IMAPPhase,
     IMAPTLSMode,
+    Sweep,
     find_and_delete,
+    owner_id,
     parse_imap_config,
 )
+from exporter.imapcheck import new_token as canary_token
 from exporter.probe.deadline import Deadline
+from exporter.results import FailureKind
 from tests.servers.imapfault import IMAPFaultServer
 from tests.servers.mailstack import MailStack
 
@@ -34,12 +39,14 @@ HOSTILE_BUDGET = 2.0
 SLACK = 1.1  # "within the deadline + 10 %"
 
 
-def run(cfg: IMAPConfig, token: str, budget: float) -> tuple[IMAPCheck, float]:
+def run(
+    cfg: IMAPConfig, token: str, budget: float, sweep: Sweep | None = None
+) -> tuple[IMAPCheck, float]:
     """find_and_delete under a fresh deadline; the result and the seconds it took."""
 
     async def main() -> tuple[IMAPCheck, float]:
         t0 = time.monotonic()
-        check = await find_and_delete(cfg, token, Deadline.after(budget))
+        check = await find_and_delete(cfg, token, Deadline.after(budget), sweep)
         return check, time.monotonic() - t0
 
     return asyncio.run(main())
@@ -208,18 +215,115 @@ def test_starttls_not_offered_means_no_login() -> None:
     assert b"LOGIN" not in received and b"AUTHENTICATE" not in received
 
 
+def plain_expunges(received: list[bytes]) -> list[bytes]:
+    """Command lines that are a plain EXPUNGE (tag EXPUNGE), not UID EXPUNGE."""
+    return [line for line in received if line.split()[1:2] == [b"EXPUNGE"]]
+
+
 @pytest.mark.parametrize("auth_plain", [False, True])
 @pytest.mark.parametrize("uidplus", [False, True])
 def test_fault_server_baseline_deletes_exact_match_only(auth_plain: bool, uidplus: bool) -> None:
     messages = {7: "tok", 8: "xtoky", 9: "other"}
     with IMAPFaultServer(messages=messages, uidplus=uidplus, auth_plain=auth_plain) as server:
         check, elapsed = run(fault_config(server.port), "tok", HOSTILE_BUDGET)
-        received = b"".join(server.received)
+        received = server.received
     assert (check.found, check.deleted, check.polls, check.error) == (True, True, 1, None)
-    assert server.expunged == [7] and set(server.messages) == {8, 9}
-    assert (b"UID EXPUNGE 7" in received) == uidplus
-    assert (b"AUTHENTICATE PLAIN" in received) == auth_plain
-    assert b"LOGOUT" in received and elapsed < 1.0
+    assert check.access_ok and check.expunged == uidplus
+    if uidplus:
+        assert server.expunged == [7] and set(server.messages) == {8, 9}
+    else:  # left flagged for whoever expunges the mailbox next
+        assert server.expunged == [] and server.flagged == {7} and set(server.messages) == {7, 8, 9}
+    assert any(line.endswith(b" UID EXPUNGE 7\r\n") for line in received) == uidplus
+    assert plain_expunges(received) == []
+    assert any(b"AUTHENTICATE PLAIN" in line for line in received) == auth_plain
+    assert any(b"LOGOUT" in line for line in received) and elapsed < 1.0
+
+
+OWNER = owner_id("mx.example.com:587", "submission")
+TIMEOUT = 60.0
+
+
+def token_at(sent: float, owner: str = OWNER) -> str:
+    return canary_token(owner, sent)
+
+
+def test_no_uidplus_never_expunges_another_clients_deleted_message() -> None:
+    """The bug of #14.6: without UIDPLUS, a plain EXPUNGE would also remove message 5, which
+    another client flagged \\Deleted (to undo, or to expunge itself later)."""
+    now = time.time()
+    current, stale = token_at(now), token_at(now - 3 * TIMEOUT)
+    messages = {5: "someone else's draft", 6: stale, 7: current}
+    with IMAPFaultServer(messages=messages, uidplus=False, deleted={5}) as server:
+        check, _ = run(fault_config(server.port), current, HOSTILE_BUDGET, Sweep(OWNER, TIMEOUT))
+        received = server.received
+    assert check.found and check.deleted and not check.expunged and check.access_ok, check
+    assert check.swept == 1  # the stale one: flagged, not expunged
+    assert plain_expunges(received) == [] and not any(b"EXPUNGE" in ln for ln in received)
+    assert set(server.messages) == {5, 6, 7} and server.flagged == {5, 6, 7}
+    assert server.expunged == []
+
+
+def test_sweep_deletes_only_stale_exact_canaries_of_this_owner() -> None:
+    now = time.time()
+    current = token_at(now)
+    stale_late, stale_on_time = token_at(now - 3 * TIMEOUT), token_at(now - 2 * TIMEOUT)
+    messages = {
+        1: stale_late,  # arrived after its timeout: a late arrival
+        2: stale_on_time,  # arrived in time but never found (the mailbox could not be read)
+        3: token_at(now - 10),  # fresh: its own session may still be looking for it
+        4: stale_late + "x",  # similar, not exact
+        5: "prefix " + token_at(now - 3 * TIMEOUT),  # contains a token, is not one
+        6: token_at(now - 3 * TIMEOUT, owner_id("other:25", "mx")),  # another target's
+        7: token_at(now - 3 * TIMEOUT),  # stale and ours, but another client flagged it
+        8: current,
+    }
+    arrived = {1: now - 3 * TIMEOUT + TIMEOUT + 30, 2: now - 2 * TIMEOUT + 5}
+    with IMAPFaultServer(messages=messages, deleted={7}, arrived=arrived) as server:
+        check, _ = run(fault_config(server.port), current, HOSTILE_BUDGET, Sweep(OWNER, TIMEOUT))
+        received = server.received
+    assert check.found and check.expunged and check.access_ok, check
+    assert (check.swept, check.late) == (2, 1)
+    assert sorted(server.expunged) == [1, 2, 8] and set(server.messages) == {3, 4, 5, 6, 7}
+    assert plain_expunges(received) == []
+
+
+def test_sweep_runs_when_the_canary_is_not_found() -> None:
+    now = time.time()
+    messages = {1: token_at(now - 3 * TIMEOUT)}
+    with IMAPFaultServer(messages=messages) as server:
+        check, _ = run(fault_config(server.port), token_at(now), 1.5, Sweep(OWNER, TIMEOUT))
+    assert not check.found and check.access_ok and check.error == "not found within 1.5s"
+    assert check.swept == 1 and server.expunged == [1]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "password", "phase", "kind"),
+    [
+        ("normal", "wrong", IMAPPhase.LOGIN, FailureKind.REPLY),
+        ("tarpit", "canary-pass", IMAPPhase.GREETING, FailureKind.TIMEOUT),
+        ("garbage_greeting", "canary-pass", IMAPPhase.GREETING, FailureKind.PROTOCOL),
+        ("search_tarpit", "canary-pass", IMAPPhase.SEARCH, FailureKind.TIMEOUT),
+    ],
+)
+def test_access_failure_has_phase_and_kind(
+    behaviour: str, password: str, phase: IMAPPhase, kind: FailureKind
+) -> None:
+    with IMAPFaultServer(behaviour, messages={7: "tok"}) as server:
+        check, _ = run(fault_config(server.port, password), "tok", HOSTILE_BUDGET)
+    assert check.failure is not None and not check.access_ok, check
+    assert (check.failure.phase, check.failure.kind) == (phase, kind), check
+    assert check.error == check.failure.detail and not check.found
+
+
+def test_closed_port_is_connection_refused() -> None:
+    with IMAPFaultServer() as server:
+        port = server.port
+    check, _ = run(fault_config(port), "tok", HOSTILE_BUDGET)
+    assert check.failure is not None, check
+    assert (check.failure.phase, check.failure.kind) == (
+        IMAPPhase.CONNECT,
+        FailureKind.REFUSED,
+    )
 
 
 @pytest.mark.parametrize("auth_plain", [False, True])
