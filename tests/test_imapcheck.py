@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email
 import imaplib
+import re
 import smtplib
 import ssl
 import threading
@@ -148,6 +150,8 @@ def test_wrong_password_is_a_quick_login_error(mailstack: MailStack) -> None:
     assert "not-the-password" not in check.error
     assert elapsed < 5.0  # Dovecot's auth_failure_delay is 2 s
     assert not check.found and check.polls == 0
+    assert check.failure is not None and not check.access_ok
+    assert (check.failure.phase, check.failure.kind) == (IMAPPhase.LOGIN, FailureKind.REPLY)
 
 
 @pytest.mark.postfix
@@ -155,6 +159,101 @@ def test_wrong_ca_is_a_tls_error(mailstack: MailStack, ca_file: str) -> None:
     cfg = dataclasses.replace(imap_config(mailstack, IMAPTLSMode.IMPLICIT), tls_ca_file=ca_file)
     check, _ = run(cfg, new_token(), 5.0)
     assert check.error is not None and "CERTIFICATE_VERIFY_FAILED" in check.error, check
+    assert check.failure is not None and check.failure.kind is FailureKind.TLS_VERIFY
+    assert check.failure.phase is IMAPPhase.TLS_HANDSHAKE and check.polls == 0
+
+
+def append(
+    stack: MailStack, value: str, *, header: str = TOKEN_HEADER, flags: str = "", at: float
+) -> None:
+    """Put a message straight into canary's INBOX, with the IMAP arrival time ``at``."""
+    msg = EmailMessage()
+    msg["From"] = "someone@localhost"
+    msg["To"] = "canary@localhost"
+    msg["Subject"] = "planted by test_imapcheck"
+    msg[header] = value
+    msg.set_content("planted\n")
+    ctx = ssl.create_default_context(cafile=str(stack.ca_file))
+    with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ctx, timeout=10) as imap:
+        imap.login("canary", stack.users["canary"])
+        typ, dat = imap.append("INBOX", flags or None, at, msg.as_bytes())
+        assert typ == "OK", dat
+
+
+def inbox(stack: MailStack) -> dict[str, tuple[str, bool]]:
+    """Every message of canary's INBOX: its token header value (or another header's, as
+    'Name: value') -> (UID, flagged \\Deleted)."""
+    ctx = ssl.create_default_context(cafile=str(stack.ca_file))
+    out: dict[str, tuple[str, bool]] = {}
+    with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ctx, timeout=10) as imap:
+        imap.login("canary", stack.users["canary"])
+        imap.select("INBOX", readonly=True)
+        typ, dat = imap.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER])")
+        assert typ == "OK", dat
+        for item in dat:
+            if not isinstance(item, tuple):
+                continue
+            uid = re.search(rb"UID (\d+)", item[0])
+            assert uid is not None
+            msg = email.message_from_bytes(item[1])
+            # Long values are folded onto a second line (as the canary's own are).
+            value = msg[TOKEN_HEADER]
+            copy = msg["X-SMTP-Health-Canary-Copy"]
+            key = str(value).strip() if value else f"copy: {str(copy).strip()}"
+            out[key] = (uid.group(1).decode(), b"\\Deleted" in item[0])
+    return out
+
+
+def expunge_all(stack: MailStack, uids: list[str]) -> None:
+    ctx = ssl.create_default_context(cafile=str(stack.ca_file))
+    with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ctx, timeout=10) as imap:
+        imap.login("canary", stack.users["canary"])
+        imap.select("INBOX")
+        if uids:
+            imap.uid("STORE", ",".join(uids), "+FLAGS.SILENT", r"(\Deleted)")
+            imap.uid("EXPUNGE", ",".join(uids))
+
+
+@pytest.mark.postfix
+def test_sweep_on_dovecot_removes_only_this_owners_stale_canaries(mailstack: MailStack) -> None:
+    """Planted: two stale canaries of ours (one arrived late, one in time), and decoys the
+    sweep must leave alone: a similar header value, the exact value under another header
+    name, a fresh canary, another owner's stale canary, and a message another client flagged
+    \\Deleted. Then a real canary through Postfix is looked for with the sweep on."""
+    owner = owner_id(f"dovecot-sweep-{uuid.uuid4().hex}", "submission")
+    now = time.time()
+    late = canary_token(owner, now - 3 * TIMEOUT)
+    on_time = canary_token(owner, now - 2 * TIMEOUT)
+    fresh = canary_token(owner, now - 10)
+    similar = canary_token(owner, now - 3 * TIMEOUT) + "0"
+    copied = canary_token(owner, now - 3 * TIMEOUT)
+    others = canary_token(owner_id("other-target", "submission"), now - 3 * TIMEOUT)
+    flagged = canary_token(owner, now - 3 * TIMEOUT)  # ours, but someone flagged it
+    append(mailstack, late, at=now - 2 * TIMEOUT + 30)
+    append(mailstack, on_time, at=now - 2 * TIMEOUT + 5)
+    append(mailstack, fresh, at=now - 5)
+    append(mailstack, similar, at=now - 2 * TIMEOUT)
+    append(mailstack, copied, header="X-SMTP-Health-Canary-Copy", at=now - 2 * TIMEOUT)
+    append(mailstack, others, at=now - 2 * TIMEOUT)
+    append(mailstack, flagged, flags=r"(\Deleted)", at=now - 2 * TIMEOUT)
+    append(mailstack, "not a canary", flags=r"(\Deleted)", at=now - 60)
+    current = canary_token(owner, time.time())
+    send_canary(mailstack, current)
+    try:
+        check, _ = run(
+            imap_config(mailstack, IMAPTLSMode.IMPLICIT), current, 10.0, Sweep(owner, TIMEOUT)
+        )
+        assert check.found and check.expunged and check.access_ok, check
+        assert (check.swept, check.late) == (2, 1), check
+        left = inbox(mailstack)
+        assert late not in left and on_time not in left and current not in left
+        for kept in (fresh, similar, f"copy: {copied}", others):
+            assert kept in left and left[kept][1] is False, (kept, check, left)
+        assert left[flagged][1] is True and left["not a canary"][1] is True
+    finally:
+        left = inbox(mailstack)
+        mine = [fresh, similar, f"copy: {copied}", others, flagged, "not a canary", late, on_time]
+        expunge_all(mailstack, [left[k][0] for k in mine if k in left])
 
 
 # --------------------------------------------------------------------------- hostile servers
