@@ -40,7 +40,7 @@ from .probe.deadline import Deadline
 from .results import FailureKind
 
 TOKEN_HEADER = "X-SMTP-Health-Canary"
-TOKEN_PREFIX = "shx"  # tokens are shx.<owner>.<unix seconds sent>.<32 hex>
+TOKEN_PREFIX = "shx"  # tokens are shx.<owner: 12 hex>.<unix seconds sent>.<24 hex>
 MAX_LINE = 64 * 1024  # imaplib's own cap is 1,000,000 per line, and it is module-global
 MAX_LITERAL = 1024 * 1024  # a header fetch needs a few hundred bytes
 MAX_UNTAGGED = 1024 * 1024  # bytes of untagged responses per command
@@ -54,7 +54,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_DATE = re.compile(rb'INTERNALDATE "[^"]*"')
-_HEX32 = re.compile(r"[0-9a-f]{32}")
+_RANDOM = re.compile(r"[0-9a-f]{24}")
 
 
 _NO_PASSWORD = Secret("")  # Secret is immutable, so one shared default is safe
@@ -127,7 +127,7 @@ class Sweep:
             and parts[1] == self.owner
             and parts[2].isdigit()
             and len(parts[2]) <= 12
-            and _HEX32.fullmatch(parts[3])
+            and _RANDOM.fullmatch(parts[3])
         ):
             return int(parts[2])
         return None
@@ -135,12 +135,15 @@ class Sweep:
 
 def owner_id(*parts: str) -> str:
     """A short, stable id of whose canaries these are (target and module), for the token."""
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
 def new_token(owner: str, sent_at: float) -> str:
-    """A unique token that says whose canary it is and when it was sent (for the sweep)."""
-    return f"{TOKEN_PREFIX}.{owner}.{int(sent_at)}.{secrets.token_hex(16)}"
+    """A unique token that says whose canary it is and when it was sent (for the sweep).
+
+    52 characters, so the header stays on one line (RFC 5322's 78): a folded value is
+    something a server's HEADER search might not match."""
+    return f"{TOKEN_PREFIX}.{owner}.{int(sent_at)}.{secrets.token_hex(12)}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -566,3 +566,13 @@ def test_config_bad(tmp_path: Path, raw: object, messages: list[str]) -> None:
     assert len(lines) == len(messages), lines
     for line, message in zip(lines, messages, strict=True):
         assert line.startswith(message), (line, message)
+
+
+def test_tokens_are_exact_single_line_and_say_whose_and_when() -> None:
+    token = token_at(1_796_000_000.7)
+    assert len(f"{TOKEN_HEADER}: {token}") <= 78  # never folded onto a second line
+    sweep = Sweep(OWNER, TIMEOUT)
+    assert sweep.sent_at(token) == 1_796_000_000
+    other = token_at(1_796_000_000, owner_id("other:25", "mx"))
+    for value in (token + "0", "x" + token, token.upper(), token.replace(".", "-"), other, ""):
+        assert sweep.sent_at(value) is None, value
