@@ -43,7 +43,9 @@ BEHAVIOURS: dict[str, str] = {
     "drip_greeting": "The greeting, one byte per second.",
     "garbage_greeting": "Random bytes (NUL, 0xff, bare CR) in CRLF-terminated lines, then silence.",
     "endless_line": "Greeting '* OK ' then 'A' forever at socket speed, never a CRLF.",
-    "endless_untagged": "After a successful login, '* OK x' lines forever, never the tagged reply.",
+    # Lines of 1 KiB: the client's cap is on bytes, and parsing 8-byte lines took it over a
+    # second on a loaded machine, close to the tests' 2 s budget.
+    "endless_untagged": "After a successful login, 1 KiB '* OK' lines forever, never the reply.",
     "search_tarpit": "UID SEARCH never answered.",
     "huge_literal": "SELECT answered with a FETCH announcing a 2 GB literal, then silence.",
     "login_echo": "Login refused with a reply echoing the credentials, raw and base64.",
@@ -112,7 +114,7 @@ class _Session:
                 await self.send(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
             elif self.behaviour == "endless_untagged":
                 while True:
-                    await self.send(b"* OK x\r\n" * 1024)
+                    await self.send((b"* OK " + b"x" * 1019 + b"\r\n") * 64)
             else:
                 await self.send(tag + b" OK Logged in\r\n")
         elif command == b"SELECT":
