@@ -352,11 +352,6 @@ def _run(session: _Session, token: str) -> IMAPCheck:
     """The worker thread: the whole conversation, every failure turned into a reason."""
     imap: _IMAP | None = None
     clean = False
-    phase = session.phase
-
-    def failed(kind: FailureKind, text: str) -> IMAPFailure:
-        return IMAPFailure(phase, kind, f"{phase.text} failed: {text}")
-
     failure: IMAPFailure | None = None
     try:
         cfg = session.cfg
@@ -369,22 +364,17 @@ def _run(session: _Session, token: str) -> IMAPCheck:
     except TimeoutError:
         failure = session.timeout_failure()
     except _Refused as exc:
-        phase = session.phase
-        failure, clean = failed(exc.kind, str(exc)), True
+        failure, clean = _failed(session, exc.kind, str(exc)), True
     except imaplib.IMAP4.abort as exc:  # the stream is out of step or closed
-        phase = session.phase
         text = _text(exc)
         eof = "EOF" in text or "BYE" in text
-        failure = failed(FailureKind.CLOSED if eof else FailureKind.PROTOCOL, text)
+        failure = _failed(session, FailureKind.CLOSED if eof else FailureKind.PROTOCOL, text)
     except imaplib.IMAP4.error as exc:  # a NO or BAD leaves it in step
-        phase = session.phase
-        failure, clean = failed(FailureKind.REPLY, _text(exc)), True
+        failure, clean = _failed(session, FailureKind.REPLY, _text(exc)), True
     except OSError as exc:  # includes ssl.SSLError
-        phase = session.phase
-        failure = failed(_os_kind(exc), str(exc.strerror or exc))
+        failure = _failed(session, _os_kind(exc), str(exc.strerror or exc))
     except Exception as exc:
-        phase = session.phase
-        failure = failed(FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+        failure = _failed(session, FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")
     session.failure, session.concluded = failure, True
     if imap is not None:
         # After a timeout or protocol error the stream is out of step: just hang up.
@@ -396,6 +386,10 @@ def _run(session: _Session, token: str) -> IMAPCheck:
             imap.shutdown()
     session.release()
     return session.result()
+
+
+def _failed(session: _Session, kind: FailureKind, text: str) -> IMAPFailure:
+    return IMAPFailure(session.phase, kind, f"{session.phase.text} failed: {text}")
 
 
 def _os_kind(exc: OSError) -> FailureKind:
