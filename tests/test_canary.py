@@ -66,6 +66,9 @@ targets: [{{target: "127.0.0.1:{server.port}", module: sub, interval: 1s}}]
         canaries = len(server.messages)
         assert exp.value("smtp_canary_send_duration_seconds") > 0
         assert exp.value("smtp_canary_delivered") is None  # no IMAP: not checked
+        assert exp.value("smtp_canary_imap_success") is None
+        assert exp.value("smtp_canary_round_trip_seconds_count") is None
+        assert exp.value("smtp_canary_late_arrivals_total") is None
     finally:
         exp.stop()
     assert probes >= 5 and 2 <= canaries <= 3, (probes, canaries)
