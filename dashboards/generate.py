@@ -596,11 +596,14 @@ def panels() -> list[Json]:
     add(
         state_timeline(
             L,
-            "Canary sent and delivered",
-            "smtp_canary_send_success: the last canary was accepted; smtp_canary_delivered: it "
-            "was found over IMAP before its timeout.",
+            "Canary sent, mailbox read, delivered",
+            "smtp_canary_send_success: the last canary was accepted; smtp_canary_imap_success: "
+            "its IMAP session could read the mailbox (where it failed: "
+            "smtp_canary_imap_failed_phase); smtp_canary_delivered: it was found over IMAP "
+            "before its timeout (no value while the mailbox cannot be read: unknown).",
             [
                 query(f"smtp_canary_send_success{{{SEL}}}", "{{target}} sent"),
+                query(f"smtp_canary_imap_success{{{SEL}}}", "{{target}} mailbox read"),
                 query(f"smtp_canary_delivered{{{SEL}}}", "{{target}} delivered"),
             ],
             YES_NO,
@@ -610,13 +613,38 @@ def panels() -> list[Json]:
         timeseries(
             L,
             "Canary round trip and send time",
-            "Round trip: sending the last canary to finding it over IMAP. Send: connect, send "
-            "and QUIT.",
+            "Round trip: sending the last canary to finding it over IMAP (p50/p95 over the "
+            "last hour from the histogram, and the last one). Send: connect, send and QUIT.",
             [
-                query(f"smtp_canary_round_trip_seconds{{{SEL}}}", "{{target}} round trip"),
+                query(
+                    "histogram_quantile(0.95, sum by (le, target) "
+                    f"(rate(smtp_canary_round_trip_seconds_bucket{{{SEL}}}[1h])))",
+                    "{{target}} round trip p95",
+                ),
+                query(
+                    "histogram_quantile(0.5, sum by (le, target) "
+                    f"(rate(smtp_canary_round_trip_seconds_bucket{{{SEL}}}[1h])))",
+                    "{{target}} round trip p50",
+                ),
+                query(
+                    f"smtp_canary_last_round_trip_seconds{{{SEL}}}", "{{target}} last round trip"
+                ),
                 query(f"smtp_canary_send_duration_seconds{{{SEL}}}", "{{target}} send"),
             ],
             unit="s",
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Canaries late and swept",
+            "Per hour: canaries the IMAP sweep found that arrived after their timeout "
+            "(smtp_canary_late_arrivals_total), and stale canaries it deleted "
+            "(smtp_canary_swept_total).",
+            [
+                query(f"increase(smtp_canary_late_arrivals_total{{{SEL}}}[1h])", "{{target}} late"),
+                query(f"increase(smtp_canary_swept_total{{{SEL}}}[1h])", "{{target}} swept"),
+            ],
         )
     )
     add(

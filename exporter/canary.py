@@ -3,19 +3,21 @@ an IMAP mailbox is configured, find it there, time the round trip and delete it.
 
 Sending uses the probed target's own module (same TLS, AUTH and deadline rules). Finding
 runs under one deadline (the canary's ``timeout``); a canary that never arrives is reported
-as not delivered once it passes.
+as not delivered once it passes. Reading the mailbox is a check of its own: when the session
+fails (connect, TLS, login, search...), the IMAP failure is reported and delivery is unknown,
+never "not delivered". Each session also sweeps this target's own canaries older than the
+timeout (ones that arrived too late, or while the mailbox could not be read).
 """
 
 from __future__ import annotations
 
 import email.utils
-import secrets
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 
 from .config import CanaryConfig, Target
-from .imapcheck import TOKEN_HEADER, find_and_delete
+from .imapcheck import TOKEN_HEADER, IMAPFailure, Sweep, find_and_delete, new_token, owner_id
 from .probe.deadline import Deadline
 from .send.client import SendFailure, SMTPClient
 from .send.config import SMTPConfig
@@ -29,20 +31,34 @@ class CanaryResult:
     send_ok: bool
     send_seconds: float
     send_error: str | None = None
-    checked: bool = False  # an IMAP mailbox was searched
-    delivered: bool = False
+    checked: bool = False  # an IMAP session was attempted
+    delivered: bool | None = None  # None: not checked, or the mailbox could not be read
     delivered_at: float | None = None
     round_trip_seconds: float | None = None
     check_error: str | None = None
+    imap_failure: IMAPFailure | None = None  # the mailbox could not be read (or cleaned)
+    swept: int = 0  # stale canaries of this target the session deleted
+    late: int = 0  # of those, received by the server after their timeout
+
+    @property
+    def imap_ok(self) -> bool | None:
+        """Was the mailbox read? None when no IMAP session was attempted."""
+        return self.imap_failure is None if self.checked else None
 
     @property
     def success(self) -> bool:
-        return self.send_ok and (self.delivered or not self.checked)
+        if not self.checked:
+            return self.send_ok
+        return self.imap_failure is None and self.delivered is True
 
     @property
     def reason(self) -> str | None:
         if not self.send_ok:
             return f"send failed: {self.send_error}"
+        f = self.imap_failure
+        if f is not None:
+            known = "delivered" if self.delivered else "delivery unknown"
+            return f"IMAP access failed in phase {f.phase} ({f.kind}): {f.detail}; {known}"
         if self.checked and not self.delivered:
             return f"not delivered: {self.check_error}"
         return None
@@ -65,12 +81,13 @@ def canary_message(canary: CanaryConfig, token: str) -> EmailMessage:
 
 async def run_canary(target: Target, canary: CanaryConfig) -> CanaryResult:
     """Send one canary and, with IMAP configured, wait for it. Never raises."""
-    token = secrets.token_hex(16)
+    sent_at = time.time()
+    owner = owner_id(target.name, target.module.name)
+    token = new_token(owner, sent_at)
     env = envelope(canary_message(canary, token))
     module = target.module
     cfg = SMTPConfig(target.host, target.port, use_tls=False, timeout=module.timeout)
     client = SMTPClient(cfg, target)
-    sent_at = time.time()
     start = time.perf_counter()
     error: str | None = None
     try:
@@ -86,15 +103,22 @@ async def run_canary(target: Target, canary: CanaryConfig) -> CanaryResult:
     send_seconds = time.perf_counter() - start
     if error is not None or canary.imap is None:
         return CanaryResult(token, sent_at, error is None, send_seconds, error)
-    check = await find_and_delete(canary.imap, token, Deadline.after(canary.timeout))
+    sweep = Sweep(owner, canary.timeout)
+    check = await find_and_delete(canary.imap, token, Deadline.after(canary.timeout), sweep)
+    # Found is found, even if a later step failed; not found means something only when
+    # the mailbox was read to the end.
+    delivered = True if check.found else (False if check.access_ok else None)
     return CanaryResult(
         token,
         sent_at,
         True,
         send_seconds,
         checked=True,
-        delivered=check.found,
+        delivered=delivered,
         delivered_at=check.seen_at,
         round_trip_seconds=(check.seen_at - sent_at) if check.found and check.seen_at else None,
         check_error=check.error,
+        imap_failure=check.failure,
+        swept=check.swept,
+        late=check.late,
     )

@@ -153,6 +153,9 @@ class Server:
                 assert r.failure is not None
                 status = "down"
                 detail = f"{r.failure.phase}: {r.failure.kind}: {r.failure.detail}"
+            c = entry.canary
+            if status == "up" and c is not None and not c.success:
+                status, detail = "down", f"canary: {c.reason}"
             name = display_name(entry.target.name, entry.target.labels)
             rows.append(
                 f"<tr class={status}><td>{html.escape(name)}</td>"

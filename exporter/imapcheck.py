@@ -1,4 +1,11 @@
-"""The canary's IMAP side: find the message carrying our token header, note when, delete it.
+"""The canary's IMAP side: find the message carrying our token header, note when, delete it,
+and sweep this exporter's own canaries that were never found in time.
+
+Reading the mailbox is a check of its own: a session that cannot connect, log in or search
+ends in an ``IMAPFailure`` (phase, kind, detail), and then nothing is known about delivery.
+Deleting never runs a plain EXPUNGE, which would also remove every message another client
+flagged ``\\Deleted``: with UIDPLUS (or IMAP4rev2) it is ``UID EXPUNGE`` of our own UIDs;
+without, our messages are left flagged for whoever expunges the mailbox next.
 
 imaplib is blocking and its timeouts are per socket operation, so a server dripping a byte a
 second would hold it forever. The conversation therefore runs in a thread of its own under the
@@ -13,8 +20,10 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import imaplib
 import re
+import secrets
 import socket
 import ssl
 import threading
@@ -28,21 +37,47 @@ from typing import Any
 from .config import Secret, _Validator
 from .errors import ConfigError
 from .probe.deadline import Deadline
+from .results import FailureKind
 
 TOKEN_HEADER = "X-SMTP-Health-Canary"
+TOKEN_PREFIX = "shx"  # tokens are shx.<owner: 12 hex>.<unix seconds sent>.<24 hex>
 MAX_LINE = 64 * 1024  # imaplib's own cap is 1,000,000 per line, and it is module-global
 MAX_LITERAL = 1024 * 1024  # a header fetch needs a few hundred bytes
 MAX_UNTAGGED = 1024 * 1024  # bytes of untagged responses per command
 MAX_CANDIDATES = 20  # UIDs verified per poll; HEADER search is substring-based
+MAX_SWEEP = 100  # stale canaries removed per session; the rest wait for the next one
+SWEEP_RESERVE = 1.0  # seconds that must be left for a sweep to start
 MAX_ERROR = 256
 LAST_POLL_RESERVE = 0.25  # seconds kept free after the last poll so it can finish
 
 _TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
+_FETCH_DATE = re.compile(rb'INTERNALDATE "[^"]*"')
+_RANDOM = re.compile(r"[0-9a-f]{24}")
 
 
 _NO_PASSWORD = Secret("")  # Secret is immutable, so one shared default is safe
+
+
+class IMAPPhase(StrEnum):
+    """The steps of one IMAP session, as label values."""
+
+    TLS_SETUP = "tls_setup"
+    CONNECT = "connect"
+    TLS_HANDSHAKE = "tls_handshake"
+    GREETING = "greeting"
+    STARTTLS = "starttls"
+    LOGIN = "login"
+    SELECT = "select"
+    SEARCH = "search"
+    DELETE = "delete"
+    SWEEP = "sweep"
+    LOGOUT = "logout"
+
+    @property
+    def text(self) -> str:
+        return self.value.replace("_", " ")
 
 
 class IMAPTLSMode(StrEnum):
@@ -67,28 +102,89 @@ class IMAPConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class IMAPFailure:
+    """Why the mailbox could not be read (or cleaned): ``detail`` is short and secret-free."""
+
+    phase: IMAPPhase
+    kind: FailureKind
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sweep:
+    """Which stale canaries a session removes: tokens of ``owner`` sent over ``max_age``
+    seconds ago (by the token's own timestamp, so by this exporter's clock)."""
+
+    owner: str
+    max_age: float
+
+    def sent_at(self, value: str) -> int | None:
+        """The send time of a token of ours, or None for any other header value."""
+        parts = value.split(".")
+        if (
+            len(parts) == 4
+            and parts[0] == TOKEN_PREFIX
+            and parts[1] == self.owner
+            and parts[2].isdigit()
+            and len(parts[2]) <= 12
+            and _RANDOM.fullmatch(parts[3])
+        ):
+            return int(parts[2])
+        return None
+
+
+def owner_id(*parts: str) -> str:
+    """A short, stable id of whose canaries these are (target and module), for the token."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def new_token(owner: str, sent_at: float) -> str:
+    """A unique token that says whose canary it is and when it was sent (for the sweep).
+
+    52 characters, so the header stays on one line (RFC 5322's 78): a folded value is
+    something a server's HEADER search might not match."""
+    return f"{TOKEN_PREFIX}.{owner}.{int(sent_at)}.{secrets.token_hex(12)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class IMAPCheck:
-    """Outcome of one search: ``error`` is None on success, else a short, secret-free reason."""
+    """Outcome of one session: ``failure`` is None when the mailbox was read (and cleaned);
+    ``error`` is the failure's detail, or why the canary was not found, or None."""
 
     found: bool
     seen_at: float | None  # time.time() when the poll that found it returned
     polls: int
-    deleted: bool
+    deleted: bool  # removed by UID EXPUNGE, or (without UIDPLUS) left flagged \Deleted
     error: str | None
+    failure: IMAPFailure | None = None
+    expunged: bool = False  # deleted for good (UID EXPUNGE), not only flagged
+    swept: int = 0  # stale canaries of ours this session deleted
+    late: int = 0  # of those, how many the server received after their timeout
+
+    @property
+    def access_ok(self) -> bool:
+        return self.failure is None
 
 
 class _Session:
     """State shared by the worker thread and the event loop."""
 
-    def __init__(self, cfg: IMAPConfig, deadline: Deadline) -> None:
+    def __init__(self, cfg: IMAPConfig, deadline: Deadline, sweep: Sweep | None) -> None:
         self.cfg = cfg
         self.deadline = deadline
-        self.phase = "connect"
+        self.sweep = sweep
+        self.phase = IMAPPhase.CONNECT
         self.polls = 0
         self.seen_at: float | None = None
         self.deleted = False
-        self.concluded = False  # the worker has its answer; at most the logout is left
-        self.error: str | None = None
+        self.expunged = False
+        self.swept = 0
+        self.late = 0
+        self.uid_expunge: bool | None = None  # UID EXPUNGE offered; asked once, after login
+        self.settled = False  # searched, deleted and swept: at most the logout is left
+        self.concluded = False  # the worker has its answer
+        self.failure: IMAPFailure | None = None
+        self.not_found: str | None = None
         self.aborted = threading.Event()
         self._lock = threading.Lock()
         # A dup of the connection: shutdown() acts on the socket, not the descriptor, so the
@@ -120,16 +216,32 @@ class _Session:
             raise TimeoutError("deadline passed")
         return left
 
-    def timeout_error(self) -> str:
-        return f"timeout after {self.deadline.budget:g}s during {self.phase}"
+    def timeout_failure(self) -> IMAPFailure:
+        detail = f"timeout after {self.deadline.budget:g}s during {self.phase.text}"
+        return IMAPFailure(self.phase, FailureKind.TIMEOUT, detail)
 
     def result(self) -> IMAPCheck:
-        """What is known now; a late failure (in the logout, say) does not undo a deletion."""
-        if self.deleted or self.concluded:
-            error = None if self.deleted else self.error
+        """What is known now; a late failure (in the logout, say) does not undo the rest."""
+        if self.settled:
+            failure = None
+        elif self.concluded:
+            failure = self.failure
         else:
-            error = _clean(self.timeout_error(), self.cfg)
-        return IMAPCheck(self.seen_at is not None, self.seen_at, self.polls, self.deleted, error)
+            failure = self.timeout_failure()
+        if failure is not None:
+            failure = dataclasses.replace(failure, detail=_clean(failure.detail, self.cfg) or "")
+        error = failure.detail if failure is not None else self.not_found
+        return IMAPCheck(
+            found=self.seen_at is not None,
+            seen_at=self.seen_at,
+            polls=self.polls,
+            deleted=self.deleted,
+            error=error,
+            failure=failure,
+            expunged=self.expunged,
+            swept=self.swept,
+            late=self.late,
+        )
 
 
 class _IMAP(imaplib.IMAP4):
@@ -146,12 +258,12 @@ class _IMAP(imaplib.IMAP4):
         try:
             self._session.attach(sock)
             if self._implicit is not None:
-                self._session.phase = "tls handshake"
+                self._session.phase = IMAPPhase.TLS_HANDSHAKE
                 sock = self._implicit.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise
-        self._session.phase = "greeting"
+        self._session.phase = IMAPPhase.GREETING
         return sock
 
     def readline(self) -> bytes:
@@ -183,16 +295,21 @@ class _IMAP(imaplib.IMAP4):
         super()._append_untagged(typ, dat)
 
 
-async def find_and_delete(cfg: IMAPConfig, token: str, deadline: Deadline) -> IMAPCheck:
+async def find_and_delete(
+    cfg: IMAPConfig, token: str, deadline: Deadline, sweep: Sweep | None = None
+) -> IMAPCheck:
     """Log in, select the folder, poll ``UID SEARCH HEADER`` for ``token`` every poll_interval
-    until found or the deadline; delete only the matching message(s); log out.
+    until found or the deadline; delete only the matching message(s); with ``sweep``, also
+    delete that owner's stale canaries; log out.
 
     Never raises (except cancellation) and returns within ~0.1 s of the deadline whatever the
     server does; a worker still blocked then is woken by shutting its socket down.
     """
     if not _TOKEN.fullmatch(token):
-        return IMAPCheck(False, None, 0, False, "invalid token: expected [A-Za-z0-9._-]{1,64}")
-    session = _Session(cfg, deadline)
+        detail = "invalid token: expected [A-Za-z0-9._-]{1,64}"
+        failure = IMAPFailure(IMAPPhase.CONNECT, FailureKind.INTERNAL, detail)
+        return IMAPCheck(False, None, 0, False, detail, failure)
+    session = _Session(cfg, deadline, sweep)
     loop = asyncio.get_running_loop()
     done: asyncio.Future[IMAPCheck] = loop.create_future()
 
@@ -211,7 +328,8 @@ async def find_and_delete(cfg: IMAPConfig, token: str, deadline: Deadline) -> IM
     try:
         worker.start()
     except RuntimeError as exc:
-        return IMAPCheck(False, None, 0, False, f"cannot start worker thread: {exc}")
+        failure = IMAPFailure(IMAPPhase.CONNECT, FailureKind.INTERNAL, f"no worker thread: {exc}")
+        return IMAPCheck(False, None, 0, False, failure.detail, failure)
     try:
         async with asyncio.timeout_at(deadline.at):
             return await done
@@ -222,33 +340,46 @@ async def find_and_delete(cfg: IMAPConfig, token: str, deadline: Deadline) -> IM
             session.release(abort=True)
 
 
+class _Refused(Exception):
+    """The server cannot be used as configured (no STARTTLS, no login method)."""
+
+    def __init__(self, kind: FailureKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
 def _run(session: _Session, token: str) -> IMAPCheck:
     """The worker thread: the whole conversation, every failure turned into a reason."""
-    error: str | None
     imap: _IMAP | None = None
     clean = False
+    failure: IMAPFailure | None = None
     try:
         cfg = session.cfg
-        session.phase = "tls setup"
+        session.phase = IMAPPhase.TLS_SETUP
         ctx = None if cfg.tls is IMAPTLSMode.NONE else _tls_context(cfg)
-        session.phase = "connect"
+        session.phase = IMAPPhase.CONNECT
         imap = _IMAP(session, ctx if cfg.tls is IMAPTLSMode.IMPLICIT else None)
-        error = _converse(imap, session, token, ctx)
+        _converse(imap, session, token, ctx)
         clean = True
     except TimeoutError:
-        error = session.timeout_error()
-    except imaplib.IMAP4.error as exc:
-        error = f"{session.phase} failed: {_text(exc)}"
-        clean = not isinstance(exc, imaplib.IMAP4.abort)  # a NO or BAD leaves it in step
+        failure = session.timeout_failure()
+    except _Refused as exc:
+        failure, clean = _failed(session, exc.kind, str(exc)), True
+    except imaplib.IMAP4.abort as exc:  # the stream is out of step or closed
+        text = _text(exc)
+        eof = "EOF" in text or "BYE" in text
+        failure = _failed(session, FailureKind.CLOSED if eof else FailureKind.PROTOCOL, text)
+    except imaplib.IMAP4.error as exc:  # a NO or BAD leaves it in step
+        failure, clean = _failed(session, FailureKind.REPLY, _text(exc)), True
     except OSError as exc:  # includes ssl.SSLError
-        error = f"{session.phase} failed: {exc.strerror or exc}"
+        failure = _failed(session, _os_kind(exc), str(exc.strerror or exc))
     except Exception as exc:
-        error = f"{session.phase} failed: {type(exc).__name__}: {exc}"
-    session.error, session.concluded = _clean(error, session.cfg), True
+        failure = _failed(session, FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+    session.failure, session.concluded = failure, True
     if imap is not None:
         # After a timeout or protocol error the stream is out of step: just hang up.
         if clean:
-            session.phase = "logout"
+            session.phase = IMAPPhase.LOGOUT
             with contextlib.suppress(Exception):
                 imap.logout()  # swallows command errors and ends with shutdown()
         with contextlib.suppress(Exception):
@@ -257,27 +388,46 @@ def _run(session: _Session, token: str) -> IMAPCheck:
     return session.result()
 
 
-def _converse(imap: _IMAP, session: _Session, token: str, ctx: ssl.SSLContext | None) -> str | None:
-    """Returns the reason the canary was not found and deleted, or None; raises on failure."""
+def _failed(session: _Session, kind: FailureKind, text: str) -> IMAPFailure:
+    return IMAPFailure(session.phase, kind, f"{session.phase.text} failed: {text}")
+
+
+def _os_kind(exc: OSError) -> FailureKind:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        mismatch = exc.verify_code == 62 or "hostname mismatch" in str(exc).lower()
+        return FailureKind.TLS_HOSTNAME if mismatch else FailureKind.TLS_VERIFY
+    if isinstance(exc, ssl.SSLError):
+        return FailureKind.TLS
+    if isinstance(exc, ConnectionRefusedError):
+        return FailureKind.REFUSED
+    if isinstance(exc, socket.gaierror):
+        return FailureKind.DNS
+    return FailureKind.NETWORK
+
+
+def _converse(imap: _IMAP, session: _Session, token: str, ctx: ssl.SSLContext | None) -> None:
+    """Find, delete and sweep; records the outcome in ``session``; raises on failure."""
     cfg = session.cfg
     if cfg.tls is IMAPTLSMode.STARTTLS:
-        session.phase = "starttls"
-        if "STARTTLS" not in imap.capabilities:
-            return "starttls failed: not offered by the server"  # never log in in clear
+        session.phase = IMAPPhase.STARTTLS
+        if "STARTTLS" not in imap.capabilities:  # never log in in clear
+            raise _Refused(FailureKind.TLS_UNAVAILABLE, "not offered by the server")
         imap.starttls(ssl_context=ctx)
-    session.phase = "login"
+    session.phase = IMAPPhase.LOGIN
     _login(imap, cfg)
-    session.phase = "select"
+    session.phase = IMAPPhase.SELECT
     typ, dat = imap.select(_quote(cfg.folder))
     if typ != "OK":
-        return f"select failed: {_text(dat)}"
+        raise imap.error(_text(dat))
     uids = _poll(imap, session, token)
-    if not uids:
-        return f"not found within {session.deadline.budget:g}s"
-    session.phase = "delete"
-    _delete(imap, uids)
-    session.deleted = True
-    return None
+    if uids:
+        session.phase = IMAPPhase.DELETE
+        session.expunged = _delete(imap, session, uids)
+        session.deleted = True
+    else:
+        session.not_found = f"not found within {session.deadline.budget:g}s"
+    _sweep(imap, session, token)
+    session.settled = True
 
 
 def _tls_context(cfg: IMAPConfig) -> ssl.SSLContext:
@@ -298,16 +448,18 @@ def _login(imap: _IMAP, cfg: IMAPConfig) -> None:
         # SASL PLAIN carries any UTF-8; LOGIN's quoted strings are ASCII-only in imaplib.
         imap.authenticate("PLAIN", lambda _challenge: _plain(user, password))
     elif "LOGINDISABLED" in imap.capabilities:
-        raise imap.error("server offers neither LOGIN nor AUTH=PLAIN")
+        raise _Refused(FailureKind.NOT_OFFERED, "server offers neither LOGIN nor AUTH=PLAIN")
     elif not (user + password).isascii():
-        raise imap.error("non-ASCII credentials need AUTH=PLAIN, which the server lacks")
+        raise _Refused(
+            FailureKind.NOT_OFFERED, "non-ASCII credentials need AUTH=PLAIN, which the server lacks"
+        )
     else:
         imap.login(_quote(user), password)  # imaplib quotes the password itself
 
 
 def _poll(imap: _IMAP, session: _Session, token: str) -> list[bytes]:
     while True:
-        session.phase = "search"
+        session.phase = IMAPPhase.SEARCH
         if session.polls:
             imap.noop()  # lets servers that sync lazily announce new mail first
         typ, dat = imap.uid("SEARCH", "HEADER", TOKEN_HEADER, f'"{token}"')
@@ -319,42 +471,94 @@ def _poll(imap: _IMAP, session: _Session, token: str) -> list[bytes]:
         if uids:
             session.seen_at = time.time()
             return uids
+        if session.polls == 1:
+            # The canary is rarely there at the first look: sweep while it travels, so the
+            # sweep costs the round trip nothing.
+            _sweep(imap, session, token)
+            session.phase = IMAPPhase.SEARCH
         left = session.deadline.remaining() - LAST_POLL_RESERVE
         if left <= 0:
             return []
         session.aborted.wait(min(session.cfg.poll_interval, left))
 
 
+def _headers(imap: _IMAP, uids: list[bytes], extra: str = "") -> list[tuple[bytes, bytes, bytes]]:
+    """(uid, the FETCH line up to the literal, token header block) of each message."""
+    items = f"(UID{extra} BODY.PEEK[HEADER.FIELDS ({TOKEN_HEADER})])"
+    typ, dat = imap.uid("FETCH", b",".join(uids).decode(), items)
+    if typ != "OK":
+        raise imap.error(dat)
+    out = []
+    for item in dat:
+        if isinstance(item, tuple) and (m := _FETCH_UID.search(item[0])) and m.group(1) in uids:
+            out.append((m.group(1), item[0], item[1]))
+    return out
+
+
+def _values(block: bytes) -> list[str]:
+    return [str(v).strip() for v in BytesHeaderParser().parsebytes(block).get_all(TOKEN_HEADER, [])]
+
+
 def _verified(imap: _IMAP, uids: list[bytes], token: str) -> list[bytes]:
     """The UIDs whose token header equals ``token``: SEARCH HEADER matches substrings."""
     if not uids:
         return []
-    items = f"(UID BODY.PEEK[HEADER.FIELDS ({TOKEN_HEADER})])"
-    typ, dat = imap.uid("FETCH", b",".join(uids).decode(), items)
+    return [uid for uid, _, block in _headers(imap, uids) if token in _values(block)]
+
+
+def _sweep(imap: _IMAP, session: _Session, token: str) -> None:
+    """Delete the owner's canaries sent over max_age ago that are still in the folder (not
+    the one being looked for, nothing already flagged \\Deleted, nothing whose header is
+    not exactly one of our tokens); count those the server received after their timeout."""
+    spec = session.sweep
+    if spec is None or session.deadline.remaining() < SWEEP_RESERVE:
+        return
+    session.sweep = None  # once per session
+    session.phase = IMAPPhase.SWEEP
+    needle = f'"{TOKEN_PREFIX}.{spec.owner}."'
+    typ, dat = imap.uid("SEARCH", "UNDELETED", "HEADER", TOKEN_HEADER, needle)
     if typ != "OK":
         raise imap.error(dat)
-    out: list[bytes] = []
-    for item in dat:
-        if not isinstance(item, tuple) or not (m := _FETCH_UID.search(item[0])):
+    found = [u for u in b" ".join(d for d in dat if isinstance(d, bytes)).split() if u.isdigit()]
+    if not found:
+        return
+    now = time.time()
+    stale: list[bytes] = []
+    late = 0
+    for uid, line, block in _headers(imap, found[:MAX_SWEEP], " INTERNALDATE"):
+        values = _values(block)
+        sent = spec.sent_at(values[0]) if len(values) == 1 and values[0] != token else None
+        if sent is None or now - sent <= spec.max_age:
             continue
-        headers = BytesHeaderParser().parsebytes(item[1])
-        if m.group(1) in uids and any(
-            str(v).strip() == token for v in headers.get_all(TOKEN_HEADER, [])
-        ):
-            out.append(m.group(1))
-    return out
+        stale.append(uid)
+        date = _FETCH_DATE.search(line)
+        arrived = imaplib.Internaldate2tuple(date.group(0)) if date else None
+        if arrived is not None and time.mktime(arrived) > sent + spec.max_age:
+            late += 1
+    if stale:
+        _delete(imap, session, stale)
+        session.swept += len(stale)
+        session.late += late
 
 
-def _delete(imap: _IMAP, uids: list[bytes]) -> None:
+def _delete(imap: _IMAP, session: _Session, uids: list[bytes]) -> bool:
+    """Flag ``uids`` \\Deleted and, where the server offers it, expunge exactly those: True
+    if they are gone. Never a plain EXPUNGE: it would also remove every message another
+    client flagged \\Deleted."""
     uid_set = b",".join(uids).decode()
     typ, dat = imap.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)")
-    if typ == "OK":
-        typ, dat = imap.capability()  # post-login capabilities; imaplib keeps the first ones
-        caps = _text(dat).upper().split() if typ == "OK" else []
-        # Without UIDPLUS, EXPUNGE also removes messages others flagged \Deleted.
-        typ, dat = imap.uid("EXPUNGE", uid_set) if "UIDPLUS" in caps else imap.expunge()
     if typ != "OK":
         raise imap.error(dat)
+    if session.uid_expunge is None:
+        typ, dat = imap.capability()  # post-login capabilities; imaplib keeps the first ones
+        caps = _text(dat).upper().split() if typ == "OK" else []
+        session.uid_expunge = "UIDPLUS" in caps or "IMAP4REV2" in caps
+    if not session.uid_expunge:
+        return False
+    typ, dat = imap.uid("EXPUNGE", uid_set)
+    if typ != "OK":
+        raise imap.error(dat)
+    return True
 
 
 def _plain(user: str, password: str) -> bytes:

@@ -20,7 +20,15 @@ from . import gzipjoin
 from .domain.results import DomainCheck
 from .results import PROBE_PHASES, Phase, ProbeResult
 from .scheduler import offset_fraction
-from .store import LATENCY_BUCKETS, DomainEntry, Entry, ResultStore, TargetKey, key_of
+from .store import (
+    CANARY_BUCKETS,
+    LATENCY_BUCKETS,
+    DomainEntry,
+    Entry,
+    ResultStore,
+    TargetKey,
+    key_of,
+)
 
 # Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
 # new series.
@@ -191,12 +199,26 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         "smtp_canary_last_sent_timestamp_seconds", "gauge", "When the last canary was sent."
     ),
     MetricSpec(
-        "smtp_canary_delivered",
+        "smtp_canary_imap_success",
         "gauge",
-        "1 if the last canary was found in the IMAP mailbox before its deadline.",
+        "1 if the last canary's IMAP session connected, logged in and searched the mailbox "
+        "(and deleted what it found); 0 if it could not, and delivery is then unknown.",
     ),
     MetricSpec(
-        "smtp_canary_round_trip_seconds",
+        "smtp_canary_imap_failed_phase",
+        "gauge",
+        "1 with the phase and kind of the last IMAP session's failure; 0 with empty labels "
+        "after a success.",
+        ("phase", "kind"),
+    ),
+    MetricSpec(
+        "smtp_canary_delivered",
+        "gauge",
+        "1 if the last canary was found in the IMAP mailbox before its deadline; 0 if the "
+        "mailbox was read and it was not there.",
+    ),
+    MetricSpec(
+        "smtp_canary_last_round_trip_seconds",
         "gauge",
         "From sending the last canary to finding it over IMAP.",
     ),
@@ -204,6 +226,21 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         "smtp_canary_last_delivered_timestamp_seconds",
         "gauge",
         "When a canary was last found in the mailbox.",
+    ),
+    MetricSpec(
+        "smtp_canary_round_trip_seconds",
+        "histogram",
+        "Canary round trips (sending to finding it over IMAP) since the exporter started.",
+    ),
+    MetricSpec(
+        "smtp_canary_late_arrivals_total",
+        "counter",
+        "Canaries the IMAP sweep found that the server received after their timeout.",
+    ),
+    MetricSpec(
+        "smtp_canary_swept_total",
+        "counter",
+        "Stale canaries (older than the timeout, never found in time) the IMAP sweep deleted.",
     ),
     MetricSpec("smtp_probes_total", "counter", "Probes completed since the exporter started."),
     MetricSpec(
@@ -461,11 +498,32 @@ def render_target(entry: Entry) -> tuple[str, ...]:
         add("smtp_canary_send_duration_seconds", c.send_seconds)
         add("smtp_canary_last_sent_timestamp_seconds", c.sent_at)
         if c.checked:
+            f = c.imap_failure
+            add("smtp_canary_imap_success", 0 if f else 1)
+            add(
+                "smtp_canary_imap_failed_phase",
+                1 if f else 0,
+                f',phase="{f.phase}",kind="{f.kind}"' if f else ',phase="",kind=""',
+            )
+        if c.delivered is not None:  # None: the mailbox could not be read
             add("smtp_canary_delivered", 1 if c.delivered else 0)
-            if c.round_trip_seconds is not None:
-                add("smtp_canary_round_trip_seconds", c.round_trip_seconds)
+        if c.round_trip_seconds is not None:
+            add("smtp_canary_last_round_trip_seconds", c.round_trip_seconds)
     if entry.last_delivered is not None:
         add("smtp_canary_last_delivered_timestamp_seconds", entry.last_delivered)
+    canary = t.module.canary
+    if canary is not None and canary.imap is not None:
+        # Counters and the histogram from the start, so rates and quantiles never flicker.
+        add("smtp_canary_late_arrivals_total", entry.canaries_late)
+        add("smtp_canary_swept_total", entry.canaries_swept)
+        name = "smtp_canary_round_trip_seconds"
+        lines = out[_INDEX[name]]
+        counts = entry.round_trip_buckets or (0,) * len(CANARY_BUCKETS)
+        for bound, n in zip(CANARY_BUCKETS, counts, strict=True):
+            lines.append(f'{name}_bucket{{{base},le="{floatToGoString(bound)}"}} {n}\n')
+        lines.append(f'{name}_bucket{{{base},le="+Inf"}} {entry.round_trip_count}\n')
+        lines.append(f"{name}_sum{{{base}}} {_fmt(entry.round_trip_sum)}\n")
+        lines.append(f"{name}_count{{{base}}} {entry.round_trip_count}\n")
     return tuple("".join(lines) for lines in out)
 
 
@@ -679,7 +737,8 @@ def _histogram_text(store: ResultStore) -> str:
     return "".join(lines)
 
 
-_COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type == "counter"}
+# Counts since the exporter started (counters, the canary histogram) mean nothing for one probe.
+_COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type in ("counter", "histogram")}
 
 
 def render_probe(entries: list[Entry]) -> str:

@@ -75,6 +75,8 @@ def canary_text(c: CanaryResult | None) -> str:
         return "FAIL send"
     if not c.checked:
         return f"sent {_seconds(c.send_seconds)}"
+    if c.imap_failure is not None:
+        return f"FAIL imap {c.imap_failure.phase}"
     if c.delivered and c.round_trip_seconds is not None:
         return f"delivered {_seconds(c.round_trip_seconds)}"
     return "NOT delivered"
@@ -246,8 +248,20 @@ def canary_dict(c: CanaryResult | None) -> dict[str, Any] | None:
         "send_seconds": round(c.send_seconds, 6),
         "send_error": c.send_error,
         "checked": c.checked,
-        "delivered": c.delivered if c.checked else None,
+        "imap_ok": c.imap_ok,
+        "imap_failure": (
+            None
+            if c.imap_failure is None
+            else {
+                "phase": str(c.imap_failure.phase),
+                "kind": str(c.imap_failure.kind),
+                "detail": c.imap_failure.detail,
+            }
+        ),
+        "delivered": c.delivered,  # null: not checked, or the mailbox could not be read
         "round_trip_seconds": c.round_trip_seconds,
+        "swept": c.swept,
+        "late_arrivals": c.late,
         "error": c.reason,
     }
 
@@ -436,7 +450,9 @@ def _nagios_state(
         if canary.success:
             notes.append(f"canary {canary_text(canary)}")
         else:
-            state = CRITICAL
+            # Unreadable mailbox: the check is blind, which is not a lost message.
+            blind = canary.send_ok and canary.imap_failure is not None
+            state = max(state, WARNING) if blind else CRITICAL
             notes.append(f"canary {canary.reason}".replace("|", "/"))
     return state, f"{r.target}: " + ", ".join(notes)
 

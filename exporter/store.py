@@ -21,6 +21,9 @@ from .results import Phase, ProbeResult
 # Probe phases on loopback take well under a millisecond; over the Internet, seconds.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# A canary's round trip, sending to finding it over IMAP: seconds to many minutes.
+CANARY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
 # A configured target is (name, module); the concrete targets it expands to (MX hosts,
 # address families) share those and differ in their labels.
 Origin = tuple[str, str]
@@ -43,6 +46,13 @@ class Entry:
     failures: tuple[tuple[Phase, int], ...] = ()  # phase -> count, only phases that failed
     canary: CanaryResult | None = None
     last_delivered: float | None = None  # kept across canaries that fail
+    # Canary counts since the exporter started: round trips by CANARY_BUCKETS (cumulative,
+    # empty until the first), their sum, and canaries the IMAP sweep found stale / late.
+    round_trip_buckets: tuple[int, ...] = ()
+    round_trip_sum: float = 0.0
+    round_trip_count: int = 0
+    canaries_swept: int = 0
+    canaries_late: int = 0
 
 
 # A mail domain is checked once per module that asks for it: (domain, module name).
@@ -194,7 +204,24 @@ class ResultStore:
             if old is None or old.target != target:
                 return
             delivered = canary.delivered_at if canary.delivered else old.last_delivered
-            new = self._entries[key] = replace(old, canary=canary, last_delivered=delivered)
+            buckets, total, count = old.round_trip_buckets, old.round_trip_sum, old.round_trip_count
+            rt = canary.round_trip_seconds
+            if rt is not None:
+                counts = buckets or (0,) * len(CANARY_BUCKETS)
+                buckets = tuple(
+                    n + (rt <= bound) for n, bound in zip(counts, CANARY_BUCKETS, strict=True)
+                )
+                total, count = total + rt, count + 1
+            new = self._entries[key] = replace(
+                old,
+                canary=canary,
+                last_delivered=delivered,
+                round_trip_buckets=buckets,
+                round_trip_sum=total,
+                round_trip_count=count,
+                canaries_swept=old.canaries_swept + canary.swept,
+                canaries_late=old.canaries_late + canary.late,
+            )
         self._notify(new)
 
     def entries(self) -> list[Entry]:

@@ -7,7 +7,10 @@ speaks just enough IMAP4rev1 (CAPABILITY, LOGIN, AUTHENTICATE PLAIN, SELECT, NOO
 SEARCH/FETCH/STORE/EXPUNGE, EXPUNGE, LOGOUT) for a client to reach the phase under test.
 
 Mailbox contents are ``messages``: UID -> value of the X-SMTP-Health-Canary header. Like
-real servers, SEARCH HEADER matches substrings, case-insensitively.
+real servers, SEARCH HEADER matches substrings, case-insensitively; SEARCH UNDELETED leaves
+out flagged messages. ``flagged`` starts as ``deleted`` (messages another client flagged
+``\\Deleted``); a plain EXPUNGE removes every flagged message, UID EXPUNGE only those named.
+FETCH answers INTERNALDATE from ``arrived`` (UID -> unix seconds; default: server start).
 
 Typical use::
 
@@ -21,9 +24,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import imaplib
 import random
 import re
 import threading
+import time
 from collections import deque
 from types import TracebackType
 from typing import Self
@@ -38,7 +43,9 @@ BEHAVIOURS: dict[str, str] = {
     "drip_greeting": "The greeting, one byte per second.",
     "garbage_greeting": "Random bytes (NUL, 0xff, bare CR) in CRLF-terminated lines, then silence.",
     "endless_line": "Greeting '* OK ' then 'A' forever at socket speed, never a CRLF.",
-    "endless_untagged": "After a successful login, '* OK x' lines forever, never the tagged reply.",
+    # Lines of 1 KiB: the client's cap is on bytes, and parsing 8-byte lines took it over a
+    # second on a loaded machine, close to the tests' 2 s budget.
+    "endless_untagged": "After a successful login, 1 KiB '* OK' lines forever, never the reply.",
     "search_tarpit": "UID SEARCH never answered.",
     "huge_literal": "SELECT answered with a FETCH announcing a 2 GB literal, then silence.",
     "login_echo": "Login refused with a reply echoing the credentials, raw and base64.",
@@ -107,7 +114,7 @@ class _Session:
                 await self.send(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
             elif self.behaviour == "endless_untagged":
                 while True:
-                    await self.send(b"* OK x\r\n" * 1024)
+                    await self.send((b"* OK " + b"x" * 1019 + b"\r\n") * 64)
             else:
                 await self.send(tag + b" OK Logged in\r\n")
         elif command == b"SELECT":
@@ -138,7 +145,13 @@ class _Session:
                 await self.hang()
             needle = re.search(rb'"([^"]*)"\s*$', rest)
             want = needle.group(1).decode().lower() if needle else ""
-            hits = [uid for uid, value in server.messages.items() if want in value.lower()]
+            undeleted = b"UNDELETED" in rest.upper()
+            with server.lock:
+                hits = [
+                    uid
+                    for uid, value in server.messages.items()
+                    if want in value.lower() and not (undeleted and uid in server.flagged)
+                ]
             found = " ".join(map(str, hits))
             await self.send(f"* SEARCH {found}\r\n".encode() + tag + b" OK done\r\n")
         elif sub == b"FETCH":
@@ -146,8 +159,14 @@ class _Session:
             for seq, uid in enumerate(_uids(rest), 1):
                 if uid in server.messages:
                     body = f"{HEADER}: {server.messages[uid]}\r\n\r\n".encode()
+                    date = b""
+                    if b"INTERNALDATE" in rest.upper():
+                        when = server.arrived.get(uid, server.started)
+                        date = b" INTERNALDATE " + imaplib.Time2Internaldate(when).encode()
                     out += (
-                        f"* {seq} FETCH (UID {uid} BODY[HEADER.FIELDS ({HEADER.upper()})]".encode()
+                        f"* {seq} FETCH (UID {uid}".encode()
+                        + date
+                        + f" BODY[HEADER.FIELDS ({HEADER.upper()})]".encode()
                         + f" {{{len(body)}}}\r\n".encode()
                         + body
                         + b")\r\n"
@@ -185,6 +204,8 @@ class IMAPFaultServer:
         messages: dict[int, str] | None = None,
         uidplus: bool = True,
         auth_plain: bool = False,
+        deleted: set[int] | None = None,
+        arrived: dict[int, float] | None = None,
     ) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {behaviour!r}; see BEHAVIOURS")
@@ -194,9 +215,11 @@ class IMAPFaultServer:
         self.uidplus = uidplus
         self.auth_plain = auth_plain
         self.port = 0
-        self.flagged: set[int] = set()
+        self.flagged: set[int] = set(deleted or ())
         self.expunged: list[int] = []
-        self._lock = threading.Lock()
+        self.arrived: dict[int, float] = dict(arrived or {})
+        self.started = time.time()
+        self.lock = threading.Lock()
         self._received: deque[bytes] = deque(maxlen=200)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -208,19 +231,19 @@ class IMAPFaultServer:
     @property
     def received(self) -> list[bytes]:
         """The last command lines received (at most 200), CRLF included."""
-        with self._lock:
+        with self.lock:
             return list(self._received)
 
     def record(self, line: bytes) -> None:
-        with self._lock:
+        with self.lock:
             self._received.append(line)
 
     def flag(self, uids: list[int]) -> None:
-        with self._lock:
+        with self.lock:
             self.flagged.update(u for u in uids if u in self.messages)
 
     def expunge(self, uids: list[int] | None) -> None:
-        with self._lock:
+        with self.lock:
             for uid in sorted(self.flagged if uids is None else self.flagged & set(uids)):
                 self.messages.pop(uid, None)
                 self.flagged.discard(uid)
