@@ -57,6 +57,24 @@ def reason(result: ProbeResult) -> str:
     return "" if f is None else f"{f.kind}: {f.detail}"
 
 
+def verify_text(r: ProbeResult) -> str:
+    """The VERIFY column: ``ok``; ``expired`` or ``not-yet-valid`` when a presented
+    certificate is out of its dates at the probe's time (whatever else is wrong, that is
+    what to fix first, and it says nothing against the issuer); ``untrusted`` when the chain
+    does not lead to a trusted root; ``no-name`` when it verifies but does not name the
+    host."""
+    t = r.tls
+    if t is None:
+        return "-"
+    if not t.verified:
+        if any(c.not_after < r.started_at for c in t.chain):
+            return "expired"
+        if any(c.not_before > r.started_at for c in t.chain):
+            return "not-yet-valid"
+        return "untrusted"
+    return "ok" if t.hostname_match else "no-name"
+
+
 def _auth_text(result: ProbeResult) -> str:
     a = result.auth
     if not a.attempted:
@@ -103,13 +121,6 @@ def table(
     for r in results:
         c = canaries.get((r.target, r.module))
         days = cert_days(r)
-        verify = "-"
-        if r.tls is not None:
-            verify = (
-                "ok"
-                if r.tls.verified and r.tls.hostname_match
-                else ("no-chain" if not r.tls.verified else "no-name")
-            )
         rows.append(
             [
                 display_name(r),
@@ -118,7 +129,7 @@ def table(
                 f"{r.duration_seconds * 1000:.0f}ms",
                 r.tls.version if r.tls else "-",
                 f"{math.floor(days)}d" if days is not None else "-",
-                verify,
+                verify_text(r),
                 _auth_text(r),
                 *([canary_text(c)] if canaries else []),
                 failure_text(r, c),
