@@ -219,7 +219,8 @@ def domain_row(d: DomainResult) -> list[str]:
         dane = f"{matched}/{len(with_records)} match" if with_records else "no TLSA"
     dnsbl = "-"
     if d.dnsbl is not None:
-        listed = sum(1 for b in d.dnsbl if b.listed)
+        # Per address and zone: MX hosts sharing a listed address are one listing.
+        listed = len({(b.address, b.zone) for b in d.dnsbl if b.listed})
         dnsbl = f"LISTED x{listed}" if listed else "clean"
     result = "ok" if not d.findings else f"{len(d.findings)} findings"
     if not d.success:
