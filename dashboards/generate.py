@@ -801,7 +801,7 @@ def posture_panels(L: Layout, add: Any) -> None:
             "response (empty: not observable), and the number of findings.",
             columns(
                 SEL,
-                "smtp_posture_tls_key_bits",
+                "smtp_posture_tls_key_size",
                 "smtp_posture_tls_weak_signature",
                 "smtp_posture_tls_forward_secrecy",
                 "smtp_posture_tls_ocsp_stapled",
