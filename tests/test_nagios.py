@@ -143,3 +143,22 @@ def test_expired_certificate_says_expired(expired_server, tmp_path):
     assert "certificate expired 90 days ago (critical below 7 days)" in status, status
     assert "expires in -" not in status
     assert float(perf[1]["value"]) <= -90
+
+
+def test_one_target_under_two_modules_keeps_labels_apart(smtp_server, ca_file, tmp_path):
+    server = smtp_server("starttls")
+    target = f"127.0.0.1:{server.port}"
+    cfg = write_config(
+        tmp_path,
+        f"modules:\n  a: {{tls: starttls, tls_ca_file: {ca_file}, timeout: 5s}}\n"
+        f"  b: {{tls: starttls, tls_ca_file: {ca_file}, timeout: 5s}}\n"
+        f'targets: [{{target: "{target}", module: a}}, {{target: "{target}", module: b}}]\n',
+    )
+    code, status, perf = nagios("--config.file", cfg)
+    assert code == 0 and status == "SMTP OK - 2 of 2 targets OK", status
+    assert [m["label"] for m in perf] == [
+        f"{target} a time",
+        f"{target} a cert_days",
+        f"{target} b time",
+        f"{target} b cert_days",
+    ]
