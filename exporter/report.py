@@ -429,8 +429,8 @@ def nagios(
             _perfdata(
                 f"{prefix}time",
                 f"{r.duration_seconds:.6f}s",
-                f"{_num(th.warning_latency)}",
-                f"{_num(th.critical_latency)}",
+                _num(th.warning_latency),
+                _num(th.critical_latency),
                 "0",
             )
         )
@@ -545,8 +545,9 @@ def _unique_names(results: Sequence[ProbeResult]) -> list[str]:
 
 def _perfdata(label: str, value: str, warn: str = "", crit: str = "", lo: str = "") -> str:
     """``'label'=value[UOM];[warn];[crit];[min];[max]``: the label quoted, a quote in it
-    doubled, ``=`` (which would end the label) replaced."""
-    label = label.replace("=", "_").replace("'", "''")
+    doubled, ``=`` (which would end the label) and ``|`` (which would end the output)
+    replaced."""
+    label = _plain_text(label.replace("=", "_").replace("'", "''"))
     return f"'{label}'={value};{warn};{crit};{lo};"
 
 

@@ -105,7 +105,7 @@ def hostname_mismatch(info: TLSInfo) -> str:
     """Why the certificate does not fit the name: the name checked and the names the
     certificate holds (its subjectAltNames, a few at most)."""
     sans = info.leaf.sans if info.leaf else ()
-    held = ", ".join(san.split(":", 1)[1] for san in sans[:5]) or "none"
+    held = ", ".join(san.split(":", 1)[1] for san in sans[:5]) or "no subjectAltName"
     more = f" and {len(sans) - 5} more" if len(sans) > 5 else ""
     return f"certificate does not match {info.server_name!r}: it names {held}{more}"
 
