@@ -445,6 +445,49 @@ def panels() -> list[Json]:
         )
     )
 
+    add(
+        timeseries(
+            L,
+            "Failed probes by phase",
+            "smtp_probe_failures_total: failed probes per target and failing phase in each "
+            "interval. Shows intermittent failures that the last probe's gauges hide between "
+            "scrapes; alert SMTPProbesFailingIntermittently.",
+            [
+                query(
+                    f"increase(smtp_probe_failures_total{{{SEL}}}[$__rate_interval]) > 0",
+                    f"{LEGEND} {{{{phase}}}}",
+                )
+            ],
+            unit="none",
+            min_value=0,
+            interval="5m",
+        )
+    )
+    add(
+        table(
+            L,
+            "MX lookups of mx: targets",
+            "Per mx: target, from its last MX lookup: whether it answered (0: NXDOMAIN, "
+            "timeout or SERVFAIL; alert SMTPMXLookupFailing), a null MX (the domain accepts "
+            "no mail, nothing is probed; alert SMTPNullMX), no MX records (its own address "
+            "is probed) and the MX hosts found.",
+            columns(
+                SEL,
+                "smtp_mx_lookup_success",
+                "smtp_mx_null",
+                "smtp_mx_implicit",
+                "smtp_mx_hosts",
+            ),
+            keep=["target", "module", *values(4)],
+            rename={
+                "Value #A": "lookup answered",
+                "Value #B": "null MX",
+                "Value #C": "no MX (implicit)",
+                "Value #D": "MX hosts",
+            },
+        )
+    )
+
     # ---- latency
     add(row(L, "Latency"))
     hist = (
@@ -780,7 +823,8 @@ def panels() -> list[Json]:
 
 
 def posture_panels(L: Layout, add: Any) -> None:
-    """The TLS scan of each target (module option posture.tls_scan)."""
+    """The TLS scan of each target (module option posture.tls_scan), AUTH before TLS and
+    the relay test."""
     add(row(L, "Posture"))
     versions = state_timeline(
         L,
@@ -829,7 +873,7 @@ def posture_panels(L: Layout, add: Any) -> None:
             "response (empty: not observable), and the number of findings.",
             columns(
                 SEL,
-                "smtp_posture_tls_key_bits",
+                "smtp_posture_tls_key_size",
                 "smtp_posture_tls_weak_signature",
                 "smtp_posture_tls_forward_secrecy",
                 "smtp_posture_tls_ocsp_stapled",
@@ -851,6 +895,32 @@ def posture_panels(L: Layout, add: Any) -> None:
                 "Value #E": "findings",
             },
             size=(24, 8),
+        )
+    )
+
+    add(
+        table(
+            L,
+            "AUTH before TLS and open relay",
+            "Per target with posture.auth_before_tls or posture.relay_test: AUTH advertised "
+            "before STARTTLS, AUTH LOGIN accepted (334) before STARTTLS (alert "
+            "SMTPAuthBeforeTLS), RCPT to an outside domain accepted without AUTH: an open "
+            "relay (alert SMTPOpenRelay), and the reply code that decided the relay test.",
+            columns(
+                SEL,
+                "smtp_posture_auth_advertised_before_tls",
+                "smtp_posture_auth_accepted_before_tls",
+                "smtp_posture_open_relay",
+                "smtp_posture_relay_test_reply_code",
+            ),
+            keep=["target", "module", *EXPANSION, *values(4)],
+            rename={
+                "Value #A": "AUTH advertised before TLS",
+                "Value #B": "AUTH accepted before TLS",
+                "Value #C": "open relay",
+                "Value #D": "relay test reply",
+            },
+            size=(24, 7),
         )
     )
 

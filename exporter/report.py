@@ -11,6 +11,7 @@ import enum
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,24 @@ def cert_days(result: ProbeResult, now: float | None = None) -> float | None:
 def reason(result: ProbeResult) -> str:
     f = result.failure
     return "" if f is None else f"{f.kind}: {f.detail}"
+
+
+def verify_text(r: ProbeResult) -> str:
+    """The VERIFY column: ``ok``; ``expired`` or ``not-yet-valid`` when a presented
+    certificate is out of its dates at the probe's time (whatever else is wrong, that is
+    what to fix first, and it says nothing against the issuer); ``untrusted`` when the chain
+    does not lead to a trusted root; ``no-name`` when it verifies but does not name the
+    host."""
+    t = r.tls
+    if t is None:
+        return "-"
+    if not t.verified:
+        if any(c.not_after < r.started_at for c in t.chain):
+            return "expired"
+        if any(c.not_before > r.started_at for c in t.chain):
+            return "not-yet-valid"
+        return "untrusted"
+    return "ok" if t.hostname_match else "no-name"
 
 
 def _auth_text(result: ProbeResult) -> str:
@@ -105,13 +124,6 @@ def table(
     for r in results:
         c = canaries.get((r.target, r.module))
         days = cert_days(r)
-        verify = "-"
-        if r.tls is not None:
-            verify = (
-                "ok"
-                if r.tls.verified and r.tls.hostname_match
-                else ("no-chain" if not r.tls.verified else "no-name")
-            )
         rows.append(
             [
                 display_name(r),
@@ -120,7 +132,7 @@ def table(
                 f"{r.duration_seconds * 1000:.0f}ms",
                 r.tls.version if r.tls else "-",
                 f"{math.floor(days)}d" if days is not None else "-",
-                verify,
+                verify_text(r),
                 _auth_text(r),
                 *([canary_text(c)] if canaries else []),
                 failure_text(r, c),
@@ -210,7 +222,8 @@ def domain_row(d: DomainResult) -> list[str]:
         dane = f"{matched}/{len(with_records)} match" if with_records else "no TLSA"
     dnsbl = "-"
     if d.dnsbl is not None:
-        listed = sum(1 for b in d.dnsbl if b.listed)
+        # Per address and zone: MX hosts sharing a listed address are one listing.
+        listed = len({(b.address, b.zone) for b in d.dnsbl if b.listed})
         dnsbl = f"LISTED x{listed}" if listed else "clean"
     result = "ok" if not d.findings else f"{len(d.findings)} findings"
     if not d.success:
@@ -369,6 +382,10 @@ def json_lines(
 
 @dataclass(frozen=True, slots=True)
 class NagiosThresholds:
+    """Alert when the certificate has fewer days left than ``*_cert_days`` (ranges ``14:``
+    and ``7:``) or the probe took longer than ``*_latency`` seconds (ranges ``5`` and
+    ``10``), as the Monitoring Plugins guidelines define ranges."""
+
     warning_cert_days: float = 14
     critical_cert_days: float = 7
     warning_latency: float = 5.0
@@ -377,6 +394,24 @@ class NagiosThresholds:
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _STATE = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+# Problems named in the status line before "and N more": the line stays readable on a
+# dashboard, and the long output below it lists them all.
+_SUMMARY_PROBLEMS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """One target's or domain's state, who it is, and what is wrong (each problem names
+    the threshold or check that made it so), then the other facts."""
+
+    state: int
+    name: str
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    sep: str = ", "  # "; " between domain findings, which hold commas themselves
+
+    def text(self) -> str:
+        return f"{self.name}: " + self.sep.join((*self.problems, *self.notes))
 
 
 def nagios(
@@ -385,92 +420,158 @@ def nagios(
     canaries: Canaries | None = None,
     domains: Sequence[DomainResult] = (),
 ) -> tuple[str, int]:
-    """Monitoring-plugins output: a status line with perfdata, then one line per target
-    (and per checked domain). Returns the text and the exit code (0 OK, 1 WARNING,
-    2 CRITICAL, 3 UNKNOWN)."""
+    """Output of a plugin by the Monitoring Plugins development guidelines: a status line
+    that says what is wrong and where, perfdata ``'label'=value[UOM];warn;crit;min;max``
+    with one unique label per expanded target (MX host, address, address family) and
+    thresholds in range syntax, then one line per target (and per checked domain).
+    Returns the text and the exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
     if not results:
         return "SMTP UNKNOWN - no targets configured\n", UNKNOWN
     canaries = canaries or {}
-    states = [_nagios_state(r, th, canaries.get((r.target, r.module))) for r in results]
-    states += [_nagios_domain_state(d) for d in domains]
-    worst = max(s for s, _ in states)
+    names = _unique_names(results)
+    verdicts = [
+        _nagios_state(r, th, canaries.get((r.target, r.module)), name)
+        for r, name in zip(results, names, strict=True)
+    ]
+    domain_verdicts = [_nagios_domain_state(d) for d in domains]
+    every = verdicts + domain_verdicts
+    worst = max(v.state for v in every)
     perf: list[str] = []
-    for r in results:
-        key = _perf_label(r.target, len(results))
+    for r, name in zip(results, names, strict=True):
+        prefix = "" if len(results) == 1 else f"{name} "
         perf.append(
-            f"'{key}time'={r.duration_seconds:.6f}s;{th.warning_latency:g};"
-            f"{th.critical_latency:g};0;"
+            _perfdata(
+                f"{prefix}time",
+                f"{r.duration_seconds:.6f}s",
+                _num(th.warning_latency),
+                _num(th.critical_latency),
+                "0",
+            )
         )
         days = cert_days(r)
         if days is not None:
             perf.append(
-                f"'{key}cert_days'={days:.1f};{th.warning_cert_days:g};{th.critical_cert_days:g};;"
+                _perfdata(
+                    f"{prefix}cert_days",
+                    f"{days:.1f}",
+                    f"{_num(th.warning_cert_days)}:",
+                    f"{_num(th.critical_cert_days)}:",
+                )
             )
-    if len(states) == 1:
-        summary = states[0][1]
+    if len(every) == 1:
+        summary = every[0].text()
     else:
-        bad = sum(1 for s, _ in states[: len(results)] if s != OK)
+        bad = sum(1 for v in verdicts if v.state != OK)
         summary = f"{len(results) - bad} of {len(results)} targets OK"
         if domains:
-            bad_domains = sum(1 for s, _ in states[len(results) :] if s != OK)
+            bad_domains = sum(1 for v in domain_verdicts if v.state != OK)
             summary += f", {len(domains) - bad_domains} of {len(domains)} domains OK"
-    lines = [f"SMTP {_STATE[worst]} - {summary} | {' '.join(perf)}"]
-    if len(states) > 1:
-        lines += [f"[{_STATE[s]}] {text}" for s, text in states]
+        failing = sorted((v for v in every if v.state != OK), key=lambda v: -v.state)
+        if failing:
+            shown = [f"{v.name}: {v.problems[0]}" for v in failing[:_SUMMARY_PROBLEMS]]
+            more = len(failing) - _SUMMARY_PROBLEMS
+            summary += "; " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+    lines = [f"SMTP {_STATE[worst]} - {_plain_text(summary)} | {' '.join(perf)}"]
+    if len(every) > 1:
+        lines += [f"[{_STATE[v.state]}] {_plain_text(v.text())}" for v in every]
     return "\n".join(lines) + "\n", worst
 
 
 def _nagios_state(
-    r: ProbeResult, th: NagiosThresholds, canary: CanaryResult | None = None
-) -> tuple[int, str]:
+    r: ProbeResult, th: NagiosThresholds, canary: CanaryResult | None, name: str
+) -> _Verdict:
     if r.failure is not None:
         f = r.failure
-        return CRITICAL, f"{r.target}: {f.phase} failed: {f.kind}: {f.detail}".replace("|", "/")
+        return _Verdict(CRITICAL, name, (f"{f.phase} failed: {f.kind}: {f.detail}",))
+    problems: list[tuple[int, str]] = []
+    notes: list[str] = []
+    seconds = r.duration_seconds
+    took = f"probe took {seconds:.3f}s"
+    # Range "5" alerts above 5 (guidelines, threshold format): > here, not >=.
+    if seconds > th.critical_latency:
+        problems.append((CRITICAL, f"{took} (critical above {_num(th.critical_latency)}s)"))
+    elif seconds > th.warning_latency:
+        problems.append((WARNING, f"{took} (warning above {_num(th.warning_latency)}s)"))
+    else:
+        notes.append(f"{seconds:.3f}s")
     days = cert_days(r)
-    notes = [f"{r.duration_seconds:.3f}s"]
-    state = OK
     if days is not None:
-        notes.append(f"certificate expires in {math.floor(days)} days")
+        if days >= 0:
+            left = f"certificate expires in {math.floor(days)} days"
+        elif days > -1:
+            left = "certificate expired less than a day ago"
+        else:
+            left = f"certificate expired {math.floor(-days)} days ago"
+        # Range "14:" alerts below 14.
         if days < th.critical_cert_days:
-            state = CRITICAL
+            problems.append(
+                (CRITICAL, f"{left} (critical below {_num(th.critical_cert_days)} days)")
+            )
         elif days < th.warning_cert_days:
-            state = max(state, WARNING)
-    if r.duration_seconds >= th.critical_latency:
-        state = CRITICAL
-    elif r.duration_seconds >= th.warning_latency:
-        state = max(state, WARNING)
+            problems.append((WARNING, f"{left} (warning below {_num(th.warning_cert_days)} days)"))
+        else:
+            notes.append(left)
     if r.auth.attempted:
         notes.append(f"AUTH {r.auth.mechanism} ok")
-    if r.posture.relay_accepted:
-        state = CRITICAL
-    elif r.posture.findings:
-        state = max(state, WARNING)
-    notes += r.posture.findings
+    for finding in r.posture.findings:
+        # An open relay is abused within hours; the other findings weaken, not break.
+        state = CRITICAL if finding.startswith("open relay") else WARNING
+        problems.append((state, finding))
     if canary is not None:
         if canary.success:
             notes.append(f"canary {canary_text(canary)}")
         else:
             # Unreadable mailbox: the check is blind, which is not a lost message.
             blind = canary.send_ok and canary.imap_failure is not None
-            state = max(state, WARNING) if blind else CRITICAL
-            notes.append(f"canary {canary.reason}".replace("|", "/"))
-    return state, f"{r.target}: " + ", ".join(notes)
+            problems.append((WARNING if blind else CRITICAL, f"canary {canary.reason}"))
+    problems.sort(key=lambda p: -p[0])  # the worst first: it is the one the summary shows
+    state = max((s for s, _ in problems), default=OK)
+    return _Verdict(state, name, tuple(text for _, text in problems), tuple(notes))
 
 
-def _nagios_domain_state(d: DomainResult) -> tuple[int, str]:
+def _nagios_domain_state(d: DomainResult) -> _Verdict:
     """A failed check or a finding that stops mail (a DNSBL listing, a DANE mismatch, an MX
     an enforced MTA-STS policy does not name) is CRITICAL; other findings WARNING."""
     if not d.success:
-        return CRITICAL, f"{d.domain}: domain check failed: {d.error}".replace("|", "/")
+        return _Verdict(CRITICAL, d.domain, (f"domain check failed: {d.error}",))
     blocking = any(b.listed for b in d.dnsbl or ()) or any(h.match is False for h in d.dane or ())
     m = d.mta_sts
     if m is not None and m.valid and m.mode == "enforce":
         blocking = blocking or any(not ok for _, ok in m.mx_match)
     state = CRITICAL if blocking else (WARNING if d.findings else OK)
-    notes = [f"{f.check}: {f.reason}" for f in d.findings] or ["no findings"]
-    return state, f"{d.domain}: " + "; ".join(notes).replace("|", "/")
+    found = tuple(f"{f.check}: {f.reason}" for f in d.findings)
+    return _Verdict(state, d.domain, found, () if found else ("no findings",), "; ")
 
 
-def _perf_label(target: str, count: int) -> str:
-    # Perfdata labels may not contain '=' or quotes.
-    return "" if count == 1 else target.replace("'", "").replace("=", "_") + "_"
+def _unique_names(results: Sequence[ProbeResult]) -> list[str]:
+    """What names each result in the output: the target, then what tells its expansions
+    apart (MX host, address, address family), then the module where one target is probed
+    by several; a running number only if all that still repeats."""
+    names = [display_name(r) for r in results]
+    counts = Counter(names)
+    names = [f"{n} {r.module}" if counts[n] > 1 else n for n, r in zip(names, results, strict=True)]
+    counts = Counter(names)
+    seen: Counter[str] = Counter()
+    out = []
+    for n in names:
+        seen[n] += 1
+        out.append(f"{n} #{seen[n]}" if counts[n] > 1 else n)
+    return out
+
+
+def _perfdata(label: str, value: str, warn: str = "", crit: str = "", lo: str = "") -> str:
+    """``'label'=value[UOM];[warn];[crit];[min];[max]``: the label quoted, a quote in it
+    doubled, ``=`` (which would end the label) and ``|`` (which would end the output)
+    replaced."""
+    label = _plain_text(label.replace("=", "_").replace("'", "''"))
+    return f"'{label}'={value};{warn};{crit};{lo};"
+
+
+def _num(value: float) -> str:
+    # Plain decimals: perfdata parsers do not read exponents (1e+06).
+    return format(value, "f").rstrip("0").rstrip(".") or "0"
+
+
+def _plain_text(text: str) -> str:
+    # "|" starts the perfdata: free text from servers must not contain it.
+    return text.replace("|", "/")

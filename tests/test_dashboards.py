@@ -44,6 +44,7 @@ from .domain_support import server_context_for, tlsa_3_1_1
 from .exporter_harness import RunningExporter, wait_for
 from .servers.dns import DNSServer
 from .servers.https import HTTPSServer, Response
+from .servers.policy import Policy, PolicyHandler
 from .servers.prometheus import Prometheus, prometheus, prometheus_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,8 @@ IMAP_ONLY = frozenset(
         "smtp_canary_last_delivered_timestamp_seconds",
     }
 )
+# The posture fixture's relay test recipient, which its MX refuses.
+RELAY_TO = "relay-test@outside.example.net"
 # What Grafana substitutes for its built-in variables, at the resolution of the test.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 # Metric names as they appear in PromQL: ours, recording rules (level:metric:ops) and up.
@@ -377,11 +380,13 @@ def prove_expressions(
                 + prom.log()
             )
             # The rules also work on real data: the target refusing the password is
-            # pending for SMTPTargetDown and SMTPAuthFailing (for: 5m), ``alerts`` (the
+            # pending for SMTPTargetDown, SMTPAuthFailing (for: 5m) and
+            # SMTPProbesFailingIntermittently (every probe fails), ``alerts`` (the
             # domain listed on a DNSBL) too, nothing else is.
             expected = {
                 ("SMTPTargetDown", failing, "pending"),
                 ("SMTPAuthFailing", failing, "pending"),
+                ("SMTPProbesFailingIntermittently", failing, "pending"),
             } | {(name, who, "pending") for name, who in alerts}
             assert wait_for(lambda: len(prom.query("ALERTS")) >= len(expected), 10)
             found = {
@@ -427,7 +432,12 @@ def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
       ``bl.test`` (the one series that needs a listing: smtp_domain_dnsbl_return_code_info;
       so SMTPDNSBLListed is pending);
     - module ``testing``: the records and MTA-STS of ``testing.test``, whose policy is in
-      mode testing (the second SMTPMTASTSMXMismatch rule joins on that mode).
+      mode testing (the second SMTPMTASTSMXMismatch rule joins on that mode);
+    - the ``posture`` module's SMTP-session checks too: AUTH before TLS (aiosmtpd offers
+      AUTH only after STARTTLS: 0) and the relay test (the MX refuses the outside
+      recipient: not an open relay);
+    - module ``discovered``: the target ``mx:enforce.test``, probing its MX host, so the
+      MX lookup series (``smtp_mx_*``) exist.
 
     Domain checks run once, within 10 s of the exporter's start (scheduler)."""
     mx_ctx, mx_cert = server_context_for(ca, "localhost", "127.0.0.1", "mx1.enforce.test")
@@ -438,7 +448,10 @@ def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
         return {"/.well-known/mta-sts.txt": Response(200, body)}
 
     with contextlib.ExitStack() as stack:
-        mx = stack.enter_context(EmbeddedSMTPServer(tls="starttls", ssl_context=mx_ctx))
+        refusing = PolicyHandler(Policy(reject_rcpt={RELAY_TO}))
+        mx = stack.enter_context(
+            EmbeddedSMTPServer(tls="starttls", ssl_context=mx_ctx, handler=refusing)
+        )
         other = smtp_server()
         enforce_web = stack.enter_context(
             HTTPSServer(sts_ctx, policy("enforce", "mx1.enforce.test"))
@@ -465,7 +478,9 @@ def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
         modules = (
             "  posture:\n"
             f"    tls: starttls\n    tls_ca_file: {ca_file}\n    timeout: 2s\n"
-            "    posture: {tls_scan: true}\n"
+            "    posture:\n"
+            "      tls_scan: true\n      auth_before_tls: true\n"
+            f"      relay_test: {{from: probe@example.com, to: {RELAY_TO}}}\n"
             "    domain:\n"
             "      name: enforce.test\n      interval: 1h\n"
             "      mta_sts: true\n      dane: true\n      dnsbl: [bl.test]\n"
@@ -476,13 +491,17 @@ def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
             "    domain:\n"
             "      name: testing.test\n      interval: 1h\n      mta_sts: true\n"
             f"      mta_sts_port: {testing_web.port}\n      tls_ca_file: {ca_file}\n"
+            "  discovered:\n"
+            f"    tls: starttls\n    port: {mx.port}\n    tls_ca_file: {ca_file}\n"
+            "    timeout: 1s\n"
         )
-        names = [f"127.0.0.1:{mx.port}", f"127.0.0.1:{other.port}"]
+        names = [f"127.0.0.1:{mx.port}", f"127.0.0.1:{other.port}", "mx:enforce.test"]
         yield PostureSetup(
             modules=modules,
             targets=(
                 f'  - {{target: "{names[0]}", module: posture, interval: 2s}}\n'
                 f'  - {{target: "{names[1]}", module: testing, interval: 1s}}\n'
+                f'  - {{target: "{names[2]}", module: discovered, interval: 1s}}\n'
             ),
             top=f'dns: {{nameservers: ["{dns.address}:{dns.port}"], timeout: 1s}}\n',
             names=names,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from exporter import report
 from exporter.config import DomainChecks
 from exporter.domain.dnsbl import query_name
 from exporter.domain.results import DNSBLEntry, DomainCheck
@@ -110,3 +111,31 @@ def test_query_names():
     assert query_name("2001:db8::1", "z.example") == (
         "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.z.example"
     )
+
+
+SHARED = """
+s.test. 300 IN MX 10 mx1.s.test.
+s.test. 300 IN MX 20 mx2.s.test.
+mx1.s.test. 300 IN A 192.0.2.7
+mx2.s.test. 300 IN A 192.0.2.7
+7.2.0.192.bl.test. 300 IN A 127.0.0.2
+"""
+
+
+def test_mx_hosts_sharing_a_listed_address_make_one_finding(dns_server):
+    """Two MX hosts on one address: one lookup and one finding naming both hosts; each
+    host keeps its entry (its own series)."""
+    dns = dns_server(SHARED)
+    r = run_check(dns, "s.test", DomainChecks(records=False, dnsbl=("bl.test",)))
+    assert sorted((e.mx_host, e.address, e.listed) for e in r.dnsbl or ()) == [
+        ("mx1.s.test", "192.0.2.7", True),
+        ("mx2.s.test", "192.0.2.7", True),
+    ]
+    assert reasons(r) == [
+        "DNSBL: 192.0.2.7 (shared by MX hosts mx1.s.test, mx2.s.test) listed in bl.test (127.0.0.2)"
+    ]
+    assert r.finding_counts()[DomainCheck.DNSBL] == 1
+    asked = [q for q in dns.queries if q == ("7.2.0.192.bl.test.", "A")]
+    assert len(asked) == 1, dns.queries
+    assert report.domain_row(r)[-1] == "LISTED x1"  # the table counts listings, not hosts
+    assert report.domain_table([r]).count("192.0.2.7") == 1

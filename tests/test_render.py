@@ -215,7 +215,7 @@ def test_tls_scan_series() -> None:
         f'smtp_posture_tls_version_accepted{{{base},version="TLSv1.1"}} 0',
         f'smtp_posture_tls_version_accepted{{{base},version="TLSv1.3"}} 0',
         f"smtp_posture_tls_forward_secrecy{{{base}}} 0",  # RSA key exchange at TLS 1.2
-        f'smtp_posture_tls_key_bits{{{base},key_type="RSA"}} 1024',
+        f'smtp_posture_tls_key_size{{{base},key_type="RSA"}} 1024',
         f"smtp_posture_tls_weak_signature{{{base}}} 1",
         f"smtp_posture_tls_findings{{{base}}} 3",  # TLSv1, RSA 1024, SHA-1
     ):

@@ -306,3 +306,15 @@ def test_envelope_from_default_and_problem():
     # The null reverse-path only when asked for, and the message still needs its From.
     env = envelope(make_msg("a@x.org", "s", "b", sender="me@x.org"), "")
     assert (env.sender, env.problem) == ("", None)
+
+
+def test_refusal_states_the_reply_once(policy_server, ca_file):
+    """The error is the phase and the server's reply as sent: "auth: 535 5.7.8 ...", the
+    code not repeated ("535 535 5.7.8")."""
+    server, _ = policy_server()
+    (result,) = send_email(
+        make_msg("a@x.org", "s", "b", sender=SENDER), cfg(server.port, ca_file, password="wrong")
+    )
+    assert not result.ok and (result.code, result.enhanced) == (535, "5.7.8")
+    assert result.error is not None and result.error.startswith("auth: 535 5.7.8 "), result.error
+    assert result.error.count("535") == 1, result.error

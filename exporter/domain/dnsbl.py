@@ -9,6 +9,7 @@ limit"), reported as errors, not as listings; so are timeouts and answers outsid
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 
 from ..probe.deadline import Deadline
@@ -38,23 +39,33 @@ async def check_dnsbl(
     pairs = [
         (mx.host, address, zone) for mx in mx_hosts for address in mx.addresses for zone in zones
     ][:MAX_QUERIES]
-    entries = await asyncio.gather(*(_one(h, a, z, cache, deadline) for h, a, z in pairs))
+    # MX hosts may share an address: it is looked up once per zone, and each host still
+    # gets its entry (its series), but a listing is one finding, naming the hosts.
+    unique = list(dict.fromkeys((a, z) for _, a, z in pairs))
+    answers = await asyncio.gather(*(_one(a, z, cache, deadline) for a, z in unique))
+    by_pair = dict(zip(unique, answers, strict=True))
+    entries = tuple(dataclasses.replace(by_pair[(a, z)], mx_host=h) for h, a, z in pairs)
+    hosts: dict[tuple[str, str], list[str]] = {}
+    for h, a, z in pairs:
+        hosts.setdefault((a, z), []).append(h)
     findings = []
-    for e in entries:
+    for (address, zone), e in by_pair.items():
+        shared = hosts[(address, zone)]
+        of = f" (shared by MX hosts {', '.join(shared)})" if len(shared) > 1 else ""
         if e.listed:
             why = f": {e.reason}" if e.reason else ""
-            reason = f"DNSBL: {e.address} listed in {e.zone} ({', '.join(e.codes)}){why}"
+            reason = f"DNSBL: {address}{of} listed in {zone} ({', '.join(e.codes)}){why}"
             findings.append(Finding(DomainCheck.DNSBL, _clip(reason, 300)))
         elif e.error:
             findings.append(
-                Finding(DomainCheck.DNSBL, f"DNSBL: {e.zone} lookup of {e.address}: {e.error}")
+                Finding(DomainCheck.DNSBL, f"DNSBL: {zone} lookup of {address}{of}: {e.error}")
             )
-    return tuple(entries), findings
+    return entries, findings
 
 
-async def _one(
-    mx_host: str, address: str, zone: str, cache: DNSCache, deadline: Deadline
-) -> DNSBLEntry:
+async def _one(address: str, zone: str, cache: DNSCache, deadline: Deadline) -> DNSBLEntry:
+    """The answer for one address in one zone (``mx_host`` left empty: set per host)."""
+    mx_host = ""
     name = query_name(address, zone)
     lookup = await cache.query(name, "A", deadline)
     if lookup.status is Status.ERROR:

@@ -175,13 +175,13 @@ class Session:
                 raise TLSError(
                     Phase.TLS_HANDSHAKE,
                     FailureKind.TLS_VERIFY,
-                    f"certificate not trusted: {self.tls.verify_error}",
+                    f"certificate did not verify: {self.tls.verify_error}",
                 )
             if not self.tls.hostname_match:
                 raise TLSError(
                     Phase.TLS_HANDSHAKE,
                     FailureKind.TLS_HOSTNAME,
-                    f"certificate does not match {server_name!r}",
+                    tls.hostname_mismatch(self.tls),
                 )
 
     async def _auth(self) -> None:

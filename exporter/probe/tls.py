@@ -101,6 +101,15 @@ def matches_hostname(name: str, sans: Sequence[str]) -> bool:
     return False
 
 
+def hostname_mismatch(info: TLSInfo) -> str:
+    """Why the certificate does not fit the name: the name checked and the names the
+    certificate holds (its subjectAltNames, a few at most)."""
+    sans = info.leaf.sans if info.leaf else ()
+    held = ", ".join(san.split(":", 1)[1] for san in sans[:5]) or "no subjectAltName"
+    more = f" and {len(sans) - 5} more" if len(sans) > 5 else ""
+    return f"certificate does not match {info.server_name!r}: it names {held}{more}"
+
+
 def _chain_der(obj: ssl.SSLObject) -> list[bytes]:
     # Public from Python 3.13; the same call lives on the private _sslobj since 3.10.
     getter = getattr(obj, "get_unverified_chain", None)
@@ -219,20 +228,38 @@ def _verify(
     subject = _subject(server_name) if server_name else _any_name(certs[0])
     if subject is None:
         return False, "certificate has no subjectAltName"
-    verifier = (
-        PolicyBuilder()
-        .store(store)
-        .time(dt.datetime.now(dt.UTC))
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_EE_POLICY)
-        .build_server_verifier(subject)
-    )
-    try:
-        verifier.verify(certs[0], certs[1:])
-    except VerificationError as exc:
-        return False, _dates_problem(certs) or _tidy(str(exc))
-    except ValueError as exc:
-        return False, f"invalid certificate: {str(exc)[:300]}"
-    return True, None
+
+    def verify_at(when: dt.datetime) -> str | None:
+        verifier = (
+            PolicyBuilder()
+            .store(store)
+            .time(when)
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_EE_POLICY
+            )
+            .build_server_verifier(subject)
+        )
+        try:
+            verifier.verify(certs[0], certs[1:])
+        except VerificationError as exc:
+            return _tidy(str(exc), certs, ca_file)
+        except ValueError as exc:
+            return f"invalid certificate: {str(exc)[:300]}"
+        return None
+
+    error = verify_at(dt.datetime.now(dt.UTC))
+    if error is None:
+        return True, None
+    dates = _dates_problem(certs)
+    if dates is None:
+        return False, error
+    # Out of its dates: say whether the chain is otherwise sound, so an expired certificate
+    # from a trusted CA does not read like one from an unknown issuer.
+    moment = _inside_validity(certs)
+    other = verify_at(moment) if moment is not None else None
+    if other is not None and other.startswith("no path"):
+        other = "no path to a trusted root either (see tls_ca_file, --tls-ca-file)"
+    return False, dates if other is None else f"{dates}; {other}"
 
 
 # RFC 5280 path validation with the Web PKI rules for CA certificates, but without the Web
@@ -260,14 +287,32 @@ def _dates_problem(certs: list[x509.Certificate]) -> str | None:
     return None
 
 
+def _inside_validity(certs: list[x509.Certificate]) -> dt.datetime | None:
+    """A moment at which every presented certificate is within its dates, if there is one
+    (the middle of the window they share)."""
+    start = max(c.not_valid_before_utc for c in certs)
+    end = min(c.not_valid_after_utc for c in certs)
+    return start + (end - start) / 2 if start < end else None
+
+
 _FORBIDDEN = re.compile(r"Forbidden signature algorithm: .*?params: (\w+)")
+# What cryptography says when no candidate issuer leads to a trust anchor and nothing else
+# went wrong on the way: the chain ends at an issuer the trust store does not hold.
+_NO_PATH = "candidates exhausted: all candidates exhausted with no interior errors"
 
 
-def _tidy(message: str) -> str:
+def _tidy(message: str, certs: list[x509.Certificate], ca_file: str | None) -> str:
     # cryptography appends a repr of the certificate it was processing; the subject is in
     # the result already. A forbidden signature comes as a Rust debug dump of the algorithm
     # identifier: keep its name (RsaWithSha1 -> "RSA with SHA-1").
     message = message.split(" (encountered processing", 1)[0]
+    if _NO_PATH in message:
+        store = "tls_ca_file" if ca_file else "the system trust store"
+        issuer = certs[-1].issuer.rfc4514_string()[:60]
+        return (
+            f"no path to a trusted root: issuer {issuer!r} is not in {store}; "
+            "set tls_ca_file (--tls-ca-file) to the CA that issued it"
+        )
     forbidden = _FORBIDDEN.search(message)
     if forbidden:
         name = re.sub(r"([a-z])([A-Z])", r"\1 \2", forbidden.group(1))

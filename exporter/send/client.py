@@ -79,8 +79,10 @@ class SendFailure(Exception):
         if isinstance(exc, TimeoutError):
             return cls(f"{phase}: timeout", transient=True)
         if isinstance(exc, ReplyError):
+            # The detail is the server's reply as received, code and enhanced status
+            # included ("535 5.7.8 ..."): adding the code again would repeat it.
             return cls(
-                f"{exc.phase}: {exc.code} {exc.detail}".strip(),
+                f"{exc.phase}: {exc.detail}".strip(),
                 exc.code,
                 exc.enhanced,
                 transient=400 <= exc.code < 500,
