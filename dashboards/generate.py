@@ -653,6 +653,18 @@ def panels() -> list[Json]:
         )
     )
     add(
+        table(
+            L,
+            "Canary mailbox: where reading it fails",
+            "Per target whose canary mailbox cannot be read: the IMAP phase and kind of the "
+            "last session's failure (smtp_canary_imap_failed_phase; alert "
+            "SMTPCanaryIMAPAccessFailed). Empty when every mailbox is readable.",
+            [query(f"smtp_canary_imap_failed_phase{{{SEL}}} == 1", instant=True, table=True)],
+            keep=["target", "module", *EXPANSION, "phase", "kind"],
+            rename={},
+        )
+    )
+    add(
         timeseries(
             L,
             "Canary round trip and send time",
