@@ -656,10 +656,10 @@ def panels() -> list[Json]:
         table(
             L,
             "Canary mailbox: where reading it fails",
-            "Per target whose canary mailbox cannot be read: the IMAP phase and kind of the "
-            "last session's failure (smtp_canary_imap_failed_phase; alert "
-            "SMTPCanaryIMAPAccessFailed). Empty when every mailbox is readable.",
-            [query(f"smtp_canary_imap_failed_phase{{{SEL}}} == 1", instant=True, table=True)],
+            "Per target: the IMAP phase and kind where the last canary session failed "
+            "(smtp_canary_imap_failed_phase; alert SMTPCanaryIMAPAccessFailed). Empty phase "
+            "and kind: the last session read the mailbox.",
+            [query(f"smtp_canary_imap_failed_phase{{{SEL}}}", instant=True, table=True)],
             keep=["target", "module", *EXPANSION, "phase", "kind"],
             rename={},
         )
