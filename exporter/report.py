@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 Canaries = dict[tuple[str, str], "CanaryResult"]
 
 _PHASE_ABBREV = {
+    Phase.MX_LOOKUP: "mx",
     Phase.RESOLVE: "dns",
     Phase.CONNECT: "conn",
     Phase.GREETING: "greet",
@@ -35,6 +36,7 @@ _PHASE_ABBREV = {
     Phase.AUTH: "auth",
     Phase.NOOP: "noop",
     Phase.QUIT: "quit",
+    Phase.POSTURE: "posture",
     Phase.MAIL: "mail",
     Phase.RCPT: "rcpt",
     Phase.DATA: "data",

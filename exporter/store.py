@@ -115,12 +115,25 @@ class ResultStore:
             self.layout_version += 1
 
     def set_expansion(self, discovery: Discovery) -> None:
-        """Replace the concrete targets of one configured target with a new expansion."""
+        """Replace the concrete targets of one configured target with a new expansion. A
+        failed lookup or a null MX is recorded at once as the result of the target as
+        configured (beside any MX hosts kept from before); it goes when a lookup succeeds."""
         origin = origin_of(discovery.target)
         with self._lock:
             entries = {k: v for k, v in self._entries.items() if k[:2] != origin}
             for c in discovery.concrete:
                 entries[key_of(c)] = self._carry(c)
+            lookup = discovery.lookup
+            if lookup is not None:
+                t = discovery.target
+                old = self._carry(t)
+                assert lookup.failure is not None
+                failures = dict(old.failures)
+                phase = lookup.failure.phase
+                failures[phase] = failures.get(phase, 0) + 1
+                entries[key_of(t)] = replace(
+                    old, result=lookup, probes=old.probes + 1, failures=tuple(failures.items())
+                )
             self._entries = entries
             self._discoveries[origin] = discovery
             self.layout_version += 1
