@@ -184,7 +184,7 @@ async def _expand_mx(
             target,
             stale,
             ok=False,
-            error=f"MX lookup failed: {_describe(exc)}",
+            error=f"MX lookup failed: {_describe(exc, resolver.lifetime)}",
             kind=FailureKind.TIMEOUT if isinstance(exc, dns.exception.Timeout) else None,
             resolved_at=now,
             expires=_expiry(30),
@@ -299,8 +299,8 @@ def _expiry(ttl: float) -> float:
     return time.monotonic() + min(max(ttl, MIN_TTL), MAX_TTL)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, lifetime: float) -> str:
     if isinstance(exc, dns.exception.Timeout):
-        return "timeout"
+        return f"timeout: no answer within {lifetime:g}s"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]

@@ -76,6 +76,7 @@ class ResultStore:
         self._lock = threading.Lock()
         self._entries: dict[TargetKey, Entry] = {}
         self._discoveries: dict[Origin, Discovery] = {}
+        self._mx_targets: dict[Origin, Target] = {}  # configured mx: targets
         self._histograms: dict[tuple[str, Phase], Histogram] = {}
         self._listeners: list[Callable[[Entry], None]] = []
         self._domains: dict[DomainKey, DomainEntry] = {}
@@ -109,6 +110,7 @@ class ResultStore:
                         entries[key_of(c)] = self._carry(c)
             self._entries = entries
             origins = {origin_of(t) for t in configured}
+            self._mx_targets = {origin_of(t): t for t in configured if t.mx}
             self._discoveries = {k: v for k, v in self._discoveries.items() if k in origins}
             modules = {t.module.name for t in configured}
             self._histograms = {k: v for k, v in self._histograms.items() if k[0] in modules}
@@ -179,6 +181,11 @@ class ResultStore:
     def discoveries(self) -> list[Discovery]:
         with self._lock:
             return list(self._discoveries.values())
+
+    def unexpanded(self) -> list[Target]:
+        """Configured mx: targets not looked up yet (no entries until their first run)."""
+        with self._lock:
+            return [t for o, t in self._mx_targets.items() if o not in self._discoveries]
 
     def record(self, target: Target, result: ProbeResult) -> Entry | None:
         """Store a finished probe. Returns the previous entry (for state-change logging), or
