@@ -99,7 +99,7 @@ def lookup_timed_out(
         target,
         previous.concrete if previous is not None else (),
         ok=False,
-        error=f"MX lookup: no answer within {budget:g}s",
+        error=f"MX lookup failed: timeout: no answer within {budget:g}s",
         kind=FailureKind.TIMEOUT,
         resolved_at=time.time() - seconds,
         expires=_expiry(30),
