@@ -511,11 +511,12 @@ def panels() -> list[Json]:
         timeseries(
             L,
             "Phase durations per target (last probe)",
-            "smtp_probe_phase_duration_seconds: each phase of each target's last probe; 0 for "
-            "phases not reached.",
+            "smtp_probe_phase_duration_seconds: each phase each target's last probe ran "
+            "(a phase not reached has no value, so a gap, not a 0). mx_lookup: the MX lookup "
+            "of an mx: target that failed.",
             [
                 query(
-                    f"smtp_probe_phase_duration_seconds{{{SEL}}} > 0",
+                    f"smtp_probe_phase_duration_seconds{{{SEL}}}",
                     "{{target}} {{mx_host}} {{address}} {{phase}}",
                 )
             ],
@@ -613,7 +614,8 @@ def panels() -> list[Json]:
         state_timeline(
             L,
             "AUTH result",
-            "smtp_auth_success for modules with auth: 1 if the login succeeded.",
+            "smtp_auth_success for modules with auth: 1 if the login succeeded, 0 if it "
+            "failed; no value when the probe failed before AUTH (that is no AUTH failure).",
             [
                 query(
                     f"max without (mechanism) (smtp_auth_success{{{SEL}}})",

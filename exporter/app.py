@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 
 from . import config
-from .discovery import expand, static_expansion
+from .discovery import Discovery
 from .errors import ConfigError
 from .http import Server
 from .metrics import render_probe
 from .probe.deadline import Deadline
+from .runner import run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
 from .store import Entry, ResultStore
@@ -171,31 +172,27 @@ class Exporter:
             # Leave Prometheus time to receive the answer (blackbox's --timeout-offset).
             budget = min(budget, max(offered - self.timeout_offset, 0.1))
         tgt = config.Target(target, host, port, mod, mx=mx)
-        entries = await self._probe_once(tgt, budget)
+        entries, discoveries = await self._probe_once(tgt, budget)
         if not entries:
             return 200, ""
-        return 200, render_probe(entries)
+        return 200, render_probe(entries, discoveries)
 
-    async def _probe_once(self, target: config.Target, budget: float) -> list[Entry]:
-        """Expand (MX lookup, families) and probe, all within ``budget``."""
-        assert self.scheduler is not None
+    async def _probe_once(
+        self, target: config.Target, budget: float
+    ) -> tuple[list[Entry], list[Discovery]]:
+        """Expand (MX lookup, families) and probe, all within ``budget``. A failed MX lookup
+        or a null MX is an entry of its own (phase mx_lookup), never an empty answer."""
+        scheduler = self.scheduler
+        assert scheduler is not None
         deadline = Deadline.after(budget)
-        if target.mx:
-            try:
-                discovery = await asyncio.wait_for(
-                    expand(target, self.scheduler.resolver), deadline.remaining()
-                )
-            except TimeoutError:
-                return []
-            concrete = discovery.concrete
-        else:
-            concrete = static_expansion(target)  # no DNS to wait for
-        if len(concrete) == 1:  # the usual case: no task to spawn
-            return [Entry(concrete[0], await self.scheduler.probe_on_demand(concrete[0], deadline))]
-        results = await asyncio.gather(
-            *(self.scheduler.probe_on_demand(c, deadline) for c in concrete)
+        run = await run_target(
+            target,
+            scheduler.resolver,
+            lambda c: scheduler.probe_on_demand(c, deadline),
+            deadline.remaining() if target.mx else None,
         )
-        return [Entry(c, r) for c, r in zip(concrete, results, strict=True)]
+        entries = [Entry(c, r) for c, r in run.results]
+        return entries, [run.discovery] if target.mx else []
 
     def _mark_reload(self, ok: bool) -> None:
         self.own.reload_ok.set(1 if ok else 0)

@@ -184,8 +184,9 @@ async def probe_all(
     mail domain a module asks for (beside the probes); then send the canary of every module
     that has one, through targets whose probe passed."""
     from .canary import run_canary
-    from .discovery import expand, make_resolver
+    from .discovery import make_resolver
     from .domain import check_domain, domain_checks
+    from .runner import run_target
 
     gate = asyncio.Semaphore(concurrency)
     resolver = make_resolver(cfg.dns)
@@ -197,12 +198,12 @@ async def probe_all(
     domains = asyncio.gather(
         *(check_domain(spec, resolver) for spec in domain_checks(list(cfg.targets)).values())
     )
-    discoveries = await asyncio.gather(*(expand(t, resolver) for t in cfg.targets))
-    for d in discoveries:
-        if d.error or d.null_mx:
-            log.warning("%s: %s", d.target.name, d.error or "null MX: the domain accepts no mail")
-    concrete = [c for d in discoveries for c in d.concrete]
-    results = list(await asyncio.gather(*(one(t) for t in concrete)))
+    # A failed MX lookup or a null MX is a failed result of its own (phase mx_lookup), so
+    # it is a row, a JSON object, a CRITICAL line and exit 1, never an empty report.
+    runs = await asyncio.gather(*(run_target(t, resolver, one) for t in cfg.targets))
+    pairs = [pair for run in runs for pair in run.results]
+    concrete = [t for t, _ in pairs]
+    results = [r for _, r in pairs]
     due = [
         (t, t.module.canary)
         for t, r in zip(concrete, results, strict=True)

@@ -8,10 +8,16 @@
   probed and not a failure of the exporter.
 - ``ip_protocol: both`` probes IPv4 and IPv6 separately, labelled ``ip_protocol``.
 - Anything else is probed as written.
+
+A lookup that fails (NXDOMAIN, SERVFAIL, timeout, no address at all) and a null MX each
+carry a result of their own (``Discovery.lookup``): a failed ``mx_lookup`` phase with a
+kind and a reason, for the target as configured, so the domain shows as down on every
+surface instead of as an empty report.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from dataclasses import dataclass, replace
@@ -23,6 +29,7 @@ import dns.rdatatype
 import dns.resolver
 
 from .config import DNSConfig, Target
+from .results import Failure, FailureKind, Phase, PhaseTiming, ProbeResult
 
 MIN_TTL, MAX_TTL = 1.0, 86400.0
 
@@ -40,10 +47,64 @@ class Discovery:
     error: str | None = None
     resolved_at: float = 0.0  # unix seconds
     expires: float = float("inf")  # time.monotonic() after which to resolve again
+    kind: FailureKind | None = None  # why the lookup failed (with ``error``)
+    seconds: float = 0.0  # how long the lookup took
+    lookup: ProbeResult | None = None  # the failed lookup or null MX as a result; see below
 
     @property
     def expandable(self) -> bool:
         return self.target.mx
+
+    @property
+    def failure(self) -> Failure | None:
+        """A failed lookup, or a null MX (the lookup answered: the domain takes no mail)."""
+        if self.null_mx:
+            return Failure(
+                Phase.MX_LOOKUP,
+                FailureKind.NULL_MX,
+                "null MX (RFC 7505): the domain accepts no mail",
+            )
+        if not self.ok:
+            return Failure(Phase.MX_LOOKUP, self.kind or FailureKind.DNS, self.error or "")
+        return None
+
+
+def _with_lookup(d: Discovery, seconds: float) -> Discovery:
+    """``d`` with its duration and, when it failed or found a null MX, the result that
+    stands for it: the target as configured, failed in phase ``mx_lookup``."""
+    failure = d.failure
+    if failure is None:
+        return replace(d, seconds=seconds)
+    t = d.target
+    lookup = ProbeResult(
+        target=t.name,
+        module=t.module.name,
+        host=t.host,
+        port=t.port,
+        started_at=d.resolved_at,
+        duration_seconds=seconds,
+        phases=(PhaseTiming(Phase.MX_LOOKUP, seconds),),
+        failure=failure,
+        labels=t.labels,
+    )
+    return replace(d, seconds=seconds, lookup=lookup)
+
+
+def lookup_timed_out(
+    target: Target, budget: float, seconds: float, previous: Discovery | None = None
+) -> Discovery:
+    """The expansion of ``target`` when its MX lookup did not end within the caller's
+    ``budget`` (a /probe deadline shorter than the resolver's own)."""
+    d = Discovery(
+        target,
+        previous.concrete if previous is not None else (),
+        ok=False,
+        error=f"MX lookup failed: timeout: no answer within {budget:g}s",
+        kind=FailureKind.TIMEOUT,
+        resolved_at=time.time() - seconds,
+        expires=_expiry(30),
+    )
+    return _with_lookup(d, seconds)
 
 
 def static_expansion(target: Target) -> tuple[Target, ...]:
@@ -75,9 +136,33 @@ async def expand(
     target: Target, resolver: dns.asyncresolver.Resolver, previous: Discovery | None = None
 ) -> Discovery:
     """Expand ``target``; never raises. On a lookup failure the previous concrete targets
-    are kept (a DNS hiccup should not make MX hosts vanish from the metrics)."""
+    are kept (a DNS hiccup should not make MX hosts vanish from the metrics), and the
+    failure is a result of its own (``Discovery.lookup``)."""
     if not target.mx:
         return Discovery(target, static_expansion(target), resolved_at=time.time())
+    start = time.perf_counter()
+    discovery = await _expand_mx(target, resolver, previous)
+    return _with_lookup(discovery, time.perf_counter() - start)
+
+
+async def expand_within(
+    target: Target,
+    resolver: dns.asyncresolver.Resolver,
+    budget: float,
+    previous: Discovery | None = None,
+) -> Discovery:
+    """``expand`` bounded by ``budget`` seconds: running out is a failed lookup (kind
+    ``timeout``), never an empty expansion."""
+    start = time.perf_counter()
+    try:
+        return await asyncio.wait_for(expand(target, resolver, previous), max(budget, 0.0))
+    except TimeoutError:
+        return lookup_timed_out(target, budget, time.perf_counter() - start, previous)
+
+
+async def _expand_mx(
+    target: Target, resolver: dns.asyncresolver.Resolver, previous: Discovery | None
+) -> Discovery:
     now = time.time()
     stale = previous.concrete if previous is not None else ()
     try:
@@ -88,6 +173,7 @@ async def expand(
             (),
             ok=False,
             error="NXDOMAIN: the domain does not exist",
+            kind=FailureKind.NXDOMAIN,
             resolved_at=now,
             expires=_expiry(300),
         )
@@ -98,7 +184,8 @@ async def expand(
             target,
             stale,
             ok=False,
-            error=f"MX lookup failed: {_describe(exc)}",
+            error=f"MX lookup failed: {_describe(exc, resolver.lifetime)}",
+            kind=FailureKind.TIMEOUT if isinstance(exc, dns.exception.Timeout) else None,
             resolved_at=now,
             expires=_expiry(30),
         )
@@ -111,6 +198,17 @@ async def expand(
         addresses, addr_ttl = await _addresses(resolver, host, target.module.ip_protocol)
         ttl = min(ttl, addr_ttl)
         concrete += _targets(target, host, preference, addresses)
+    if not concrete:  # MX records, but nothing to connect to: no mail gets through either
+        return Discovery(
+            target,
+            stale,
+            ok=False,
+            mx_hosts=len(records),
+            error="no address for any MX host: " + ", ".join(h for _, h in records)[:200],
+            kind=FailureKind.DNS,
+            resolved_at=now,
+            expires=_expiry(min(ttl, 300)),
+        )
     return Discovery(
         target, tuple(concrete), mx_hosts=len(records), resolved_at=now, expires=_expiry(ttl)
     )
@@ -201,8 +299,8 @@ def _expiry(ttl: float) -> float:
     return time.monotonic() + min(max(ttl, MIN_TTL), MAX_TTL)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, lifetime: float) -> str:
     if isinstance(exc, dns.exception.Timeout):
-        return "timeout"
+        return f"timeout: no answer within {lifetime:g}s"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]

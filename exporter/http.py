@@ -162,6 +162,13 @@ class Server:
                 f"<td>{html.escape(entry.target.module.name)}</td><td>{status}</td>"
                 f"<td>{html.escape(detail)}</td></tr>"
             )
+        # An mx: target has no entry until its MX records are looked up: list it anyway.
+        for t in sorted(self.app.store.unexpanded(), key=lambda t: t.name):
+            rows.append(
+                f"<tr class=pending><td>{html.escape(t.name)}</td>"
+                f"<td>{html.escape(t.module.name)}</td><td>pending</td>"
+                "<td>MX lookup not run yet</td></tr>"
+            )
         return _PAGE.format(
             version=__version__, rows="\n".join(rows) or "<tr><td colspan=4>no targets</td></tr>"
         )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
 
 from . import gzipjoin
+from .discovery import Discovery
 from .domain.results import DomainCheck
 from .results import PROBE_PHASES, Phase, ProbeResult
 from .scheduler import offset_fraction
@@ -70,7 +72,7 @@ PER_TARGET: tuple[MetricSpec, ...] = (
     MetricSpec(
         "smtp_probe_phase_duration_seconds",
         "gauge",
-        "Duration of each phase of the last probe (0 for phases not reached).",
+        "Duration of each phase the last probe ran (absent for phases not reached).",
         ("phase",),
     ),
     MetricSpec(
@@ -379,7 +381,10 @@ def _fmt(value: float) -> str:
 
 
 def phase_plan(entry: Entry) -> tuple[Phase, ...]:
-    """The phases this target's module runs, so every one has a series from the start."""
+    """The phases this target can fail in, so each failure counter exists from the start.
+    (Durations are exported only for the phases a probe did run.)"""
+    if is_lookup(entry):
+        return (Phase.MX_LOOKUP,)
     module = entry.target.module
     skip = set()
     if module.tls.value == "none":
@@ -388,7 +393,14 @@ def phase_plan(entry: Entry) -> tuple[Phase, ...]:
         skip |= {Phase.STARTTLS, Phase.EHLO_TLS}
     if module.auth is None:
         skip.add(Phase.AUTH)
-    return tuple(p for p in PROBE_PHASES if p not in skip)
+    plan = tuple(p for p in PROBE_PHASES if p not in skip)
+    return (*plan, Phase.POSTURE) if module.posture.fail_on_findings else plan
+
+
+def is_lookup(entry: Entry) -> bool:
+    """The entry that stands for an mx: target's failed lookup (or null MX): the target as
+    configured, not one of its MX hosts."""
+    return entry.target.mx and "mx_host" not in dict(entry.target.labels)
 
 
 def render_target(entry: Entry) -> tuple[str, ...]:
@@ -411,9 +423,16 @@ def render_target(entry: Entry) -> tuple[str, ...]:
     if r is not None:
         add("smtp_probe_success", 1 if r.success else 0)
         add("smtp_probe_duration_seconds", r.duration_seconds)
-        secs = {p.phase: p.seconds for p in r.phases}
-        for phase in plan:
-            add("smtp_probe_phase_duration_seconds", secs.get(phase, 0.0), f',phase="{phase}"')
+        # Only the phases that ran: a 0 for a phase never reached would read as a result
+        # and drag latency percentiles down.
+        # (The relay test's mail and rcpt steps stay out, as before: posture, not health.)
+        for timing in r.phases:
+            if timing.phase in plan:
+                add(
+                    "smtp_probe_phase_duration_seconds",
+                    timing.seconds,
+                    f',phase="{timing.phase}"',
+                )
         f = r.failure
         add(
             "smtp_probe_failed_phase",
@@ -444,7 +463,8 @@ def render_target(entry: Entry) -> tuple[str, ...]:
                 add("smtp_tls_earliest_cert_expiry_timestamp_seconds", tls.earliest_not_after)
             add("smtp_tls_chain_verified", 1 if tls.verified else 0)
             add("smtp_tls_hostname_match", 1 if tls.hostname_match else 0)
-        if t.module.auth is not None:
+        if t.module.auth is not None and any(p.phase is Phase.AUTH for p in r.phases):
+            # Only when the AUTH phase ran: a probe that failed before it did not fail AUTH.
             add(
                 "smtp_auth_success",
                 1 if r.auth.success else 0,
@@ -634,7 +654,11 @@ def _headers() -> tuple[gzipjoin.Piece, ...]:
 
 
 def _discovery_text(store: ResultStore) -> str:
-    discoveries = store.discoveries()
+    return discovery_text(store.discoveries())
+
+
+def discovery_text(discoveries: Sequence[Discovery]) -> str:
+    """The smtp_mx_* families of these MX lookups (few: one set per mx: target)."""
     if not discoveries:
         return ""
     out: list[str] = []
@@ -743,12 +767,13 @@ def _histogram_text(store: ResultStore) -> str:
 _COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type in ("counter", "histogram")}
 
 
-def render_probe(entries: list[Entry]) -> str:
-    """The /probe answer: these results' gauges (counters mean nothing for one probe)."""
+def render_probe(entries: list[Entry], discoveries: Sequence[Discovery] = ()) -> str:
+    """The /probe answer: these results' gauges (counters mean nothing for one probe), and
+    for an mx: target its lookup's."""
     blocks = [render_target(e) for e in entries]
     out = []
     for i, spec in enumerate(PER_TARGET):
         lines = "".join(b[i] for b in blocks)
         if lines and i not in _COUNTERS:
             out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n{lines}")
-    return "".join(out)
+    return "".join(out) + discovery_text(discoveries)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 Canaries = dict[tuple[str, str], "CanaryResult"]
 
 _PHASE_ABBREV = {
+    Phase.MX_LOOKUP: "mx",
     Phase.RESOLVE: "dns",
     Phase.CONNECT: "conn",
     Phase.GREETING: "greet",
@@ -36,6 +37,7 @@ _PHASE_ABBREV = {
     Phase.AUTH: "auth",
     Phase.NOOP: "noop",
     Phase.QUIT: "quit",
+    Phase.POSTURE: "posture",
     Phase.MAIL: "mail",
     Phase.RCPT: "rcpt",
     Phase.DATA: "data",

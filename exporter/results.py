@@ -13,6 +13,7 @@ from enum import StrEnum
 class Phase(StrEnum):
     """The steps of one SMTP health check, in the order they run."""
 
+    MX_LOOKUP = "mx_lookup"  # an mx: target's MX records, before any host is probed
     RESOLVE = "resolve"
     CONNECT = "connect"
     GREETING = "greeting"
@@ -23,20 +24,30 @@ class Phase(StrEnum):
     AUTH = "auth"
     NOOP = "noop"
     QUIT = "quit"
+    # Not a protocol step: the posture checks' verdict once the session is over, so a
+    # finding (with fail_on_findings) is never blamed on a phase that passed.
+    POSTURE = "posture"
     # Mail transaction steps, used by the send library and the canary, never by the probe.
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
 
 
-PROBE_PHASES = tuple(p for p in Phase if p not in (Phase.MAIL, Phase.RCPT, Phase.DATA))
+# The SMTP session's own steps (what a concrete target's probe times).
+PROBE_PHASES = tuple(
+    p
+    for p in Phase
+    if p not in (Phase.MX_LOOKUP, Phase.POSTURE, Phase.MAIL, Phase.RCPT, Phase.DATA)
+)
 
 
 class FailureKind(StrEnum):
     """Why a phase failed, as a small closed set."""
 
     TIMEOUT = "timeout"  # the probe's single deadline passed
-    DNS = "dns"  # name did not resolve
+    DNS = "dns"  # name did not resolve (SERVFAIL, no address, refused)
+    NXDOMAIN = "nxdomain"  # the domain does not exist
+    NULL_MX = "null_mx"  # the domain publishes a null MX (RFC 7505): it accepts no mail
     REFUSED = "connection_refused"
     NETWORK = "network"  # reset, unreachable, other socket errors
     CLOSED = "connection_closed"  # the server closed the connection (EOF)

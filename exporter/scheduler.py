@@ -269,8 +269,9 @@ class ProbeScheduler:
                 return ()
             self._discovery[jid] = discovery
             self._store.set_expansion(discovery)
-            if discovery.error and (previous is None or previous.error != discovery.error):
-                log.warning("MX lookup for %s: %s", target.name, discovery.error)
+            failure = discovery.failure  # recorded by set_expansion as a result of its own
+            if failure and (previous is None or previous.failure != failure):
+                log.warning("MX lookup for %s: %s: %s", target.name, failure.kind, failure.detail)
             return discovery.concrete
         return previous.concrete
 

@@ -86,6 +86,7 @@ class ResultStore:
         self._lock = threading.Lock()
         self._entries: dict[TargetKey, Entry] = {}
         self._discoveries: dict[Origin, Discovery] = {}
+        self._mx_targets: dict[Origin, Target] = {}  # configured mx: targets
         self._histograms: dict[tuple[str, Phase], Histogram] = {}
         self._listeners: list[Callable[[Entry], None]] = []
         self._domains: dict[DomainKey, DomainEntry] = {}
@@ -119,18 +120,32 @@ class ResultStore:
                         entries[key_of(c)] = self._carry(c)
             self._entries = entries
             origins = {origin_of(t) for t in configured}
+            self._mx_targets = {origin_of(t): t for t in configured if t.mx}
             self._discoveries = {k: v for k, v in self._discoveries.items() if k in origins}
             modules = {t.module.name for t in configured}
             self._histograms = {k: v for k, v in self._histograms.items() if k[0] in modules}
             self.layout_version += 1
 
     def set_expansion(self, discovery: Discovery) -> None:
-        """Replace the concrete targets of one configured target with a new expansion."""
+        """Replace the concrete targets of one configured target with a new expansion. A
+        failed lookup or a null MX is recorded at once as the result of the target as
+        configured (beside any MX hosts kept from before); it goes when a lookup succeeds."""
         origin = origin_of(discovery.target)
         with self._lock:
             entries = {k: v for k, v in self._entries.items() if k[:2] != origin}
             for c in discovery.concrete:
                 entries[key_of(c)] = self._carry(c)
+            lookup = discovery.lookup
+            if lookup is not None:
+                t = discovery.target
+                old = self._carry(t)
+                assert lookup.failure is not None
+                failures = dict(old.failures)
+                phase = lookup.failure.phase
+                failures[phase] = failures.get(phase, 0) + 1
+                entries[key_of(t)] = replace(
+                    old, result=lookup, probes=old.probes + 1, failures=tuple(failures.items())
+                )
             self._entries = entries
             self._discoveries[origin] = discovery
             self.layout_version += 1
@@ -176,6 +191,11 @@ class ResultStore:
     def discoveries(self) -> list[Discovery]:
         with self._lock:
             return list(self._discoveries.values())
+
+    def unexpanded(self) -> list[Target]:
+        """Configured mx: targets not looked up yet (no entries until their first run)."""
+        with self._lock:
+            return [t for o, t in self._mx_targets.items() if o not in self._discoveries]
 
     def record(self, target: Target, result: ProbeResult) -> Entry | None:
         """Store a finished probe. Returns the previous entry (for state-change logging), or

@@ -194,7 +194,10 @@ def test_exporter_reresolves_after_ttl_and_reports_discovery(dns_server, smtp_se
         assert exp.value("smtp_mx_null", target="mx:nomail.test") == 1
         assert exp.value("smtp_mx_lookup_success", target="mx:nomail.test") == 1
         assert exp.value("smtp_mx_lookup_success", target="mx:gone.invalid") == 0
-        assert exp.value("smtp_probe_success", target="mx:nomail.test") is None
+        # Neither is an empty report: each is a failed result of its own, phase mx_lookup.
+        assert exp.value("smtp_probe_success", target="mx:nomail.test") == 0
+        assert exp.value("smtp_probe_failed_phase", target="mx:nomail.test", phase="mx_lookup") == 1
+        assert exp.value("smtp_probe_success", target="mx:gone.invalid") == 0
         dns.set_zone(
             "example.test. 1 IN MX 10 mx1.example.test.\n"
             "example.test. 1 IN MX 20 mx2.example.test.\n"

@@ -112,8 +112,53 @@ def test_weak_postfix_findings_can_fail_the_probe(weak_mailstack):
         probe.run(target(weak_mailstack.smtps_port, TLSMode.IMPLICIT, fail_on_findings=True))
     )
     assert r.failure is not None
-    assert (r.failure.phase, r.failure.kind) == (Phase.TLS_HANDSHAKE, FailureKind.FINDING)
+    # The handshake passed: the finding is the posture's, not the handshake's.
+    assert (r.failure.phase, r.failure.kind) == (Phase.POSTURE, FailureKind.FINDING)
     assert "RSA key of 1024 bits" in r.failure.detail
+    assert {Phase.TLS_HANDSHAKE, Phase.NOOP, Phase.QUIT} <= {p.phase for p in r.phases}
+
+
+@pytest.mark.postfix
+def test_weak_postfix_scan_finding_with_auth_fails_as_posture(weak_mailstack, tmp_path):
+    """STARTTLS, AUTH and NOOP pass against the weak Postfix; its TLS-scan findings fail
+    the probe in phase posture: on /metrics the protocol phases and AUTH keep their
+    success, and the --once table names posture as the cause."""
+    from .exporter_harness import RunningExporter, wait_for
+
+    user, password = "probe", weak_mailstack.users["probe"]
+    secret = tmp_path / "pw"
+    secret.write_text(password + "\n")
+    port = weak_mailstack.submission_port
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"""
+modules:
+  strict:
+    tls: starttls
+    tls_verify: false
+    timeout: 10s
+    auth: {{username: {user}, password_file: {secret}}}
+    posture: {{tls_scan: true, fail_on_findings: true}}
+targets: [{{target: "127.0.0.1:{port}", module: strict, interval: 10s}}]
+""")
+    once = [sys.executable, "-m", "exporter", "--once", "--config.file", str(cfg)]
+    table = subprocess.run(once, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 1, table.stdout + table.stderr
+    row = table.stdout.splitlines()[1]
+    assert "FAIL" in row and "ok PLAIN" in row and "posture: finding: " in row, row
+    assert "tls_handshake" not in row
+    exp = RunningExporter(cfg).start()
+    try:
+        assert wait_for(lambda: exp.value("smtp_probe_success") is not None, 20)
+        assert exp.value("smtp_probe_success") == 0
+        assert exp.value("smtp_probe_failed_phase", phase="posture", kind="finding") == 1
+        assert exp.value("smtp_auth_success", mechanism="PLAIN") == 1
+        for phase in ("starttls", "tls_handshake", "ehlo_tls", "auth", "noop", "quit"):
+            assert exp.value("smtp_probe_phase_duration_seconds", phase=phase) is not None, phase
+        assert exp.value("smtp_probe_failures_total", phase="tls_handshake") == 0
+        assert exp.value("smtp_probe_failures_total", phase="posture") == 1
+        assert exp.value("smtp_posture_tls_findings") >= 1
+    finally:
+        exp.stop()
 
 
 @pytest.mark.postfix

@@ -10,7 +10,7 @@ import time
 
 from ..config import Target
 from ..errors import ProbeError, ReplyError
-from ..results import Failure, FailureKind, ProbeResult
+from ..results import Failure, FailureKind, Phase, ProbeResult
 from .deadline import Deadline
 from .smtp import Session
 
@@ -48,10 +48,12 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
     finally:
         session.close()
     if _should_scan(target, session, failure):
-        try:
-            await session.tls_scan(deadline)
-        except ProbeError as exc:  # a finding, with fail_on_findings
-            failure = failure or Failure(exc.phase, exc.kind, _clip(exc.detail))
+        await session.tls_scan(deadline)
+    findings = session.posture.findings
+    if failure is None and findings and target.module.posture.fail_on_findings:
+        # Every protocol phase passed: the posture is what failed, in a phase of its own,
+        # so the failure is not blamed on the handshake or STARTTLS that worked.
+        failure = Failure(Phase.POSTURE, FailureKind.FINDING, _clip("; ".join(findings)))
     ext = session.extensions
     return ProbeResult(
         target=target.name,

@@ -114,7 +114,6 @@ class Session:
         self.posture = replace(
             self.posture, auth_advertised_before_tls=advertised, auth_accepted_before_tls=accepted
         )
-        self._fail_on_findings(Phase.STARTTLS)
 
     async def _relay_test(self, sender: str, recipient: str) -> None:
         """Unauthenticated MAIL FROM and RCPT TO an outside domain, then RSET: never DATA,
@@ -129,20 +128,13 @@ class Session:
             accepted = rcpt.code // 100 == 2
             self.posture = replace(self.posture, relay_accepted=accepted, relay_code=rcpt.code)
             await self.command("RSET", Phase.RCPT)
-        self._fail_on_findings(Phase.RCPT)
 
     async def tls_scan(self, deadline: Deadline) -> None:
         """posture.tls_scan, after the health check: new connections, one per TLS version,
-        by the same deadline. Its findings fail the probe only with fail_on_findings."""
+        by the same deadline. Findings never fail a protocol phase: with fail_on_findings
+        the probe boundary fails the probe in phase ``posture`` once everything has run."""
         scan = await tlsscan.scan(self.target, deadline)
         self.posture = replace(self.posture, tls_scan=scan)
-        if scan.findings and self.module.posture.fail_on_findings:
-            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.FINDING, "; ".join(scan.findings))
-
-    def _fail_on_findings(self, phase: Phase) -> None:
-        findings = self.posture.findings
-        if findings and self.module.posture.fail_on_findings:
-            raise ProbeError(phase, FailureKind.FINDING, "; ".join(findings))
 
     async def _starttls(self) -> None:
         if self.module.posture.auth_before_tls:

@@ -6,8 +6,8 @@ stand in for the resolver the code under test is pointed at, so it answers
 every name it is asked about: records of the asked type, NODATA (NOERROR with
 an empty answer) when the name exists with other types only, NXDOMAIN when it
 does not exist. On top of that it can misbehave in the ways a resolver does:
-never answer some names (``drop``), answer late (``delay``), and claim DNSSEC
-validation (``ad``).
+never answer some names (``drop``), answer SERVFAIL for some (``servfail``), answer
+late (``delay``), and claim DNSSEC validation (``ad``).
 
 Typical use::
 
@@ -156,6 +156,7 @@ class DNSServer(LoopThread):
         ad: bool = False,
         drop: Iterable[str] = (),
         delay: dict[str, float] | None = None,
+        servfail: Iterable[str] = (),
     ) -> None:
         """Parse the zone (raising ValueError if dnslib cannot) but do not start.
 
@@ -163,12 +164,15 @@ class DNSServer(LoopThread):
         ad: set the AD bit on every answer, as a validating resolver would.
         drop: names (case-insensitive) whose queries are never answered.
         delay: name -> seconds to wait before answering queries for it.
+        servfail: names (case-insensitive) answered SERVFAIL, as a resolver does when the
+            domain's own servers fail.
         """
         self.address = ADDRESS
         self.port = 0
         self.ad = ad
         self._zone = _Zone.parse(zone)
         self._drop = frozenset(normalize_name(n) for n in drop)
+        self._servfail = frozenset(normalize_name(n) for n in servfail)
         self._delay = {normalize_name(n): s for n, s in (delay or {}).items()}
         self._lock = threading.Lock()
         self._queries: deque[tuple[str, str]] = deque(maxlen=QUERIES_MAX)
@@ -372,6 +376,8 @@ class DNSServer(LoopThread):
         if delay:
             await asyncio.sleep(delay)
 
+        if qname in self._servfail:
+            return self._reply(request, RCODE.SERVFAIL).pack()
         reply = self._answer(request, qname)
         packed = reply.pack()
         if udp and len(packed) > _udp_limit(request):
