@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -130,6 +131,37 @@ class DomainChecks:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeAllow:
+    """What ``/probe`` may probe with a module, besides the targets configured with it.
+
+    ``hosts``: host names (``*.example.com`` stands for exactly one label), each optionally
+    with ``:port``; ``networks``: the address actually connected to must lie in one."""
+
+    hosts: tuple[tuple[str, int | None], ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def host_allowed(self, host: str, port: int) -> bool:
+        name = host.rstrip(".").lower()
+        for pattern, want in self.hosts:
+            if want is not None and want != port:
+                continue
+            if pattern.startswith("*."):
+                head, _, rest = name.partition(".")
+                if head and rest == pattern[2:]:
+                    return True
+            elif name == pattern:
+                return True
+        return False
+
+    def address_allowed(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """How to probe: everything except where."""
 
@@ -147,10 +179,18 @@ class Module:
     canary: CanaryConfig | None = None
     posture: PostureConfig = field(default_factory=lambda: PostureConfig())
     domain: DomainChecks | None = None
+    # None: /probe takes any target, unless the module carries credentials (then only its
+    # configured targets); set: its configured targets and these.
+    probe_allow: ProbeAllow | None = None
 
     @property
     def default_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.tls]
+
+    @property
+    def carries_credentials(self) -> bool:
+        """Whether a probe with this module sends a secret (AUTH, or the canary's IMAP)."""
+        return self.auth is not None or self.canary is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +256,101 @@ def load(path: str | os.PathLike[str]) -> Config:
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# A config nests a handful of levels and has no business expanding aliases into more than
+# a few thousand nodes: past these, a file is refused before anything is built from it.
+MAX_YAML_DEPTH = 64
+MAX_ALIAS_NODES = 100_000  # nodes aliases may add, counted as if expanded
+
+
+@dataclass(slots=True)
+class _Frame:
+    """One open mapping or sequence while ``_check_yaml`` walks the event stream."""
+
+    mapping: bool
+    anchor: str | None
+    path: str
+    size: int = 0  # nodes inside, aliases counted expanded
+    index: int = 0  # sequences: next item's index
+    expect_key: bool = True  # mappings: the next node is a key
+    key: str | None = None  # mappings: the key whose value comes next
+    keys: set[str] = field(default_factory=set)
+
+    def child_path(self) -> str:
+        if self.mapping:
+            return _join(self.path, str(self.key)) if not self.expect_key else self.path
+        return f"{self.path}[{self.index}]"
+
+
+def _check_yaml(text: str) -> str | None:
+    """Walk the YAML event stream (no recursion, nothing built) and say what is wrong:
+    nesting deeper than ``MAX_YAML_DEPTH``, aliases expanding past ``MAX_ALIAS_NODES`` (a
+    billion-laughs file), a key given twice in one mapping (a second ``targets:`` would
+    silently replace the first). None when the file is fine or not YAML at all (the loader
+    then reports the syntax error)."""
+    stack: list[_Frame] = []
+    anchors: dict[str, int] = {}
+    added = 0
+
+    def done(size: int, key: str | None) -> str | None:
+        if not stack:
+            return None
+        parent = stack[-1]
+        parent.size += size
+        if not parent.mapping:
+            parent.index += 1
+        elif parent.expect_key:
+            if key is not None and key != "<<":  # merge keys may repeat
+                if key in parent.keys:
+                    return f"{_join(parent.path, key) or key}: duplicate key"
+                parent.keys.add(key)
+            parent.key, parent.expect_key = key, False
+        else:
+            parent.expect_key = True
+        return None
+
+    def line(event: Any) -> str:
+        mark = getattr(event, "start_mark", None)
+        return f" (line {mark.line + 1})" if mark is not None else ""
+
+    try:
+        for event in yaml.parse(text, Loader=_YAML_LOADER):
+            where = stack[-1].child_path() if stack else ""
+            problem = None
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if len(stack) >= MAX_YAML_DEPTH:
+                    where = where if len(where) <= 80 else where[:77] + "..."
+                    return (
+                        f"{where or 'document'}: nested deeper than {MAX_YAML_DEPTH} levels"
+                        f"{line(event)}"
+                    )
+                mapping = isinstance(event, yaml.MappingStartEvent)
+                stack.append(_Frame(mapping, event.anchor, where))
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                frame = stack.pop()
+                size = frame.size + 1
+                if frame.anchor is not None:
+                    anchors[frame.anchor] = size
+                problem = done(size, None)
+            elif isinstance(event, yaml.ScalarEvent):
+                if event.anchor is not None:
+                    anchors[event.anchor] = 1
+                problem = done(1, event.value)
+            elif isinstance(event, yaml.AliasEvent):
+                size = anchors.get(event.anchor, 1)
+                added += size
+                if added > MAX_ALIAS_NODES:
+                    return (
+                        f"{where or 'document'}: aliases expand to more than "
+                        f"{MAX_ALIAS_NODES} nodes{line(event)}"
+                    )
+                problem = done(size, None)
+            if problem is not None:
+                return problem + line(event)
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def _load_yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_YAML_LOADER)
@@ -226,8 +361,13 @@ def _load_yaml(text: str) -> Any:
 
 
 def parse(text: str, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    problem = _check_yaml(text)
+    if problem is not None:
+        raise ConfigError(f"refused: {problem}", file=file)
     try:
         data = _load_yaml(text)
+    except RecursionError as exc:  # _check_yaml bounds nesting; this is a last resort
+        raise ConfigError("refused: nested too deeply", file=file) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -270,6 +410,7 @@ _DOMAIN = re.compile(
     r"(?=.{1,253}$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
+_HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,252})")
 MIN_DOMAIN_INTERVAL = 60.0
 
 
@@ -424,6 +565,7 @@ class _Validator:
             "canary",
             "posture",
             "domain",
+            "probe_allow",
         )
         d = self.mapping(raw, path, keys)
         tls = TLSMode(self.choice(d, "tls", path, tuple(TLSMode), TLSMode.STARTTLS.value))
@@ -450,10 +592,52 @@ class _Validator:
             "canary": self.canary(d["canary"], _join(path, "canary")) if "canary" in d else None,
             "posture": self.posture(d.get("posture"), _join(path, "posture"), tls),
             "domain": self.domain(d["domain"], _join(path, "domain")) if "domain" in d else None,
+            "probe_allow": (
+                self.probe_allow(d["probe_allow"], _join(path, "probe_allow"))
+                if d.get("probe_allow") is not None
+                else None
+            ),
         }
         if ehlo:
             kwargs["ehlo_name"] = ehlo
         return Module(**kwargs)
+
+    def probe_allow(self, raw: Any, path: str) -> ProbeAllow:
+        d = self.mapping(raw, path, ("hosts", "networks"))
+        hosts: list[tuple[str, int | None]] = []
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for key in ("hosts", "networks"):
+            items = d.get(key)
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                self.error(_join(path, key), f"expected a list, got {_type(items)}")
+                continue
+            for i, item in enumerate(items):
+                where = f"{_join(path, key)}[{i}]"
+                if not isinstance(item, str):
+                    self.error(where, f"expected a string, got {_type(item)}")
+                elif key == "networks":
+                    try:
+                        networks.append(ipaddress.ip_network(item, strict=False))
+                    except ValueError:
+                        self.error(where, f"expected a network like 10.0.0.0/8, got {item!r}")
+                else:
+                    try:
+                        host, port = parse_target(item, 0)
+                    except ValueError as exc:
+                        self.error(where, f"{exc}, got {item!r}")
+                        continue
+                    name = host.rstrip(".").lower()
+                    bare = name.removeprefix("*.")
+                    if not (_HOSTNAME.fullmatch(bare) or is_ip(bare)):
+                        self.error(
+                            where,
+                            f"expected a host name, '*.domain' or an address, got {item!r}",
+                        )
+                        continue
+                    hosts.append((name, port or None))
+        return ProbeAllow(tuple(hosts), tuple(networks))
 
     def posture(self, raw: Any, path: str, tls: TLSMode) -> PostureConfig:
         d = self.mapping(
@@ -611,16 +795,16 @@ class _Validator:
                 return None
             return Secret(self.env[value])
         resolved = value if os.path.isabs(value) else str(self.base / value)
-        try:
-            text = Path(resolved).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-            self.error(_join(path, key), f"cannot read secret file {value!r}: {reason}")
+        # The value is never shown: a password typed where the path belongs must not end up
+        # in --config.check output, the log or the /-/reload answer.
+        text, problem = read_secret_file(resolved)
+        if problem is not None:
+            self.error(_join(path, key), f"{problem} (value not shown)")
             return None
         # Files written by editors and `echo` end in a newline that is not part of the password.
         text = text.removesuffix("\n").removesuffix("\r")
         if not text:
-            self.error(_join(path, key), f"secret file {value!r} is empty")
+            self.error(_join(path, key), "secret file is empty (value not shown)")
             return None
         return Secret(text)
 
@@ -703,6 +887,35 @@ class _Validator:
             else:
                 out.append((key_s, str(value)))
         return tuple(sorted(out))
+
+
+MAX_SECRET_FILE = 64 * 1024
+
+
+def read_secret_file(path: str) -> tuple[str, str | None]:
+    """The text of a secret file, or ("", why not). Only a regular file is read, opened
+    non-blocking so that a FIFO or device given by mistake cannot hang a (re)load; a UTF-8
+    byte-order mark is not part of the secret."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        return "", "no such file"
+    except OSError as exc:
+        return "", f"cannot open the secret file: {exc.strerror}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "", "not a regular file"
+        data = os.read(fd, MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        return "", f"cannot read the secret file: {exc.strerror}"
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE:
+        return "", f"secret file larger than {MAX_SECRET_FILE // 1024} KiB"
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        return "", "secret file is not UTF-8"
 
 
 def is_ip(host: str) -> bool:
