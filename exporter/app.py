@@ -191,6 +191,9 @@ class Exporter:
             if restricted and self._is_configured(cfg, tgt):
                 restricted = False
             concrete: tuple[config.Target, ...] | None
+            if mx and restricted and self._mx_refusal(mod, tgt, None) is not None:
+                why = "it is not a target configured with the module"
+                return self._forbidden(mod, target, why)
             if mx:
                 try:
                     discovery = await asyncio.wait_for(
@@ -276,17 +279,18 @@ class Exporter:
 
     @staticmethod
     def _mx_refusal(
-        mod: config.Module, target: config.Target, concrete: tuple[config.Target, ...]
+        mod: config.Module, target: config.Target, concrete: tuple[config.Target, ...] | None
     ) -> str | None:
         """Why an mx: target may not be probed with ``mod`` (None: it may): its domain
         matches ``probe_allow.hosts``, or every MX host matches them or every address
-        probed lies in ``probe_allow.networks``."""
+        probed lies in ``probe_allow.networks``. ``concrete`` None: before the MX lookup,
+        refuse only what no answer could make allowed."""
         allow = mod.probe_allow or config.ProbeAllow()
         if allow.host_allowed(target.host, target.port):
             return None
         if not allow.hosts and not allow.networks:
             return "it is not a target configured with the module"
-        for c in concrete:
+        for c in concrete or ():
             mx_host = dict(c.labels).get("mx_host", target.host)
             if not (allow.host_allowed(mx_host, c.port) or allow.address_allowed(c.host)):
                 return f"MX host {mx_host} ({c.host}) is not in probe_allow"

@@ -153,7 +153,8 @@ targets:
     try:
         with urllib.request.urlopen(healthy_req, timeout=30) as resp:
             healthy = f"{resp.status} " + " ".join(
-                line for line in resp.read().decode().splitlines()
+                line
+                for line in resp.read().decode().splitlines()
                 if line.startswith(("smtp_probe_success", "smtp_probe_failed_phase"))
                 and not line.endswith(" 0.0")
             )
