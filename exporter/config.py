@@ -301,7 +301,8 @@ def _check_yaml(text: str) -> str | None:
         elif parent.expect_key:
             if key is not None and key != "<<":  # merge keys may repeat
                 if key in parent.keys:
-                    return f"{_join(parent.path, key) or key}: duplicate key"
+                    where = _join(parent.path, key) or key
+                    return f"{where}: duplicate key"
                 parent.keys.add(key)
             parent.key, parent.expect_key = key, False
         else:
@@ -321,7 +322,7 @@ def _check_yaml(text: str) -> str | None:
                     where = where if len(where) <= 80 else where[:77] + "..."
                     return (
                         f"{where or 'document'}: nested deeper than {MAX_YAML_DEPTH} levels"
-                        f"{line(event)}"
+                        f"{line(event)}; at most {MAX_YAML_DEPTH} are accepted"
                     )
                 mapping = isinstance(event, yaml.MappingStartEvent)
                 stack.append(_Frame(mapping, event.anchor, where))
@@ -340,12 +341,12 @@ def _check_yaml(text: str) -> str | None:
                 added += size
                 if added > MAX_ALIAS_NODES:
                     return (
-                        f"{where or 'document'}: aliases expand to more than "
-                        f"{MAX_ALIAS_NODES} nodes{line(event)}"
+                        f"{where or 'document'}: aliases would expand the file by more than "
+                        f"{MAX_ALIAS_NODES} nodes{line(event)}; at most that is accepted"
                     )
                 problem = done(size, None)
             if problem is not None:
-                return problem + line(event)
+                return f"{problem}{line(event)}; each key may appear once in a mapping"
     except yaml.YAMLError:
         return None
     return None
@@ -363,11 +364,15 @@ def _load_yaml(text: str) -> Any:
 def parse(text: str, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     problem = _check_yaml(text)
     if problem is not None:
-        raise ConfigError(f"refused: {problem}", file=file)
+        raise ConfigError(problem, file=file)
     try:
         data = _load_yaml(text)
-    except RecursionError as exc:  # _check_yaml bounds nesting; this is a last resort
-        raise ConfigError("refused: nested too deeply", file=file) from exc
+    # _check_yaml bounds nesting and aliases; these are the last resort, so that a load or
+    # reload always ends in a ConfigError (reload gauge 0, old config kept).
+    except RecursionError as exc:
+        raise ConfigError("nested too deeply", file=file) from exc
+    except MemoryError as exc:
+        raise ConfigError("too large to load", file=file) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
