@@ -187,35 +187,41 @@ class Exporter:
             # The deadline starts once the request holds its slot: nothing before it is
             # charged to the probe's phases.
             deadline = Deadline.after(budget)
-            restricted = mod.probe_allow is not None or mod.carries_credentials
-            if restricted and self._is_configured(cfg, tgt):
-                restricted = False
-            concrete: tuple[config.Target, ...] | None
-            if mx and restricted and self._mx_refusal(mod, tgt, None) is not None:
-                why = "it is not a target configured with the module"
+            concrete, why = await self._admit(cfg, tgt, deadline)
+            if concrete is None:
                 return self._forbidden(mod, target, why)
-            if mx:
-                try:
-                    discovery = await asyncio.wait_for(
-                        expand(tgt, self.scheduler.resolver), deadline.remaining()
-                    )
-                except TimeoutError:
-                    return 200, ""
-                concrete = discovery.concrete
-                if restricted:
-                    why = self._mx_refusal(mod, tgt, concrete)
-                    if why is not None:
-                        return self._forbidden(mod, target, why)
-            elif restricted:
-                concrete, why = await self._allowed_concrete(mod, tgt, deadline)
-                if concrete is None:
-                    return self._forbidden(mod, target, why)
-            else:
-                concrete = static_expansion(tgt)  # no DNS to wait for
             entries = await self._probe_concrete(concrete, deadline)
         if not entries:
             return 200, ""
         return 200, render_probe(entries)
+
+    async def _admit(
+        self, cfg: config.Config, target: config.Target, deadline: Deadline
+    ) -> tuple[tuple[config.Target, ...] | None, str]:
+        """The concrete targets a /probe request probes, or None and why it is refused.
+
+        A module that carries credentials, or has ``probe_allow``, probes only the targets
+        configured with it and those ``probe_allow`` names; any other module, anything."""
+        assert self.scheduler is not None
+        mod = target.module
+        restricted = mod.probe_allow is not None or mod.carries_credentials
+        if restricted and self._is_configured(cfg, target):
+            restricted = False
+        if not target.mx:
+            if restricted:
+                return await self._allowed_concrete(mod, target, deadline)
+            return static_expansion(target), ""  # no DNS to wait for
+        if restricted and (why := self._mx_refusal(mod, target, None)) is not None:
+            return None, why  # refused before any lookup
+        try:
+            discovery = await asyncio.wait_for(
+                expand(target, self.scheduler.resolver), deadline.remaining()
+            )
+        except TimeoutError:
+            return (), ""
+        if restricted and (why := self._mx_refusal(mod, target, discovery.concrete)) is not None:
+            return None, why
+        return discovery.concrete, ""
 
     def _is_configured(self, cfg: config.Config, target: config.Target) -> bool:
         """Whether ``target`` (host and port, or mx: domain) is configured with its module."""

@@ -9,6 +9,8 @@
   deadline (a tarpit, a dead host that drops SYNs) waits for a slot in the small slow lane,
   so however many targets hang, they only delay each other; healthy targets keep the main
   lane. Every probe ends by its deadline, so no slot is held longer than one timeout.
+  /probe requests have slots and system-resolver threads of their own, and are refused
+  (503) rather than queued when those are taken, so they cannot delay a scheduled probe.
 - Mail-domain checks (a module's ``domain:``) are jobs of their own, one per (domain,
   module), at the module's ``domain.interval``; they share one TTL cache of DNS answers.
 """
