@@ -148,7 +148,7 @@ targets:
                 target=lambda: held.append(probe(exp, f"target=127.0.0.1:{tarpit.port}", "4"))
             )
             t.start()
-            assert wait_for(lambda: exp.value("smtp_exporter_probes_in_flight") >= 1, 5)
+            assert wait_for(lambda: tarpit.connections >= 1, 5)  # the request holds its slot
             start = time.monotonic()
             status, body = probe(exp, f"target=127.0.0.1:{good.port}")
             assert status == 503 and "too many /probe requests" in body, body
