@@ -20,6 +20,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import FailureKind, Phase
@@ -61,7 +62,8 @@ class ResolverLane:
         with self._lock:
             self._busy -= 1
 
-    async def getaddrinfo(self, host: str, port: int, family: int) -> list[tuple]:  # type: ignore[type-arg]
+    async def getaddrinfo(self, host: str, port: int, family: int) -> list[tuple[Any, ...]]:
+        """``socket.getaddrinfo`` for a stream socket, in one of this lane's threads."""
         with self._lock:
             self._busy += 1
         try:
