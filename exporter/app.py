@@ -13,13 +13,15 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from . import config
-from .discovery import Discovery
-from .errors import ConfigError
+from .discovery import Discovery, static_expansion
+from .errors import ConfigError, ProbeError
 from .http import Server
 from .metrics import render_probe
 from .probe.deadline import Deadline
+from .probe.transport import addresses
 from .runner import run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
@@ -57,6 +59,11 @@ class Exporter:
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[str | None]] = set()
         self.scheduler: ProbeScheduler | None = None
+        # (config, its (module, mx, host, port) targets): what /probe may always probe
+        self._configured: tuple[config.Config | None, frozenset[tuple[str, bool, str, int]]] = (
+            None,
+            frozenset(),
+        )
 
     def load_initial(self) -> config.Config:
         """Load config and web config; raises ConfigError before anything is started."""
@@ -172,29 +179,164 @@ class Exporter:
             # Leave Prometheus time to receive the answer (blackbox's --timeout-offset).
             budget = min(budget, max(offered - self.timeout_offset, 0.1))
         tgt = config.Target(target, host, port, mod, mx=mx)
-        entries, discoveries = await self._probe_once(tgt, budget)
+        assert self.scheduler is not None
+        refusal = self.scheduler.on_demand_refusal(needs_resolver=not mx and not config.is_ip(host))
+        if refusal is not None:
+            self.own.probe_refused.labels("busy").inc()
+            return 503, refusal
+        async with self.scheduler.on_demand():
+            # The deadline starts once the request holds its slot: nothing before it is
+            # charged to the probe's phases.
+            deadline = Deadline.after(budget)
+            restricted = self._restricted(cfg, tgt)
+            discoveries: list[Discovery] = []
+            if tgt.mx:
+                if restricted and (why := self._mx_refusal(mod, tgt, None)) is not None:
+                    return self._forbidden(mod, target, why)  # before any lookup
+                scheduler = self.scheduler
+                run = await run_target(
+                    tgt,
+                    scheduler.resolver,
+                    lambda c: scheduler.probe_on_demand(c, deadline),
+                    deadline.remaining(),
+                    admit=(lambda d: self._mx_refusal(mod, tgt, d.concrete)) if restricted else None,
+                )
+                if run.refused is not None:
+                    return self._forbidden(mod, target, run.refused)
+                # A failed MX lookup or a null MX is an entry of its own (phase mx_lookup).
+                entries = [Entry(c, r) for c, r in run.results]
+                discoveries.append(run.discovery)
+            else:
+                concrete = (
+                    await self._allowed_concrete(mod, tgt, deadline)
+                    if restricted
+                    else (static_expansion(tgt), "")  # no DNS to wait for
+                )
+                if concrete[0] is None:
+                    return self._forbidden(mod, target, concrete[1])
+                entries = await self._probe_concrete(concrete[0], deadline)
         if not entries:
             return 200, ""
         return 200, render_probe(entries, discoveries)
 
-    async def _probe_once(
-        self, target: config.Target, budget: float
-    ) -> tuple[list[Entry], list[Discovery]]:
-        """Expand (MX lookup, families) and probe, all within ``budget``. A failed MX lookup
-        or a null MX is an entry of its own (phase mx_lookup), never an empty answer."""
-        scheduler = self.scheduler
-        assert scheduler is not None
-        deadline = Deadline.after(budget)
-        run = await run_target(
-            target,
-            scheduler.resolver,
-            lambda c: scheduler.probe_on_demand(c, deadline),
-            deadline.remaining() if target.mx else None,
+    def _restricted(self, cfg: config.Config, target: config.Target) -> bool:
+        """Whether /probe must check ``target`` against its module's allow-list: a module
+        that carries credentials, or has ``probe_allow``, probes only the targets configured
+        with it and those ``probe_allow`` names; any other module, anything."""
+        mod = target.module
+        restricted = mod.probe_allow is not None or mod.carries_credentials
+        return restricted and not self._is_configured(cfg, target)
+
+    def _is_configured(self, cfg: config.Config, target: config.Target) -> bool:
+        """Whether ``target`` (host and port, or mx: domain) is configured with its module."""
+        if self._configured[0] is not cfg:
+            self._configured = (
+                cfg,
+                frozenset(
+                    (t.module.name, t.mx, t.host.rstrip(".").lower(), t.port) for t in cfg.targets
+                ),
+            )
+        key = (target.module.name, target.mx, target.host.rstrip(".").lower(), target.port)
+        return key in self._configured[1]
+
+    async def _allowed_concrete(
+        self, mod: config.Module, target: config.Target, deadline: Deadline
+    ) -> tuple[tuple[config.Target, ...] | None, str]:
+        """The targets to probe for a host that is not configured with a module that
+        restricts /probe, or None and why not. A host allowed by ``networks`` only is
+        resolved here and probed at the address checked (a second lookup could answer
+        differently: DNS rebinding), with the certificate still checked against the name."""
+        allow = mod.probe_allow or config.ProbeAllow()
+        if allow.host_allowed(target.host, target.port):
+            return static_expansion(target), ""
+        if not allow.networks:
+            return None, "it is not a target configured with the module"
+        if config.is_ip(target.host):
+            if allow.address_allowed(target.host):
+                return static_expansion(target), ""
+            return None, f"{target.host} is not in probe_allow.networks"
+        try:
+            found = await asyncio.wait_for(
+                addresses(target.host, target.port, mod.ip_protocol), deadline.remaining()
+            )
+        except (ProbeError, TimeoutError) as exc:
+            detail = exc.detail if isinstance(exc, ProbeError) else "resolver timeout"
+            return None, f"its address could not be checked against probe_allow.networks: {detail}"
+        families = ("ip4", "ip6") if mod.ip_protocol == "both" else (mod.ip_protocol,)
+        picked: list[tuple[str, str]] = []
+        for family in families:
+            wanted = [a for a in found if family == "auto" or _family(a) == family]
+            if wanted:
+                picked.append((family, wanted[0]))
+        if not picked:
+            return None, f"{target.host} has no address to check against probe_allow.networks"
+        for _, address in picked:
+            if not allow.address_allowed(address):
+                return None, f"{target.host} resolves to {address}, not in probe_allow.networks"
+        server_name = mod.tls_server_name or target.host
+        out = []
+        for family, address in picked:
+            labels = target.labels
+            if mod.ip_protocol == "both":
+                labels = tuple(sorted(dict((*labels, ("ip_protocol", family))).items()))
+            module = replace(
+                mod,
+                tls_server_name=server_name,
+                ip_protocol=family if mod.ip_protocol == "both" else mod.ip_protocol,
+            )
+            out.append(replace(target, host=address, module=module, labels=labels))
+        return tuple(out), ""
+
+    @staticmethod
+    def _mx_refusal(
+        mod: config.Module, target: config.Target, concrete: tuple[config.Target, ...] | None
+    ) -> str | None:
+        """Why an mx: target may not be probed with ``mod`` (None: it may): its domain
+        matches ``probe_allow.hosts``, or every MX host matches them or every address
+        probed lies in ``probe_allow.networks``. ``concrete`` None: before the MX lookup,
+        refuse only what no answer could make allowed."""
+        allow = mod.probe_allow or config.ProbeAllow()
+        if allow.host_allowed(target.host, target.port):
+            return None
+        if not allow.hosts and not allow.networks:
+            return "it is not a target configured with the module"
+        for c in concrete or ():
+            mx_host = dict(c.labels).get("mx_host", target.host)
+            if not (allow.host_allowed(mx_host, c.port) or allow.address_allowed(c.host)):
+                return f"MX host {mx_host} ({c.host}) is not in probe_allow"
+        return None
+
+    def _forbidden(self, mod: config.Module, target: str, why: str) -> tuple[int, str]:
+        self.own.probe_refused.labels("forbidden").inc()
+        log.warning("/probe refused: target %r with module %r: %s", target, mod.name, why)
+        what = "carries credentials" if mod.carries_credentials else "has probe_allow"
+        return 403, (
+            f"module {mod.name!r} {what}, so /probe only probes the targets configured with "
+            f"it and those its probe_allow names; {target!r} is refused: {why}. To allow it, "
+            f"add it to targets with module {mod.name!r}, or to "
+            f"modules.{mod.name}.probe_allow (hosts: [name, '*.domain', 'name:port'], "
+            "networks: [CIDR]).\n"
         )
-        entries = [Entry(c, r) for c, r in run.results]
-        return entries, [run.discovery] if target.mx else []
+
+    async def _probe_concrete(
+        self, concrete: tuple[config.Target, ...], deadline: Deadline
+    ) -> list[Entry]:
+        """Probe the concrete targets of one request, all by ``deadline``."""
+        assert self.scheduler is not None
+        if not concrete:
+            return []
+        if len(concrete) == 1:  # the usual case: no task to spawn
+            return [Entry(concrete[0], await self.scheduler.probe_on_demand(concrete[0], deadline))]
+        results = await asyncio.gather(
+            *(self.scheduler.probe_on_demand(c, deadline) for c in concrete)
+        )
+        return [Entry(c, r) for c, r in zip(concrete, results, strict=True)]
 
     def _mark_reload(self, ok: bool) -> None:
         self.own.reload_ok.set(1 if ok else 0)
         if ok:
             self.own.reload_time.set(time.time())
+
+
+def _family(address: str) -> str:
+    return "ip6" if ":" in address else "ip4"

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from . import yamlguard
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # imapcheck imports Secret from here
@@ -130,6 +132,37 @@ class DomainChecks:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeAllow:
+    """What ``/probe`` may probe with a module, besides the targets configured with it.
+
+    ``hosts``: host names (``*.example.com`` stands for exactly one label), each optionally
+    with ``:port``; ``networks``: the address actually connected to must lie in one."""
+
+    hosts: tuple[tuple[str, int | None], ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def host_allowed(self, host: str, port: int) -> bool:
+        name = host.rstrip(".").lower()
+        for pattern, want in self.hosts:
+            if want is not None and want != port:
+                continue
+            if pattern.startswith("*."):
+                head, _, rest = name.partition(".")
+                if head and rest == pattern[2:]:
+                    return True
+            elif name == pattern:
+                return True
+        return False
+
+    def address_allowed(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     """How to probe: everything except where."""
 
@@ -147,10 +180,18 @@ class Module:
     canary: CanaryConfig | None = None
     posture: PostureConfig = field(default_factory=lambda: PostureConfig())
     domain: DomainChecks | None = None
+    # None: /probe takes any target, unless the module carries credentials (then only its
+    # configured targets); set: its configured targets and these.
+    probe_allow: ProbeAllow | None = None
 
     @property
     def default_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.tls]
+
+    @property
+    def carries_credentials(self) -> bool:
+        """Whether a probe with this module sends a secret (AUTH, or the canary's IMAP)."""
+        return self.auth is not None or self.canary is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +267,17 @@ def _load_yaml(text: str) -> Any:
 
 
 def parse(text: str, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    problem = yamlguard.check(text, _YAML_LOADER)
+    if problem is not None:
+        raise ConfigError(problem, file=file)
     try:
         data = _load_yaml(text)
+    # yamlguard bounds nesting and aliases; these are the last resort, so that a load or
+    # reload always ends in a ConfigError (reload gauge 0, old config kept).
+    except RecursionError as exc:
+        raise ConfigError("nested too deeply", file=file) from exc
+    except MemoryError as exc:
+        raise ConfigError("too large to load", file=file) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -270,6 +320,7 @@ _DOMAIN = re.compile(
     r"(?=.{1,253}$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
+_HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,252})")
 MIN_DOMAIN_INTERVAL = 60.0
 
 
@@ -424,6 +475,7 @@ class _Validator:
             "canary",
             "posture",
             "domain",
+            "probe_allow",
         )
         d = self.mapping(raw, path, keys)
         tls = TLSMode(self.choice(d, "tls", path, tuple(TLSMode), TLSMode.STARTTLS.value))
@@ -450,10 +502,52 @@ class _Validator:
             "canary": self.canary(d["canary"], _join(path, "canary")) if "canary" in d else None,
             "posture": self.posture(d.get("posture"), _join(path, "posture"), tls),
             "domain": self.domain(d["domain"], _join(path, "domain")) if "domain" in d else None,
+            "probe_allow": (
+                self.probe_allow(d["probe_allow"], _join(path, "probe_allow"))
+                if d.get("probe_allow") is not None
+                else None
+            ),
         }
         if ehlo:
             kwargs["ehlo_name"] = ehlo
         return Module(**kwargs)
+
+    def probe_allow(self, raw: Any, path: str) -> ProbeAllow:
+        d = self.mapping(raw, path, ("hosts", "networks"))
+        hosts: list[tuple[str, int | None]] = []
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for key in ("hosts", "networks"):
+            items = d.get(key)
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                self.error(_join(path, key), f"expected a list, got {_type(items)}")
+                continue
+            for i, item in enumerate(items):
+                where = f"{_join(path, key)}[{i}]"
+                if not isinstance(item, str):
+                    self.error(where, f"expected a string, got {_type(item)}")
+                elif key == "networks":
+                    try:
+                        networks.append(ipaddress.ip_network(item, strict=False))
+                    except ValueError:
+                        self.error(where, f"expected a network like 10.0.0.0/8, got {item!r}")
+                else:
+                    try:
+                        host, port = parse_target(item, 0)
+                    except ValueError as exc:
+                        self.error(where, f"{exc}, got {item!r}")
+                        continue
+                    name = host.rstrip(".").lower()
+                    bare = name.removeprefix("*.")
+                    if not (_HOSTNAME.fullmatch(bare) or is_ip(bare)):
+                        self.error(
+                            where,
+                            f"expected a host name, '*.domain' or an address, got {item!r}",
+                        )
+                        continue
+                    hosts.append((name, port or None))
+        return ProbeAllow(tuple(hosts), tuple(networks))
 
     def posture(self, raw: Any, path: str, tls: TLSMode) -> PostureConfig:
         d = self.mapping(
@@ -611,16 +705,16 @@ class _Validator:
                 return None
             return Secret(self.env[value])
         resolved = value if os.path.isabs(value) else str(self.base / value)
-        try:
-            text = Path(resolved).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-            self.error(_join(path, key), f"cannot read secret file {value!r}: {reason}")
+        # The value is never shown: a password typed where the path belongs must not end up
+        # in --config.check output, the log or the /-/reload answer.
+        text, problem = read_secret_file(resolved)
+        if problem is not None:
+            self.error(_join(path, key), f"{problem} (value not shown)")
             return None
         # Files written by editors and `echo` end in a newline that is not part of the password.
         text = text.removesuffix("\n").removesuffix("\r")
         if not text:
-            self.error(_join(path, key), f"secret file {value!r} is empty")
+            self.error(_join(path, key), "secret file is empty (value not shown)")
             return None
         return Secret(text)
 
@@ -703,6 +797,35 @@ class _Validator:
             else:
                 out.append((key_s, str(value)))
         return tuple(sorted(out))
+
+
+MAX_SECRET_FILE = 64 * 1024
+
+
+def read_secret_file(path: str) -> tuple[str, str | None]:
+    """The text of a secret file, or ("", why not). Only a regular file is read, opened
+    non-blocking so that a FIFO or device given by mistake cannot hang a (re)load; a UTF-8
+    byte-order mark is not part of the secret."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        return "", "no such file"
+    except OSError as exc:
+        return "", f"cannot open the secret file: {exc.strerror}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "", "not a regular file"
+        data = os.read(fd, MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        return "", f"cannot read the secret file: {exc.strerror}"
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE:
+        return "", f"secret file larger than {MAX_SECRET_FILE // 1024} KiB"
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        return "", "secret file is not UTF-8"
 
 
 def is_ip(host: str) -> bool:

@@ -29,6 +29,7 @@ class Run:
     target: Target
     discovery: Discovery
     results: tuple[tuple[Target, ProbeResult], ...]  # the lookup's first, if it failed
+    refused: str | None = None  # why ``admit`` refused what the lookup found: nothing probed
 
 
 def lookup_results(discovery: Discovery) -> list[tuple[Target, ProbeResult]]:
@@ -43,13 +44,19 @@ async def run_target(
     resolver: dns.asyncresolver.Resolver,
     probe_one: Prober,
     budget: float | None = None,
+    *,
+    admit: Callable[[Discovery], str | None] | None = None,
 ) -> Run:
     """Expand ``target`` (within ``budget`` seconds, if given) and probe what it expands to.
-    Never raises but for cancellation; the probes run concurrently."""
+    ``admit`` sees the expansion first and may refuse it (``/probe``'s allow-list: the MX
+    hosts a lookup found decide whether a module's credentials may go to them); then nothing
+    is probed. Never raises but for cancellation; the probes run concurrently."""
     if budget is None:
         discovery = await expand(target, resolver)
     else:
         discovery = await expand_within(target, resolver, budget)
+    if admit is not None and (why := admit(discovery)) is not None:
+        return Run(target, discovery, (), refused=why)
     concrete = discovery.concrete
     if len(concrete) == 1:  # the usual case: no task to spawn
         probed = [(concrete[0], await probe_one(concrete[0]))]

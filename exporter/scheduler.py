@@ -9,6 +9,8 @@
   deadline (a tarpit, a dead host that drops SYNs) waits for a slot in the small slow lane,
   so however many targets hang, they only delay each other; healthy targets keep the main
   lane. Every probe ends by its deadline, so no slot is held longer than one timeout.
+  /probe requests have slots and system-resolver threads of their own, and are refused
+  (503) rather than queued when those are taken, so they cannot delay a scheduled probe.
 - Mail-domain checks (a module's ``domain:``) are jobs of their own, one per (domain,
   module), at the module's ``domain.interval``; they share one TTL cache of DNS answers.
 """
@@ -16,10 +18,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import dns.asyncresolver
 from apscheduler.events import (
@@ -38,6 +42,7 @@ from .config import Config, DNSConfig, Target
 from .discovery import Discovery, expand, make_resolver, static_expansion
 from .domain import DomainSpec, check_domain, domain_checks
 from .probe.deadline import Deadline
+from .probe.transport import ResolverLane, resolver_lane
 from .results import FailureKind, ProbeResult
 from .selfmetrics import ExporterMetrics
 from .store import DomainKey, ResultStore
@@ -45,6 +50,8 @@ from .store import DomainKey, ResultStore
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 1000
 SLOW_LANE_SHARE = 4  # the slow lane gets 1/4 of the slots (at least one)
+ON_DEMAND_SHARE = 4  # /probe requests in flight: 1/4 of --probe.concurrency (at least one)
+ON_DEMAND_RESOLVER_THREADS = 16  # system-resolver threads for /probe, apart from scheduled
 
 
 def offset_fraction(target: Target) -> float:
@@ -82,6 +89,12 @@ class ProbeScheduler:
         self._shard = shard
         self._fast = asyncio.Semaphore(concurrency)
         self._slow = asyncio.Semaphore(max(1, concurrency // SLOW_LANE_SHARE))
+        # /probe has slots and resolver threads of its own: a flood of requests (tarpits,
+        # names whose DNS never answers) is refused with 503 when they are taken, and
+        # cannot delay a scheduled probe.
+        self.on_demand_limit = max(1, concurrency // ON_DEMAND_SHARE)
+        self._on_demand = asyncio.Semaphore(self.on_demand_limit)
+        self.on_demand_lane = ResolverLane("on_demand", ON_DEMAND_RESOLVER_THREADS)
         self._slow_targets: set[str] = set()
         self._canaries: dict[str, asyncio.Task[None]] = {}
         self._discovery: dict[str, Discovery] = {}
@@ -254,10 +267,36 @@ class ProbeScheduler:
         """The resolver of the applied config (built once per config, not per request)."""
         return self._resolver
 
+    def on_demand_refusal(self, needs_resolver: bool) -> str | None:
+        """Why a /probe request cannot be admitted now (None: it can). Requests are never
+        queued: time spent waiting would be taken from the probe's deadline."""
+        if self._on_demand.locked():
+            return (
+                f"too many /probe requests in flight (limit {self.on_demand_limit}, a quarter "
+                "of --probe.concurrency); try again later\n"
+            )
+        if needs_resolver and self.on_demand_lane.full:
+            return (
+                f"all {self.on_demand_lane.threads} resolver threads for /probe are busy "
+                "(lookups that do not answer); try again later, or probe by address\n"
+            )
+        return None
+
+    @contextlib.asynccontextmanager
+    async def on_demand(self) -> AsyncIterator[None]:
+        """Hold one /probe slot; host names resolve on the /probe resolver lane inside.
+        Check ``on_demand_refusal`` first: with a free slot this never waits."""
+        async with self._on_demand:
+            with resolver_lane(self.on_demand_lane):
+                yield
+
     async def probe_on_demand(self, target: Target, deadline: Deadline) -> ProbeResult:
-        """A /probe request's probe: it takes a slot like any scheduled probe, so a flood of
-        requests cannot run more probes at once than --probe.concurrency allows."""
-        return await self._probe_in(self._fast, target, deadline)
+        """A /probe request's probe, inside ``on_demand()``: its slot is the request's."""
+        self._own.in_flight.inc()
+        try:
+            return await probe.run(target, deadline)
+        finally:
+            self._own.in_flight.dec()
 
     async def _expand(self, jid: str, target: Target) -> tuple[Target, ...]:
         if not target.mx:

@@ -18,6 +18,7 @@ OWN_METRICS = (
     "smtp_exporter_scheduler_lag_seconds",
     "smtp_exporter_scheduler_skipped_runs_total",
     "smtp_exporter_metrics_render_seconds",
+    "smtp_exporter_probe_requests_refused_total",
 )
 
 
@@ -65,6 +66,15 @@ class ExporterMetrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
+        self.probe_refused = Counter(
+            "smtp_exporter_probe_requests_refused",
+            "/probe requests refused: forbidden (a target the module may not probe) or "
+            "busy (no free /probe slot or resolver thread).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("forbidden", "busy"):
+            self.probe_refused.labels(reason)
 
     def text(self) -> str:
         return generate_latest(self.registry).decode("utf-8")

@@ -139,7 +139,7 @@ BAD = [
     ),
     (
         "modules: {m: {auth: {username: u, password_file: /nonexistent/pw}}}",
-        "modules.m.auth.password_file: cannot read secret file '/nonexistent/pw'",
+        "modules.m.auth.password_file: no such file (value not shown)",
     ),
     (
         "modules: {m: {auth: {username: u, password_env: PW, mechanism: NTLM}}}",
@@ -258,3 +258,147 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         config.parse_duration(text)
+
+
+# --- hostile input (issue #14) ------------------------------------------------------------
+
+
+def _alias_bomb(where: str = "defaults:\n  interval:\n") -> str:
+    """Nine levels of nine aliases: ~450 bytes that expand to 387 million nodes."""
+    seq = ["    - &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
+    seq += [f"    - &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return where + "\n".join(seq) + "\n"
+
+
+def test_alias_bomb_refused_with_key_path():
+    text = _alias_bomb()
+    assert len(text) < 700
+    with pytest.raises(ConfigError) as exc:
+        parse(text)
+    message = str(exc.value)
+    assert message.startswith("t.yml: ")
+    assert "defaults.interval[" in message and "would expand the file by more than" in message
+    assert len(message) < 300  # the expanded value is never rendered
+
+
+def test_ordinary_anchors_and_merge_keys_still_load():
+    cfg = parse("""
+modules:
+  base: &base {tls: none, timeout: 3s}
+  a: {<<: *base, port: 2525}
+  b: *base
+targets:
+  - {target: h1, module: a}
+  - {target: h2, module: b}
+""")
+    assert cfg.modules["a"].port == 2525 and cfg.modules["a"].timeout == 3.0
+    assert cfg.modules["b"].tls is TLSMode.NONE
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deep_nesting_refused(depth):
+    with pytest.raises(ConfigError, match=r"targets\[0\].*nested deeper than 64 levels"):
+        parse("targets: " + "[" * depth + "]" * depth + "\n")
+
+
+def test_deep_nesting_exits_2_from_config_check(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "deep.yml"
+    path.write_text("targets: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.check", "--config.file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "nested deeper than 64 levels" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "modules: {m: {}}\ntargets: []\ntargets: [{target: a, module: m}]\n",
+            "targets: duplicate",
+        ),
+        ("modules:\n  m: {tls: none}\n  m: {tls: implicit}\n", "modules.m: duplicate key"),
+        ("modules:\n  m:\n    tls: none\n    port: 25\n    tls: implicit\n", "modules.m.tls: dup"),
+    ],
+)
+def test_duplicate_keys_refused_with_key_path(text, expected):
+    with pytest.raises(ConfigError, match=expected):
+        parse(text)
+
+
+def test_secret_typed_as_password_file_is_never_shown(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        config.parse(
+            "modules: {m: {auth: {username: u, password_file: hunter2}}}",
+            file=str(tmp_path / "c.yml"),
+        )
+    assert "password_file: no such file (value not shown)" in str(exc.value)
+    assert "hunter2" not in str(exc.value)
+
+
+def test_password_file_fifo_refused_without_hanging(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pw"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            parse(f"modules: {{m: {{auth: {{username: u, password_file: {fifo}}}}}}}")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the reader of the old code, then fail
+        with open(fifo, "w") as unblock:
+            unblock.write("x")
+        pytest.fail("loading a FIFO as password_file hung")
+    assert isinstance(outcome[0], ConfigError)
+    assert "password_file: not a regular file (value not shown)" in str(outcome[0])
+    with pytest.raises(ConfigError, match="password_file: not a regular file"):
+        parse(f"modules: {{m: {{auth: {{username: u, password_file: {tmp_path}}}}}}}")
+
+
+def test_password_file_byte_order_mark_is_not_part_of_the_secret(tmp_path):
+    (tmp_path / "pw").write_bytes(b"\xef\xbb\xbfs3cret\r\n")
+    cfg = parse(f"modules: {{m: {{auth: {{username: u, password_file: {tmp_path / 'pw'}}}}}}}")
+    auth = cfg.modules["m"].auth
+    assert auth is not None and auth.password.reveal() == "s3cret"
+
+
+def test_probe_allow_parsed_and_validated():
+    cfg = parse("""
+modules:
+  m:
+    auth: {username: u, password_env: PW}
+    probe_allow: {hosts: ["*.Example.com", "mx1.example.net:587", "192.0.2.7"],
+                  networks: [10.0.0.0/8, "2001:db8::/32"]}
+""")
+    allow = cfg.modules["m"].probe_allow
+    assert allow is not None and cfg.modules["m"].carries_credentials
+    assert allow.host_allowed("smtp.example.com", 25)
+    assert not allow.host_allowed("a.b.example.com", 25)  # one label, as in certificates
+    assert not allow.host_allowed("example.com", 25)
+    assert allow.host_allowed("mx1.example.net", 587)
+    assert not allow.host_allowed("mx1.example.net", 25)
+    assert allow.address_allowed("10.1.2.3") and allow.address_allowed("2001:db8::5")
+    assert not allow.address_allowed("127.0.0.1")
+    with pytest.raises(ConfigError) as exc:
+        parse("modules: {m: {probe_allow: {hosts: [a b], networks: [10.0.0.0/33, 7], net: 1}}}")
+    message = str(exc.value)
+    assert "modules.m.probe_allow.net: unknown key" in message
+    assert "modules.m.probe_allow.hosts[0]:" in message
+    assert "modules.m.probe_allow.networks[0]: expected a network like 10.0.0.0/8" in message
+    assert "modules.m.probe_allow.networks[1]: expected a string, got integer" in message

@@ -543,7 +543,7 @@ P = "c.yml: modules.sub.canary.imap"
         ),
         (
             {"host": "h", "username": "u", "password_file": "missing"},
-            [f"{P}.password_file: cannot read secret file 'missing'"],
+            [f"{P}.password_file: no such file (value not shown)"],
         ),
         (
             {"port": 0, "tls": "tls"},

@@ -26,7 +26,8 @@ def exporter(tmp_path, ca_file):
 defaults: {{module: sub}}
 modules:
   sub: {{tls: starttls, tls_ca_file: {ca_file}, timeout: 10s,
-         auth: {{username: {USER}, password_file: {secret}}}}}
+         auth: {{username: {USER}, password_file: {secret}}},
+         probe_allow: {{networks: [127.0.0.0/8]}}}}
   plain: {{tls: none, timeout: 10s}}
 {targets}
 """)

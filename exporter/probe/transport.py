@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import errno
 import functools
 import ipaddress
 import socket
 import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import FailureKind, Phase
@@ -26,18 +31,76 @@ _SSL_SHUTDOWN_SECONDS = 2.0
 RESOLVER_THREADS = 64
 
 
+class ResolverLane:
+    """Threads for the system resolver, for one kind of caller.
+
+    getaddrinfo cannot be cancelled: a probe stops waiting at its deadline, but the lookup
+    keeps its thread until the resolver gives up (10 s and more for a name whose servers
+    never answer). asyncio's default pool has a handful of threads, so a few hanging lookups
+    would make every other probe wait in line; a lane is wide enough that they do not, and
+    scheduled probes and /probe requests each have their own, so names that hang sent
+    through /probe can only fill the /probe lane. ``busy`` counts lookups not finished,
+    abandoned ones included, so a caller can refuse work instead of queueing it."""
+
+    def __init__(self, name: str, threads: int) -> None:
+        self.name = name
+        self.threads = threads
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, f"resolve-{name}")
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    @property
+    def busy(self) -> int:
+        """Lookups submitted and not finished (running or waiting for a thread)."""
+        return self._busy
+
+    @property
+    def full(self) -> bool:
+        return self._busy >= self.threads
+
+    def _done(self, _: object) -> None:
+        with self._lock:
+            self._busy -= 1
+
+    async def getaddrinfo(self, host: str, port: int, family: int) -> list[tuple[Any, ...]]:
+        """``socket.getaddrinfo`` for a stream socket, in one of this lane's threads."""
+        with self._lock:
+            self._busy += 1
+        try:
+            future = self._pool.submit(socket.getaddrinfo, host, port, family, socket.SOCK_STREAM)
+        except BaseException:
+            self._done(None)
+            raise
+        # Done also when cancelled before it ran: a lookup that never started frees its place.
+        future.add_done_callback(self._done)
+        return await asyncio.wrap_future(future)
+
+
 @functools.cache
-def _resolver_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for the system resolver. getaddrinfo cannot be cancelled: a probe stops
-    waiting at its deadline, but the lookup keeps its thread until the resolver gives up.
-    asyncio's default pool has a handful of threads, so a few hanging lookups would make
-    every other probe wait in line; this pool is wide enough that they do not."""
-    return concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, "resolve")
+def scheduled_lane() -> ResolverLane:
+    """The lane of scheduled probes (and of anything that names none)."""
+    return ResolverLane("scheduled", RESOLVER_THREADS)
+
+
+_LANE: contextvars.ContextVar[ResolverLane | None] = contextvars.ContextVar(
+    "resolver_lane", default=None
+)
+
+
+@contextmanager
+def resolver_lane(lane: ResolverLane) -> Iterator[None]:
+    """Make ``resolve`` use ``lane`` in this task (and tasks it starts) while inside."""
+    token = _LANE.set(lane)
+    try:
+        yield
+    finally:
+        _LANE.reset(token)
 
 
 async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
     """The address to connect to: ``host`` itself if it is an IP literal, else the first
-    address the system resolver returns for the requested family."""
+    address the system resolver returns for the requested family (on the task's
+    ``resolver_lane``, by default the scheduled probes' one)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -48,16 +111,9 @@ async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
                 Phase.RESOLVE, FailureKind.DNS, f"{host} is not an {ip_protocol} address"
             )
         return str(ip)
-    loop = asyncio.get_running_loop()
+    lane = _LANE.get() or scheduled_lane()
     try:
-        infos = await loop.run_in_executor(
-            _resolver_pool(),
-            socket.getaddrinfo,
-            host,
-            port,
-            _FAMILIES[ip_protocol],
-            socket.SOCK_STREAM,
-        )
+        infos = await lane.getaddrinfo(host, port, _FAMILIES[ip_protocol])
     except socket.gaierror as exc:
         raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {exc.strerror}") from exc
     except (OSError, UnicodeError) as exc:
@@ -65,6 +121,29 @@ async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
     if not infos:
         raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: no addresses")
     return str(infos[0][4][0])
+
+
+async def addresses(host: str, port: int, ip_protocol: str = "auto") -> list[str]:
+    """Every address of ``host`` for the family (``both``: either), on the task's lane;
+    raises ``ProbeError`` as ``resolve`` does."""
+    family = "auto" if ip_protocol == "both" else ip_protocol
+    if ipaddress_or_none(host) is not None:
+        return [await resolve(host, port, family)]
+    lane = _LANE.get() or scheduled_lane()
+    try:
+        infos = await lane.getaddrinfo(host, port, _FAMILIES[family])
+    except socket.gaierror as exc:
+        raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {exc.strerror}") from exc
+    except (OSError, UnicodeError) as exc:
+        raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {_describe(exc)}") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def ipaddress_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 async def _connect(protocol: asyncio.Protocol, address: str, port: int) -> None:
