@@ -199,7 +199,9 @@ class Exporter:
                     scheduler.resolver,
                     lambda c: scheduler.probe_on_demand(c, deadline),
                     deadline.remaining(),
-                    admit=(lambda d: self._mx_refusal(mod, tgt, d.concrete)) if restricted else None,
+                    admit=(lambda d: self._mx_refusal(mod, tgt, d.concrete))
+                    if restricted
+                    else None,
                 )
                 if run.refused is not None:
                     return self._forbidden(mod, target, run.refused)
