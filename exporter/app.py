@@ -219,7 +219,18 @@ class Exporter:
                 entries = await self._probe_concrete(concrete[0], deadline)
         if not entries:
             return 200, ""
+        if mod.canary is not None:
+            entries = [self._with_last_canary(e) for e in entries]
         return 200, render_probe(entries, discoveries)
+
+    def _with_last_canary(self, entry: Entry) -> Entry:
+        """``entry`` with the last scheduled canary of its target, when there is one. A
+        canary runs at its own interval (minutes), never per scrape; without this, /probe
+        of a target whose canary is lost would look healthy."""
+        stored = self.store.last_canary(entry.target)
+        if stored is None:
+            return entry
+        return replace(entry, canary=stored.canary, last_delivered=stored.last_delivered)
 
     def _restricted(self, cfg: config.Config, target: config.Target) -> bool:
         """Whether /probe must check ``target`` against its module's allow-list: a module

@@ -248,6 +248,19 @@ class ResultStore:
         with self._lock:
             return list(self._entries.values())
 
+    def last_canary(self, target: Target) -> Entry | None:
+        """The entry holding the last canary of ``target`` as ``/probe`` builds it (same name
+        and module; its MX host, address and family labels, if any, the same too), or None
+        when that target is not scheduled here or has sent no canary yet."""
+        origin, wanted = origin_of(target), target.labels
+        with self._lock:
+            for key, entry in self._entries.items():
+                if key[:2] == origin and entry.canary is not None:
+                    labels = dict(key[2])
+                    if all(labels.get(k) == v for k, v in wanted):
+                        return entry
+        return None
+
     def histograms(self) -> list[tuple[str, Phase, tuple[int, ...], float, int]]:
         with self._lock:
             return [

@@ -48,6 +48,9 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.embedded import EmbeddedSMTPServer
+from exporter.results import Phase
+
 from .conftest import _in_ci
 from .exporter_harness import RunningExporter, wait_for
 from .servers.dns import DNSServer
@@ -106,6 +109,7 @@ class Servers:
     closed_port: int  # bound, not listening: connect() is refused
     secrets: Mapping[str, Path]  # password files: "probe", "wrong", "canary"
     dns: DNSServer  # the exporter's resolver: serves every row's ``zone``
+    open_relay_port: int  # aiosmtpd accepting RCPT TO any domain without AUTH
 
 
 # A scenario's target ("host:port") and its module, as YAML data.
@@ -130,21 +134,33 @@ class Scenario:
     setup: Callable[[Servers], Setup]
     failed: Failed | None = None  # None: the probe passes
     canary_lost: bool = False  # the canary is sent but never found over IMAP
+    canary_blind: bool = False  # the canary is sent but its mailbox cannot be read
     alerts: frozenset[str] = frozenset()  # exactly the alerts that fire for the target
     not_shown: Mapping[str, str] = field(default_factory=dict)  # surface -> why not, today
     # DNS for ``mx:`` targets: zone lines (absolute names) and names never answered. The
     # rows share one DNS server, so each row uses names of its own.
     zone: str = ""
     dns_drop: tuple[str, ...] = ()
+    dns_servfail: tuple[str, ...] = ()
 
     @property
     def failing(self) -> bool:
-        return self.failed is not None or self.canary_lost
+        return self.failed is not None or self.canary_lost or self.canary_blind
+
+    @property
+    def nagios(self) -> tuple[str, int]:
+        """The Nagios state word and exit code: a mailbox the canary cannot read is a blind
+        check (WARNING), not a lost message."""
+        if self.failed is not None or self.canary_lost:
+            return "CRITICAL", 2
+        return ("WARNING", 1) if self.canary_blind else ("OK", 0)
 
     @property
     def expected(self) -> str:
         if self.failed is not None:
             return f"{self.failed.phase}/{self.failed.kind}"
+        if self.canary_blind:
+            return "canary mailbox unreadable"
         return "canary not delivered" if self.canary_lost else "passes"
 
 
@@ -153,6 +169,7 @@ def postfix(
     *,
     password: str = "probe",
     canary_to: str | None = None,
+    imap_password: str = "canary",
     mx: str | None = None,
 ) -> Callable[[Servers], Setup]:
     """A submission module (STARTTLS, AUTH as ``probe``) against a Postfix port; with
@@ -180,7 +197,7 @@ def postfix(
                     "tls": "implicit",
                     "tls_ca_file": str(s.stack.ca_file),
                     "username": "canary",
-                    "password_file": str(s.secrets["canary"]),
+                    "password_file": str(s.secrets[imap_password]),
                     "poll_interval": "200ms",
                 },
             }
@@ -197,7 +214,29 @@ def local(port: Callable[[Servers], int], timeout: str = TIMEOUT) -> Callable[[S
     return lambda s: (f"127.0.0.1:{port(s)}", {"tls": "starttls", "timeout": timeout})
 
 
+def mx_domain(domain: str) -> Callable[[Servers], Setup]:
+    """``mx:<domain>`` with a plain module: what the rows' DNS answers for it decides."""
+    return lambda s: (f"mx:{domain}", {"tls": "starttls", "timeout": TIMEOUT})
+
+
+def open_relay(s: Servers) -> Setup:
+    """aiosmtpd, which accepts RCPT TO any domain without AUTH, with the relay test and
+    ``fail_on_findings``: every protocol phase passes, the posture check fails the probe."""
+    relay = {"from": "probe@example.com", "to": "victim@example.org"}
+    posture = {"relay_test": relay, "fail_on_findings": True}
+    return f"127.0.0.1:{s.open_relay_port}", {"tls": "none", "timeout": TIMEOUT, "posture": posture}
+
+
+MX_ALERT = "SMTPMXLookupFailing"
+# Alerts about a failed probe phase, whose description names the phase; the others (MX
+# lookup, null MX, findings) describe their own cause.
+PHASE_NAMING = frozenset({"SMTPTargetDown", "SMTPAuthFailing", "SMTPTLSNotVerified"})
+
+
 DOWN = "SMTPTargetDown"
+# The probe's phases in the order they run (the enum's order, mail transaction steps left
+# out): a failure in one means none after it ran.
+PHASES = tuple(p.value for p in Phase if p not in (Phase.MAIL, Phase.RCPT, Phase.DATA))
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("healthy", postfix(lambda st: st.submission_port)),
     Scenario(
@@ -248,9 +287,46 @@ SCENARIOS: tuple[Scenario, ...] = (
         postfix(lambda st: st.submission_port, canary_to="probe@localhost"),
         canary_lost=True,
         alerts=frozenset({"SMTPCanaryNotDelivered"}),
-        not_shown={
-            PROBE: "/probe runs the probe only, never the canary: it answers success 1",
-        },
+    ),
+    Scenario(
+        "canary_imap_refused",
+        # Delivered where it is looked for, but the IMAP login is refused: unknown, not lost.
+        postfix(lambda st: st.submission_port, canary_to="canary@localhost", imap_password="wrong"),
+        canary_blind=True,
+        alerts=frozenset({"SMTPCanaryIMAPAccessFailed"}),
+    ),
+    Scenario(
+        "mx_nxdomain",
+        mx_domain("gone.test"),  # in no zone: NXDOMAIN
+        Failed("mx_lookup", "nxdomain", "does not exist"),
+        alerts=frozenset({MX_ALERT}),
+    ),
+    Scenario(
+        "mx_servfail",
+        mx_domain("broken.test"),
+        Failed("mx_lookup", "dns", "SERVFAIL"),
+        alerts=frozenset({MX_ALERT}),
+        dns_servfail=("broken.test",),
+    ),
+    Scenario(
+        "mx_timeout",
+        mx_domain("silent.test"),
+        Failed("mx_lookup", "timeout"),
+        alerts=frozenset({MX_ALERT}),
+        dns_drop=("silent.test",),
+    ),
+    Scenario(
+        "mx_null",
+        mx_domain("nomail.test"),
+        Failed("mx_lookup", "null_mx", "accepts no mail"),
+        alerts=frozenset({"SMTPNullMX"}),
+        zone="nomail.test. 60 IN MX 0 .\n",
+    ),
+    Scenario(
+        "open_relay",
+        open_relay,
+        Failed("posture", "finding", "open relay"),
+        alerts=frozenset({DOWN, "SMTPOpenRelay"}),
     ),
 )
 
@@ -302,6 +378,7 @@ def all_reported(exp: RunningExporter) -> bool:
     return all(
         select(samples, "smtp_probe_success", module=sc.name)
         and (not sc.canary_lost or select(samples, "smtp_canary_delivered", module=sc.name))
+        and (not sc.canary_blind or select(samples, "smtp_canary_imap_success", module=sc.name))
         for sc in SCENARIOS
     )
 
@@ -336,20 +413,19 @@ def observed(mailstack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> 
         secrets[name].write_text(value + "\n")
     zone = "".join(sc.zone for sc in SCENARIOS)
     drop = [name for sc in SCENARIOS for name in sc.dns_drop]
+    servfail = [name for sc in SCENARIOS for name in sc.dns_servfail]
     with contextlib.ExitStack() as stack:
         tarpit = stack.enter_context(FaultServer("tarpit_greeting"))
-        dns = stack.enter_context(DNSServer(zone, drop=drop))
-        servers = Servers(mailstack, tarpit.port, stack.enter_context(closed_port()), secrets, dns)
+        dns = stack.enter_context(DNSServer(zone, drop=drop, servfail=servfail))
+        relay = EmbeddedSMTPServer(tls="none", users={}).start()
+        stack.callback(relay.stop)
+        servers = Servers(
+            mailstack, tarpit.port, stack.enter_context(closed_port()), secrets, dns, relay.port
+        )
         rows = [(sc, sc.setup(servers)) for sc in SCENARIOS]
         exp = RunningExporter(write_config(tmp / "all.yml", rows, dns)).start()
         stack.callback(exp.stop)
         pool = stack.enter_context(ThreadPoolExecutor(4))
-        probes = {
-            sc.name: pool.submit(
-                exp.get, "/probe?" + urllib.parse.urlencode({"target": target, "module": sc.name})
-            )
-            for sc, (target, _) in rows
-        }
         once = {
             (sc.name, surface): pool.submit(
                 run_once, write_config(tmp / f"{sc.name}.yml", [(sc, setup)], dns), fmt
@@ -364,6 +440,14 @@ def observed(mailstack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> 
         prom = stack.enter_context(prometheus(tmp / "prom", scrape, (rules,)))
         # Both waits are bounded; on a timeout the cells missing something fail on their own.
         wait_for(lambda: all_reported(exp), WAIT)
+        # /probe once every scheduled result is in: it answers with a configured target's
+        # last canary too, and that canary runs once, after the first scheduled probe.
+        probes = {
+            sc.name: pool.submit(
+                exp.get, "/probe?" + urllib.parse.urlencode({"target": target, "module": sc.name})
+            )
+            for sc, (target, _) in rows
+        }
         metrics_text = exp.get("/metrics")[1]
         landing_page = exp.get("/")[1]
         wait_for(lambda: alerts_settled(prom), WAIT)
@@ -446,6 +530,20 @@ def check_samples(sc: Scenario, samples: list[Sample], **labels: str) -> None:
     assert failed == ({(sc.failed.phase, sc.failed.kind)} if sc.failed else set())
     delivered = [s.value for s in select(samples, "smtp_canary_delivered", **labels)]
     assert (0 in delivered) == sc.canary_lost, delivered
+    imap = [s.value for s in select(samples, "smtp_canary_imap_success", **labels)]
+    assert (0 in imap) == sc.canary_blind, imap
+    if sc.canary_blind:  # unknown, not lost: no value at all
+        assert delivered == [], delivered
+    if sc.failed is not None:
+        # Phases the probe never reached have no value (#13.4).
+        after = PHASES[PHASES.index(sc.failed.phase) + 1 :] if sc.failed.phase in PHASES else ()
+        ran = {
+            s.labels["phase"]
+            for s in select(samples, "smtp_probe_phase_duration_seconds", **labels)
+        }
+        assert not ran & set(after), (sc.failed.phase, sorted(ran))
+        if "auth" in after:
+            assert not select(samples, "smtp_auth_success", **labels)
 
 
 @pytest.mark.parametrize("sc", cells(METRICS))
@@ -473,6 +571,7 @@ def test_once_table(observed: Observed, sc: Scenario) -> None:
             assert row["FAILURE"].startswith(f"{sc.failed.phase}: {sc.failed.kind}: "), row
             assert sc.failed.reason in row["FAILURE"], row
         assert (row.get("CANARY") == "NOT delivered") == sc.canary_lost, row
+        assert (row.get("CANARY") == "FAIL imap login") == sc.canary_blind, row
         assert (row["FAILURE"] == "-") == (not sc.failing), row
 
 
@@ -493,6 +592,10 @@ def test_once_json(observed: Observed, sc: Scenario) -> None:
         if sc.canary_lost:
             assert canary["send_ok"] and canary["checked"] and canary["delivered"] is False
             assert not canary["success"] and canary["error"], canary
+        elif sc.canary_blind:
+            assert canary["send_ok"] and canary["imap_ok"] is False, canary
+            assert canary["delivered"] is None and not canary["success"], canary
+            assert canary["imap_failure"]["phase"] == "login", canary
         else:
             assert canary is None
 
@@ -502,16 +605,15 @@ def test_once_nagios(observed: Observed, sc: Scenario) -> None:
     run = observed.once[sc.name, ONCE_NAGIOS]
     target = observed.targets[sc.name]
     status = run.stdout.split(" | ")[0]
-    # monitoring-plugins: 0 OK, 2 CRITICAL; one target, so the status line names it.
-    assert run.code == (2 if sc.failing else 0), run.stdout + run.stderr
+    # monitoring-plugins: 0 OK, 1 WARNING, 2 CRITICAL; one target, so the status line names it.
+    word, code = sc.nagios
+    assert run.code == code, run.stdout + run.stderr
     # The target first; an mx: target's probe also names the MX host it reached.
-    assert re.match(
-        rf"SMTP {'CRITICAL' if sc.failing else 'OK'} - {re.escape(target)}( \S+)?: ", status
-    ), status
+    assert re.match(rf"SMTP {word} - {re.escape(target)}( \S+)?: ", status), status
     if sc.failed:
         assert f"{sc.failed.phase} failed: {sc.failed.kind}: " in status, status
         assert sc.failed.reason in status, status
-    assert ("canary" in status) == sc.canary_lost, status
+    assert ("canary" in status) == (sc.canary_lost or sc.canary_blind), status
 
 
 @pytest.mark.parametrize("sc", cells(LANDING))
@@ -531,16 +633,20 @@ def test_alerts(observed: Observed, sc: Scenario) -> None:
     mine = {a for a in observed.alerts if a.module == sc.name}
     assert {a.alertname for a in mine} == sc.alerts, mine
     assert {a.target for a in mine} <= {observed.targets[sc.name]}, mine
-    # What the alert says: every one names the failing phase (looked up by a query template
-    # for SMTPTargetDown, which names the kind too), a lost canary's says it was not found.
+    # What the alert says: every one names the target; those about a failed phase name it
+    # (looked up by a query template for SMTPTargetDown, which names the kind too); a lost
+    # canary's says it was not found, a blind one's where reading the mailbox failed.
     for name in sc.alerts:
         said = observed.descriptions.get((name, sc.name), "")
-        if sc.failed:
+        assert observed.targets[sc.name] in said, (name, said)
+        if sc.failed and name in PHASE_NAMING:
             assert f"phase {sc.failed.phase}" in said, (name, said)
         if sc.failed and name == DOWN:
             assert f"phase {sc.failed.phase}, kind {sc.failed.kind}." in said, said
         if sc.canary_lost:
             assert "not found over IMAP" in said, (name, said)
+        if sc.canary_blind:
+            assert "in phase login" in said, (name, said)
 
 
 def test_scenario_names_are_unique() -> None:
