@@ -647,6 +647,10 @@ def test_alerts(observed: Observed, sc: Scenario) -> None:
             assert "not found over IMAP" in said, (name, said)
         if sc.canary_blind:
             assert "in phase login" in said, (name, said)
+        if name == MX_ALERT and sc.failed:
+            assert f"kind {sc.failed.kind} " in said, said
+        if name.startswith("SMTPCertificateExpiring") and sc.failed:
+            assert " ago." in said and "-" not in said.split("expired")[-1], said
 
 
 def test_scenario_names_are_unique() -> None:
