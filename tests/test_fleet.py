@@ -23,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.embedded import free_port
 
@@ -70,6 +71,39 @@ def test_sd_lists_every_target_with_module_and_labels(tmp_path):
         },
         {"targets": ["mx:example.org"], "labels": {"module": "b", "__param_module": "b"}},
     ]
+
+
+def sample(url: str, name: str) -> float:
+    """The value of the one sample called ``name`` at ``url``."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    (value,) = [
+        s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+    ]
+    return value
+
+
+def test_no_scheduler_lists_targets_but_probes_only_when_asked(tmp_path):
+    with CountingSMTP(2) as smtp:
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(
+            "modules:\n  plain: {tls: none, timeout: 1s}\ntargets:\n"
+            + "".join(
+                f"  - {{target: '127.0.0.1:{p}', module: plain, interval: 1s}}\n"
+                for p in smtp.ports
+            )
+        )
+        with exporter_process(cfg, tmp_path) as port:
+            url = f"http://127.0.0.1:{port}"
+            time.sleep(2.5)  # two intervals and more: a scheduler would have probed both
+            assert sum(len(v) for v in smtp.connections.values()) == 0
+            with urllib.request.urlopen(f"{url}/sd", timeout=10) as r:
+                listed = json.load(r)[0]["targets"]
+            assert listed == [f"127.0.0.1:{p}" for p in smtp.ports]
+            assert sample(f"{url}/metrics", "smtp_exporter_targets") == 0
+            target = f"127.0.0.1:{smtp.ports[0]}"
+            assert sample(f"{url}/probe?target={target}", "smtp_probe_success") == 1
+            assert len(smtp.connections[smtp.ports[0]]) == 1
 
 
 @contextmanager
@@ -188,12 +222,11 @@ def test_two_shards_probe_every_target_once_per_interval_across_a_restart(tmp_pa
         lb.remove(new_port)
         lb.drain(new_port)
         e1.close()
+        # Failed scrapes over the window, in each Prometheus: scrapes minus successes.
+        span, ago = int(end - start) + 1, int(time.time() - end)
+        window = f'up{{job="smtp_probe"}}[{span}s] offset {ago}s'
         failed = [
-            prom.query(
-                f'sum(count_over_time(up{{job="smtp_probe"}}[{int(end - start) + 2}s] '
-                f'offset {int(time.time() - end)}s) - sum_over_time(up{{job="smtp_probe"}}'
-                f"[{int(end - start) + 2}s] offset {int(time.time() - end)}s))"
-            )
+            prom.query(f"sum(count_over_time({window}) - sum_over_time({window}))")
             for prom in shards
         ]
 
@@ -217,5 +250,4 @@ def test_two_shards_probe_every_target_once_per_interval_across_a_restart(tmp_pa
     assert lost == [] and duplicated == []
     assert min(counts) >= WINDOW - 1 and max(counts) <= WINDOW + 1
     assert errors == 0
-    for result in failed:
-        assert all(float(r["value"][1]) == 0 for r in result), failed
+    assert [float(r["value"][1]) for result in failed for r in result] == [0, 0], failed
