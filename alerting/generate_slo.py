@@ -421,7 +421,8 @@ def tests_document(suite: Suite, slos: list[SLO]) -> str:
         f"# (slo-rules.yml), `promtool test rules alerting/{suite.path.name}`. Per SLO, four\n"
         "# targets share a history at half the error budget, then burn it at 20x (fast),\n"
         "# 10x (medium), 2x (slow) and 0.5x (healthy). Eval times are minutes after the\n"
-        f"# {suite.history // 60} h history; " + _wrap(suite.why + ".") + "\n"
+        f"# {suite.history // 60} h history. Why they are where they are:\n"
+        "# " + _wrap(suite.why + ".") + "\n"
     )
     doc = {
         "rule_files": [RULES.name],

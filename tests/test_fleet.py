@@ -142,14 +142,16 @@ def exporter_process(config: Path, workdir: Path) -> Iterator[int]:
         log.close()
 
 
-def shard_scrape_config(shard: int, sd_port: int, lb_port: int) -> str:
+def shard_scrape_config(shard: int, lb_port: int) -> str:
+    """Shard ``shard`` of 2: targets from /sd and /probe requests, both through the
+    balancer (the Kubernetes Service), so a replica's restart interrupts neither."""
     return f"""\
   - job_name: smtp_probe
     scrape_interval: {INTERVAL:g}s
     scrape_timeout: 2s
     metrics_path: /probe
     http_sd_configs:
-      - url: http://127.0.0.1:{sd_port}/sd
+      - url: http://127.0.0.1:{lb_port}/sd
         refresh_interval: 5s
     relabel_configs:
       - source_labels: [__address__]
@@ -184,9 +186,7 @@ def test_two_shards_probe_every_target_once_per_interval_across_a_restart(tmp_pa
         lb.add(e0)
         lb.add(e1_port)
         shards = [
-            stack.enter_context(
-                prometheus(tmp_path / f"prom{i}", shard_scrape_config(i, e0, lb.port))
-            )
+            stack.enter_context(prometheus(tmp_path / f"prom{i}", shard_scrape_config(i, lb.port)))
             for i in range(2)
         ]
 
