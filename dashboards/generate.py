@@ -833,6 +833,7 @@ def panels() -> list[Json]:
     # Last, so the ids of the panels above stay what they were before these rows existed.
     posture_panels(L, add)
     domain_panels(L, add)
+    slo_panels(L, add)
     return out
 
 
@@ -1141,6 +1142,56 @@ def domain_panels(L: Layout, add: Any) -> None:
             keep=["domain", "module", "mx_host", "address", "zone", "code"],
             rename={"code": "return code"},
             size=(24, 7),
+        )
+    )
+
+
+def slo_panels(L: Layout, add: Any) -> None:
+    """The SLOs of alerting/slos.yml, from the recording rules in alerting/slo-rules.yml."""
+    add(row(L, "SLOs (alerting/slo-rules.yml)"))
+    legend = "{{target}} {{slo}} " + " ".join(f"{{{{{label}}}}}" for label in EXPANSION)
+    add(
+        panel(
+            L,
+            "bargauge",
+            "Good share over 30 days",
+            "Per target and SLO: share of good probes (or canaries) over the 30-day period, "
+            "1 - slo:sli_error:ratio_rate30d. The objectives are in alerting/slos.yml.",
+            [query(f"1 - slo:sli_error:ratio_rate30d{{{SEL}}}", legend, instant=True)],
+            size=(8, 9),
+            unit="percentunit",
+            decimals=3,
+            steps=thresholds(("red", None), ("orange", 0.99), ("green", 0.999)),
+            options=BARGAUGE,
+        )
+    )
+    add(
+        panel(
+            L,
+            "bargauge",
+            "Error budget remaining",
+            "Share of the 30-day error budget not yet spent: 1 - error ratio / (1 - "
+            "objective). Below 0: the objective is missed for the period.",
+            [query(f"slo:error_budget_remaining:ratio{{{SEL}}}", legend, instant=True)],
+            size=(8, 9),
+            unit="percentunit",
+            decimals=1,
+            steps=thresholds(("red", None), ("orange", 0.25), ("green", 0.5)),
+            options=BARGAUGE,
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Burn rate",
+            "Error ratio as a multiple of the budget: 1 spends exactly the budget in 30 days. "
+            "Pages at 14.4 over 1h (and 5m) or 6 over 6h (and 30m); tickets at 3 over 1d or 1 "
+            "over 3d (docs/slo.md).",
+            [
+                query(f"slo:burn_rate:ratio_rate1h{{{SEL}}}", f"{legend} 1h"),
+                query(f"slo:burn_rate:ratio_rate6h{{{SEL}}}", f"{legend} 6h"),
+            ],
+            size=(8, 9),
         )
     )
 

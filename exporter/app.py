@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -40,6 +41,7 @@ class Exporter:
         concurrency: int | None = None,
         initial: config.Config | None = None,
         shard: tuple[int, int] | None = None,
+        schedule: bool = True,
     ) -> None:
         self._load = load
         self._listen = listen
@@ -53,6 +55,7 @@ class Exporter:
         self._concurrency = concurrency
         self.timeout_offset = 0.5
         self._shard = shard
+        self._schedule = schedule
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.server: Server | None = None
@@ -90,7 +93,7 @@ class Exporter:
             concurrency=self._concurrency or DEFAULT_CONCURRENCY,
             shard=self._shard,
         )
-        self.scheduler.apply(self.config)
+        self.scheduler.apply(self._scheduled(self.config))
         self.scheduler.start()
         self.server = Server(self, self._listen, web, ssl_context)
         await self.server.start()
@@ -142,7 +145,7 @@ class Exporter:
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return str(exc)
             assert self.scheduler is not None
-            self.scheduler.apply(new)
+            self.scheduler.apply(self._scheduled(new))
             self.config = new
             self._mark_reload(True)
             log.info("configuration reloaded: %d targets", len(new.targets))
@@ -344,6 +347,11 @@ class Exporter:
             *(self.scheduler.probe_on_demand(c, deadline) for c in concrete)
         )
         return [Entry(c, r) for c, r in zip(concrete, results, strict=True)]
+
+    def _scheduled(self, cfg: config.Config) -> config.Config:
+        """What the scheduler runs: ``cfg``, or none of its targets with --no-scheduler
+        (they are still listed on /sd for Prometheus to probe through /probe)."""
+        return cfg if self._schedule else dataclasses.replace(cfg, targets=())
 
     def _mark_reload(self, ok: bool) -> None:
         self.own.reload_ok.set(1 if ok else 0)

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe only shard I of N (0 <= I < N) of the configured targets, by a stable hash",
     )
     p.add_argument(
+        "--scheduler",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="probe the configured targets on their intervals; --no-scheduler: only answer "
+        "/probe (the targets still feed /sd, for a fleet Prometheus drives)",
+    )
+    p.add_argument(
         "--web.timeout-offset",
         dest="timeout_offset",
         type=float,
@@ -302,6 +309,7 @@ def serve(args: argparse.Namespace, initial: config.Config) -> int:
         concurrency=args.concurrency,
         initial=initial,
         shard=args.shard,
+        schedule=args.scheduler,
     )
     exporter.timeout_offset = args.timeout_offset
     try:

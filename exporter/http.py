@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from . import __version__, gzipjoin
+from . import __version__, gzipjoin, httpsd
+from .config import Config
 from .metrics import Renderer
 from .results import display_name
 from .selfmetrics import ExporterMetrics
@@ -59,6 +60,7 @@ class App(Protocol):
     store: ResultStore
     own: ExporterMetrics
     ready: bool
+    config: Config | None  # its targets are listed on /sd
 
     async def reload(self) -> str | None:
         """Reload the config; None on success, else the error message."""
@@ -240,6 +242,9 @@ class Server:
             await self._metrics(request, writer)
         elif path == "/probe":
             await self._probe(request, writer)
+        elif path == "/sd":
+            body = httpsd.render(self.app.config)
+            await self._send(writer, request, 200, body, "application/json")
         elif path == "/":
             await self._send(writer, request, 200, self.landing_page(), "text/html; charset=utf-8")
         elif path == "/-/healthy":
