@@ -755,6 +755,25 @@ def panels() -> list[Json]:
         )
     )
     add(
+        timeseries(
+            L,
+            "/probe requests refused",
+            "Per interval: /probe requests refused with 403 (forbidden: a module that carries "
+            "credentials asked to probe a target it may not; alert SMTPExporterProbeForbidden) "
+            "or 503 (busy: every /probe slot or resolver thread taken).",
+            [
+                query(
+                    "sum by (instance, reason) (increase("
+                    f"smtp_exporter_probe_requests_refused_total{{{JOB}}}[$__rate_interval]))",
+                    "{{instance}} {{reason}}",
+                )
+            ],
+            unit="none",
+            min_value=0,
+            size=(8, 6),
+        )
+    )
+    add(
         table(
             L,
             "Exporter version and last good reload",

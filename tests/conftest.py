@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Callable, Iterator
@@ -16,6 +17,18 @@ from tests.servers.dns import DNSServer
 from tests.servers.mailstack import MailStack, mail_stack, postfix_available
 
 USER, PASSWORD = "probe", "s3cret-Pa55word"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs the CLI in process sets the root logger up (a handler writing to
+    the stderr pytest captured for that test, closed after it): take that back, so a later
+    test's log records do not land on a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
