@@ -21,6 +21,8 @@ import pytest
 
 from tests.servers.dns import DNSServer
 
+pytestmark = pytest.mark.fixture_selftest
+
 TLSA_HASH = "0123456789abcdef" * 4
 
 ZONE = f"""

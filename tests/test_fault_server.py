@@ -51,6 +51,8 @@ from tests.servers.fault import (
     FaultServer,
 )
 
+pytestmark = pytest.mark.fixture_selftest
+
 TEST_BUDGET = 3.0
 IO_TIMEOUT = 2.0
 # Long enough for loopback to deliver anything already sent, short enough
