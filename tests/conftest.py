@@ -144,7 +144,7 @@ def _start_stack(tmp_path_factory: pytest.TempPathFactory, weak: bool) -> Iterat
 
 @pytest.fixture(scope="session")
 def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
-    """A real Postfix + Dovecot on 127.0.0.1 (tests/servers/mailstack.py), one per session.
+    """A real Postfix + Dovecot on 127.0.0.1 (tests/servers/mailstack/), one per session.
 
     Skipped (loudly) when Postfix/Dovecot cannot run here; with CI set that is a failure
     instead, so a broken CI image cannot silently skip every real-server test.

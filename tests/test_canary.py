@@ -21,6 +21,7 @@ from exporter.imapcheck import TOKEN_HEADER, new_token, owner_id
 
 from .conftest import USER, write_secret
 from .exporter_harness import RunningExporter, wait_for
+from .servers.stamps import StampingHandler, gaps, mean_gap
 
 
 def test_canary_without_imap_through_aiosmtpd(smtp_server, ca_file, tmp_path):
@@ -46,7 +47,10 @@ targets: [{{target: "127.0.0.1:{server.port}", module: sub}}]
 
 
 def test_exporter_sends_canaries_at_their_own_interval(smtp_server, ca_file, tmp_path):
-    server = smtp_server()
+    """Canaries every 3 s and probes every 1 s through the same server, each at its own
+    interval, seen by the server: messages (canaries) and NOOPs (probe sessions)."""
+    stamps = StampingHandler()
+    server = smtp_server(handler=stamps)
     secret = write_secret(tmp_path)
     path = tmp_path / "c.yml"
     path.write_text(f"""
@@ -60,10 +64,12 @@ targets: [{{target: "127.0.0.1:{server.port}", module: sub, interval: 1s}}]
 """)
     exp = RunningExporter(path).start()
     try:
-        assert wait_for(lambda: exp.value("smtp_canary_send_success") == 1, 10)
-        time.sleep(4.5)
-        probes = exp.value("smtp_probes_total") or 0
-        canaries = len(server.messages)
+        # The first canary follows the first successful probe; the next ones follow the
+        # first successful probe once 3 s have passed since the last canary.
+        canaries = stamps.wait_messages(3, 20)[:3]
+        assert len(canaries) == 3, canaries
+        probes = [t for t in stamps.noops() if canaries[0] <= t <= canaries[-1]]
+        assert wait_for(lambda: exp.value("smtp_canary_send_success") == 1, 5)
         assert exp.value("smtp_canary_send_duration_seconds") > 0
         assert exp.value("smtp_canary_delivered") is None  # no IMAP: not checked
         assert exp.value("smtp_canary_imap_success") is None
@@ -71,7 +77,11 @@ targets: [{{target: "127.0.0.1:{server.port}", module: sub, interval: 1s}}]
         assert exp.value("smtp_canary_late_arrivals_total") is None
     finally:
         exp.stop()
-    assert probes >= 5 and 2 <= canaries <= 3, (probes, canaries)
+    # So a gap is the interval, or up to one probe interval more; never less.
+    assert all(2.5 <= g <= 4.6 for g in gaps(canaries)), gaps(canaries)
+    # Between the first and the third canary (about 6 s) the 1 s probe went on at its pace.
+    assert len(probes) >= 4 and 0.8 <= mean_gap(probes) <= 1.25, gaps(probes)
+    assert all(m.rcpt_tos == ("canary@example.org",) for m in server.messages)
 
 
 def test_canary_refused_is_reported(smtp_server, ca_file, tmp_path):
@@ -330,7 +340,9 @@ def test_wrong_imap_password_is_an_imap_failure_not_a_lost_canary(mailstack, tmp
                 return {a["metric"]["alertname"] for a in prom.query("ALERTS")}
 
             assert wait_for(lambda: "SMTPCanaryIMAPAccessFailed" in alerts(), 20), prom.log()
-            time.sleep(3)  # a few more evaluations: the lost-canary alert stays silent
+            # Three more evaluations of every rule: the lost-canary alert stays silent.
+            evaluated = prom.rule_evaluations()
+            assert wait_for(lambda: prom.rule_evaluations() >= evaluated + 3, 20), prom.log()
             assert "SMTPCanaryNotDelivered" not in alerts()
             assert "SMTPCanaryArrivedLate" not in alerts()
     finally:
@@ -371,7 +383,9 @@ def test_imap_unreachable_or_untrusted_is_an_imap_failure(mailstack, tmp_path, c
     fixed = config.parse(postfix_config(mailstack, tmp_path, to="canary@localhost", timeout="3s"))
     fixed_target = fixed.targets[0]
     assert fixed_target.module.canary is not None
-    time.sleep(3.5)  # older than its timeout: stale, so the next session sweeps it
+    # The sweep takes a canary as stale once it is older than its timeout (3 s, by the time
+    # in its token): wait for exactly that, then the next session sweeps it.
+    assert wait_for(lambda: time.time() - result.sent_at > 3.0, 10)
     again = asyncio.run(run_canary(fixed_target, fixed_target.module.canary))
     assert again.success and again.swept >= 1, again
     assert not maildir_messages(mailstack, result.token)

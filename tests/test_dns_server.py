@@ -21,6 +21,8 @@ import pytest
 
 from tests.servers.dns import DNSServer
 
+pytestmark = pytest.mark.fixture_selftest
+
 TLSA_HASH = "0123456789abcdef" * 4
 
 ZONE = f"""
@@ -273,7 +275,11 @@ def test_stop_with_an_open_tcp_connection_and_a_pending_delay() -> None:
     query = dns.message.make_query("slow.test.", "A").to_wire()
     with socket.create_connection((server.address, server.port), timeout=2.0) as sock:
         sock.sendall(len(query).to_bytes(2, "big") + query)
-        time.sleep(0.1)
+        # Stop only once the question is in, so the server is inside its 30 s delay.
+        deadline = time.monotonic() + 5
+        while ("slow.test.", "A") not in server.queries and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ("slow.test.", "A") in server.queries, server.queries
         started = time.monotonic()
         server.stop()
         assert time.monotonic() - started < 2.0

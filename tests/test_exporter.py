@@ -14,6 +14,7 @@ from exporter.selfmetrics import OWN_METRICS
 
 from .conftest import PASSWORD, USER, _in_ci, write_secret
 from .exporter_harness import RunningExporter, wait_for
+from .servers.stamps import StampingHandler, gaps, mean_gap
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,21 +95,27 @@ def test_metrics_after_real_probes(smtp_server, exporter_for):
 
 
 def test_each_target_probed_at_its_interval(smtp_server, exporter_for):
-    fast, slow = smtp_server(), smtp_server()
+    """Each target keeps its own interval, seen by the servers: the gaps between probe sessions
+    (one NOOP each) are about 1 s on the fast target and about 3 s on the slow one."""
+    fast_stamps, slow_stamps = StampingHandler(), StampingHandler()
+    fast, slow = smtp_server(handler=fast_stamps), smtp_server(handler=slow_stamps)
     exp = exporter_for([(fast.port, "sub", "1s"), (slow.port, "sub", "3s")])
-    f, sl = f"127.0.0.1:{fast.port}", f"127.0.0.1:{slow.port}"
-    assert wait_for(lambda: (exp.value("smtp_probes_total", target=f) or 0) >= 1, 5)
-    start_fast = exp.value("smtp_probes_total", target=f) or 0
-    start_slow = exp.value("smtp_probes_total", target=sl) or 0
-    import time
-
-    time.sleep(6.2)
-    fast_runs = (exp.value("smtp_probes_total", target=f) or 0) - start_fast
-    slow_runs = (exp.value("smtp_probes_total", target=sl) or 0) - start_slow
-    assert 5 <= fast_runs <= 7, fast_runs
-    assert 1 <= slow_runs <= 3, slow_runs
+    f = f"127.0.0.1:{fast.port}"
+    # Generous bounds: the first run of each is offset by up to one interval.
+    slow_runs = slow_stamps.wait_noops(3, 20)
+    fast_runs = fast_stamps.wait_noops(7, 20)
+    assert len(fast_runs) >= 7 and len(slow_runs) >= 3, (fast_runs, slow_runs)
+    fast_runs = fast_runs[-7:]
+    slow_runs = slow_runs[-3:]
+    # The schedule is fixed-rate: one late run shortens the next gap but not the mean.
+    assert 0.8 <= mean_gap(fast_runs) <= 1.25, gaps(fast_runs)
+    assert 2.6 <= mean_gap(slow_runs) <= 3.4, gaps(slow_runs)
+    assert all(0.3 <= g <= 2.0 for g in gaps(fast_runs)), gaps(fast_runs)
+    assert all(1.5 <= g <= 4.5 for g in gaps(slow_runs)), gaps(slow_runs)
+    # The exporter counts the runs the server saw, and measured each one's lag.
+    assert wait_for(lambda: (exp.value("smtp_probes_total", target=f) or 0) >= 7, 5)
     lag_count = exp.value("smtp_exporter_scheduler_lag_seconds_count")
-    assert lag_count is not None and lag_count >= fast_runs
+    assert lag_count is not None and lag_count >= len(fast_runs)
 
 
 def test_reload_good_and_bad(smtp_server, exporter_for, tmp_path, ca_file):
@@ -315,11 +322,10 @@ def test_web_config_tls_and_basic_auth(smtp_server, tmp_path, ca, ca_file):
 def test_tarpits_do_not_starve_healthy_targets(smtp_server, server_context, tmp_path):
     """8 tarpits against 4 probe slots: once they have shown themselves, they queue in the
     slow lane and the healthy target keeps its 1 s interval."""
-    import time
-
     from .servers.fault import FaultServer
 
-    good = smtp_server("none")
+    stamps = StampingHandler()
+    good = smtp_server("none", handler=stamps)
     with FaultServer("tarpit_greeting", ssl_context=server_context) as tarpit:
         lines = ["modules:", "  ok: {tls: none, timeout: 1s}"]
         lines += [f"  slow{i}: {{tls: none, timeout: 2s}}" for i in range(8)]
@@ -333,11 +339,18 @@ def test_tarpits_do_not_starve_healthy_targets(smtp_server, server_context, tmp_
         exp = RunningExporter(cfg, concurrency=4).start()
         try:
             healthy = f"127.0.0.1:{good.port}"
-            time.sleep(5)  # every tarpit has timed out once and moved to the slow lane
-            before = exp.value("smtp_probes_total", target=healthy) or 0
-            time.sleep(5)
-            after = exp.value("smtp_probes_total", target=healthy) or 0
-            assert after - before >= 4, (before, after)
+
+            def timed_out(i: int) -> float:
+                failed = exp.value("smtp_probe_failures_total", module=f"slow{i}", phase="greeting")
+                return failed or 0
+
+            # Every tarpit has shown itself (timed out once) and moved to the slow lane...
+            assert wait_for(lambda: all(timed_out(i) >= 1 for i in range(8)), 20)
+            # ...and from then on the healthy target's next runs keep their 1 s interval.
+            seen = len(stamps.noops())
+            runs = stamps.wait_noops(seen + 6, 15)[seen:]
+            assert len(runs) >= 6, runs
+            assert 0.8 <= mean_gap(runs) <= 1.25 and max(gaps(runs)) <= 2.5, gaps(runs)
             assert exp.value("smtp_probe_success", target=healthy) == 1
             skipped = (
                 exp.value("smtp_exporter_scheduler_skipped_runs_total", reason="still_running") or 0

@@ -51,6 +51,8 @@ from tests.servers.fault import (
     FaultServer,
 )
 
+pytestmark = pytest.mark.fixture_selftest
+
 TEST_BUDGET = 3.0
 IO_TIMEOUT = 2.0
 # Long enough for loopback to deliver anything already sent, short enough
@@ -207,11 +209,11 @@ class Client:
                 return True
         return False
 
-    def collect(self, duration: float) -> list[tuple[float, bytes]]:
-        """Record (arrival time, chunk) for everything received within duration."""
+    def collect_count(self, count: int, timeout: float) -> list[tuple[float, bytes]]:
+        """Record (arrival time, chunk) for the first count chunks, waiting at most timeout."""
         start = time.monotonic()
-        arrivals = []
-        while (left := start + duration - time.monotonic()) > 0:
+        arrivals: list[tuple[float, bytes]] = []
+        while len(arrivals) < count and (left := start + timeout - time.monotonic()) > 0:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(1 << 16)
@@ -228,13 +230,14 @@ class Client:
         self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
 
 
-def assert_drip(arrivals: list[tuple[float, bytes]], interval: float, duration: float) -> bytes:
-    """Check data came one byte per recv and no faster than one per interval."""
-    assert arrivals, "nothing dripped at all"
+def drip(client: Client, count: int, interval: float) -> bytes:
+    """Read count bytes and check they came one per recv, about one per interval: never
+    faster, and not much slower either."""
+    arrivals = client.collect_count(count, count * interval + IO_TIMEOUT)
+    assert len(arrivals) == count, arrivals
     assert all(len(chunk) == 1 for _, chunk in arrivals), arrivals
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrivals)]
-    assert all(gap >= interval - JITTER for gap in gaps), gaps
-    assert len(arrivals) <= int(duration / interval) + 1
+    assert all(interval - JITTER <= gap <= 1.5 * interval + JITTER for gap in gaps), gaps
     return b"".join(chunk for _, chunk in arrivals)
 
 
@@ -344,18 +347,21 @@ def test_stop_is_prompt_while_a_fast_client_reads(behaviour: str) -> None:
     # stop() has to get a turn on the event loop while the flood is in full flow.
     server = FaultServer(behaviour).start()
     received = 0
+    flowing = threading.Event()
 
     def reader(sock: socket.socket) -> None:
         nonlocal received
         with contextlib.suppress(OSError):
             while chunk := sock.recv(1 << 20):
                 received += len(chunk)
+                if received > 1 << 20:
+                    flowing.set()
 
     with Client(server) as client:
         client.send(b"EHLO probe\r\n")
         thread = threading.Thread(target=reader, args=(client.sock,))
         thread.start()
-        time.sleep(0.3)
+        assert flowing.wait(IO_TIMEOUT), received  # the flood is in full flow
         started = time.monotonic()
         server.stop()
         assert time.monotonic() - started < STOP_TIMEOUT
@@ -380,7 +386,8 @@ def test_slow_behaviours_do_not_burn_cpu(tls: TLS) -> None:
         for behaviour, script in slow.items():
             server = stack.enter_context(serve(behaviour, ssl_context=tls.server))
             stack.enter_context(Client(server)).send(script)
-        time.sleep(0.2)
+            assert server.wait_for_connections(1, IO_TIMEOUT)
+        time.sleep(0.2)  # let each session read its script and settle into its stall
         cpu = time.process_time()
         time.sleep(1.0)
         assert time.process_time() - cpu < 0.25
@@ -446,18 +453,12 @@ def test_tarpit_greeting_sends_nothing_but_records() -> None:
 
 def test_drip_greeting_one_byte_per_second() -> None:
     with serve("drip_greeting") as server, Client(server) as client:
-        duration = 1.5
-        data = assert_drip(client.collect(duration), DRIP_GREETING_INTERVAL, duration)
-        assert data == GREETING[: len(data)]
-        assert len(data) == 2
+        assert drip(client, 2, DRIP_GREETING_INTERVAL) == GREETING[:2]
 
 
 def test_drip_forever_half_second_bytes_of_endless_continuation() -> None:
     with serve("drip_forever") as server, Client(server) as client:
-        duration = 1.7
-        data = assert_drip(client.collect(duration), DRIP_INTERVAL, duration)
-        assert data == DRIP_FOREVER_LINE[: len(data)]
-        assert len(data) >= 3
+        assert drip(client, 3, DRIP_INTERVAL) == DRIP_FOREVER_LINE[:3]
     # The source repeats this one line: a continuation, never a final line.
     assert re.fullmatch(rb"220-a+\r\n", DRIP_FOREVER_LINE)
 
@@ -596,11 +597,12 @@ def test_slow_multiline() -> None:
     with serve("slow_multiline") as server, Client(server) as client:
         client.line()
         client.send(b"EHLO probe\r\n")
-        arrivals = client.collect(1.3)
-    assert 2 <= len(arrivals) <= 3
+        arrivals = client.collect_count(3, 3 * DRIP_INTERVAL + IO_TIMEOUT)
+    assert len(arrivals) == 3, arrivals
     assert all(chunk == SLOW_MULTILINE_LINE for _, chunk in arrivals)
+    # One line per DRIP_INTERVAL: never faster, and not much slower either.
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrivals)]
-    assert all(gap >= DRIP_INTERVAL - JITTER for gap in gaps)
+    assert all(DRIP_INTERVAL - JITTER <= gap <= DRIP_INTERVAL + 0.8 for gap in gaps), gaps
 
 
 def test_huge_line() -> None:
@@ -701,10 +703,7 @@ def test_tls_drip() -> None:
     with serve("tls_drip") as server, Client(server) as client:
         starttls_to(client)
         client.send(CLIENT_HELLO_START)
-        duration = 1.2
-        data = assert_drip(client.collect(duration), DRIP_INTERVAL, duration)
-        assert data == TLS_DRIP_HEADER[: len(data)]
-        assert len(data) >= 2
+        assert drip(client, 3, DRIP_INTERVAL) == TLS_DRIP_HEADER[:3]
 
 
 def test_tls_alert(tls: TLS) -> None:

@@ -1,4 +1,4 @@
-"""Smoke test for tests/servers/mailstack.py: the real Postfix + Dovecot behave as promised.
+"""Smoke test for tests/servers/mailstack/: the real Postfix + Dovecot behave as promised.
 
 Only standard-library clients, so a failure here points at the stack, not at our code.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from tests.servers.mailstack import MailStack
 
-pytestmark = pytest.mark.postfix
+pytestmark = [pytest.mark.postfix, pytest.mark.fixture_selftest]
 
 # OpenSSL X509_V_ERR_* codes reported in SSLCertVerificationError.verify_code.
 X509_V_ERR_CERT_HAS_EXPIRED = 10

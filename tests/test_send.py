@@ -221,7 +221,7 @@ def test_queue_stop_reports_undelivered_within_timeout(server_context):
         msgs = [make_msg(f"u{i}@x.org", "s", "b", sender=SENDER) for i in range(4)]
         for m in msgs:
             q.enqueue(m)
-        time.sleep(0.3)  # the worker is now stuck on the first message
+        assert tarpit.wait_for_connections(1, 5)  # the worker is stuck on the first message
         start = time.monotonic()
         left = q.stop(timeout=1.0)
         elapsed = time.monotonic() - start

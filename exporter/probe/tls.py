@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -151,10 +151,14 @@ def _parse_chain(
 
 class _Verdicts:
     """Recent (verified, error) answers per (chain, name, trust store); thread-safe, since
-    the send library probes from worker threads too."""
+    the send library probes from worker threads too. ``clock`` is the wall clock the
+    verdicts are checked and expire by (a test passes its own to step past a date)."""
 
-    def __init__(self, size: int = CHAIN_CACHE_SIZE) -> None:
+    def __init__(
+        self, size: int = CHAIN_CACHE_SIZE, clock: Callable[[], float] = time.time
+    ) -> None:
         self._size = size
+        self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[object, ...], tuple[float, bool, str | None]] = (
             OrderedDict()
@@ -173,13 +177,14 @@ class _Verdicts:
         except OSError as exc:
             return False, f"cannot load trust store: {exc}"
         key = (ders, server_name, bundle, mtime)
-        now = time.time()
+        now = self._clock()
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and now < hit[0]:
                 self._entries.move_to_end(key)
                 return hit[1], hit[2]
-        verified, error = _verify(list(certs), server_name, ca_file)
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        verified, error = _verify(list(certs), server_name, ca_file, at)
         # Valid until the first date at which any certificate of the chain changes state.
         until = now + VERDICT_TTL
         for cert in certs:
@@ -217,7 +222,7 @@ def _describe(cert: x509.Certificate) -> CertInfo:
 
 
 def _verify(
-    certs: list[x509.Certificate], server_name: str | None, ca_file: str | None
+    certs: list[x509.Certificate], server_name: str | None, ca_file: str | None, now: dt.datetime
 ) -> tuple[bool, str | None]:
     try:
         store = _store(ca_file or _system_bundle(), _mtime(ca_file or _system_bundle()))
@@ -247,10 +252,10 @@ def _verify(
             return f"invalid certificate: {str(exc)[:300]}"
         return None
 
-    error = verify_at(dt.datetime.now(dt.UTC))
+    error = verify_at(now)
     if error is None:
         return True, None
-    dates = _dates_problem(certs)
+    dates = _dates_problem(certs, now)
     if dates is None:
         return False, error
     # Out of its dates: say whether the chain is otherwise sound, so an expired certificate
@@ -271,10 +276,9 @@ _EE_POLICY = ExtensionPolicy.permit_all().require_present(
 )
 
 
-def _dates_problem(certs: list[x509.Certificate]) -> str | None:
+def _dates_problem(certs: list[x509.Certificate], now: dt.datetime) -> str | None:
     """Say which presented certificate is expired or not yet valid: operators act on that,
     while the verifier only says "not valid at validation time"."""
-    now = dt.datetime.now(dt.UTC)
     for i, cert in enumerate(certs):
         which = "certificate" if i == 0 else f"chain certificate {i}"
         name = cert.subject.rfc4514_string()[:80]

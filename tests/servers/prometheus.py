@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from exporter.embedded import free_port
 
 
@@ -42,6 +44,20 @@ class Prometheus:
 
     def log(self) -> str:
         return (self.workdir / "prometheus.log").read_text(errors="replace")[-3000:]
+
+    def rule_evaluations(self) -> int:
+        """How many times the least-evaluated rule group has been evaluated, from
+        Prometheus's own /metrics: wait for this to grow instead of sleeping through
+        "a few evaluations"."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        counts = [
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "prometheus_rule_group_iterations_total"
+        ]
+        return int(min(counts)) if counts else 0
 
 
 @contextmanager
