@@ -3,7 +3,7 @@ exporter and for blackbox_exporter, in the same run against the same server.
 
     python bench/throughput.py [--duration 15] [--rounds 3] [--concurrency 16] [--profile]
 
-Needs root, Postfix and Dovecot (``tests/servers/mailstack.py`` starts them) and blackbox_exporter
+Needs root, Postfix and Dovecot (``tests/servers/mailstack/`` starts them) and blackbox_exporter
 (Debian: ``apt-get install prometheus-blackbox-exporter``; skipped with a note if missing).
 
 What each prober does per probe, against Postfix's submission port (STARTTLS required, SASL
