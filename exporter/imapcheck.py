@@ -28,14 +28,14 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
 from email.parser import BytesHeaderParser
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from .config import Secret, _Validator
-from .errors import ConfigError
+from .config.model import IMAPConfig, IMAPTLSMode
+
+# Where they were declared before the config package: kept importable from here.
+from .config.sections import parse_imap_config as parse_imap_config
 from .probe.deadline import Deadline
 from .results import FailureKind
 
@@ -57,9 +57,6 @@ _FETCH_DATE = re.compile(rb'INTERNALDATE "[^"]*"')
 _RANDOM = re.compile(r"[0-9a-f]{24}")
 
 
-_NO_PASSWORD = Secret("")  # Secret is immutable, so one shared default is safe
-
-
 class IMAPPhase(StrEnum):
     """The steps of one IMAP session, as label values."""
 
@@ -78,27 +75,6 @@ class IMAPPhase(StrEnum):
     @property
     def text(self) -> str:
         return self.value.replace("_", " ")
-
-
-class IMAPTLSMode(StrEnum):
-    NONE = "none"
-    STARTTLS = "starttls"
-    IMPLICIT = "implicit"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class IMAPConfig:
-    """Where the canary mailbox is and how to log in to it."""
-
-    host: str
-    port: int  # default by mode in the config parser: 143 / 993
-    tls: IMAPTLSMode = IMAPTLSMode.IMPLICIT
-    username: str = ""
-    password: Secret = _NO_PASSWORD
-    folder: str = "INBOX"
-    tls_verify: bool = True
-    tls_ca_file: str | None = None
-    poll_interval: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -597,62 +573,3 @@ def _clean(error: str | None, cfg: IMAPConfig) -> str | None:
         for form in sorted(forms, key=len, reverse=True):
             error = error.replace(form, "***")
     return _CONTROL.sub("?", error)[:MAX_ERROR]
-
-
-# --- configuration ----------------------------------------------------------------------------
-
-# IMAPConfig's fields, except that the password comes from a file or the environment.
-_KEYS = (
-    *(f.name for f in dataclasses.fields(IMAPConfig) if f.name != "password"),
-    *("password_file", "password_env"),
-)
-
-
-def parse_imap_config(
-    raw: object, path: str, file: str, env: Mapping[str, str], base_dir: Path
-) -> IMAPConfig:
-    """Validate a module's ``canary.imap`` mapping; raise ``ConfigError`` listing every problem,
-    one ``file: path.key: message`` line each."""
-    v = _Validator(file, env)
-    v.base = base_dir
-    d = v.mapping(raw, path, _KEYS)
-    if not isinstance(raw, dict):
-        if raw is None:
-            v.error(path, "expected a mapping with host, username and a password")
-        raise ConfigError("\n".join(f"{file}: {e}" for e in v.errors))
-    host = v.typed(d, "host", path, str, None)
-    if not host or any(c.isspace() for c in host):
-        v.error(f"{path}.host", "required" if not host else f"not a valid host: {host!r}")
-    tls = IMAPTLSMode(v.choice(d, "tls", path, tuple(IMAPTLSMode), IMAPTLSMode.IMPLICIT.value))
-    port = v.typed(d, "port", path, int, None)
-    if port is not None and not 0 < port < 65536:
-        v.error(f"{path}.port", f"expected 1-65535, got {port}")
-    username = v.typed(d, "username", path, str, None)
-    if not username:
-        v.error(f"{path}.username", "required")
-    elif _CONTROL.search(username):
-        v.error(f"{path}.username", "control characters are not allowed")
-    sources = [k for k in ("password_file", "password_env") if d.get(k) is not None]
-    password = v.secret(d, sources[0], path) if len(sources) == 1 else None
-    if len(sources) != 1:
-        v.error(path, "set exactly one of password_file, password_env")
-    folder = v.typed(d, "folder", path, str, "INBOX")
-    if not folder or _CONTROL.search(folder) or not folder.isascii():
-        v.error(f"{path}.folder", f"expected a non-empty ASCII folder name, got {folder!r}")
-    interval = v.duration(d, "poll_interval", path, 1.0)
-    if interval < 0.1:
-        v.error(f"{path}.poll_interval", "must be at least 100ms")
-    cfg = IMAPConfig(
-        host=host or "",
-        port=port or (993 if tls is IMAPTLSMode.IMPLICIT else 143),
-        tls=tls,
-        username=username or "",
-        password=password or _NO_PASSWORD,
-        folder=folder,
-        tls_verify=v.typed(d, "tls_verify", path, bool, True),
-        tls_ca_file=v.file_path(d, "tls_ca_file", path),
-        poll_interval=interval,
-    )
-    if v.errors:
-        raise ConfigError("\n".join(f"{file}: {e}" for e in v.errors))
-    return cfg
