@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from . import config
-from .discovery import Discovery, static_expansion
 from .errors import ConfigError, ProbeError
 from .http import Server
 from .metrics import render_probe
@@ -27,6 +26,7 @@ from .runner import run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
 from .store import Entry, ResultStore
+from .targets import Discovery, static_expansion
 
 log = logging.getLogger(__name__)
 

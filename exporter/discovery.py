@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import dns.asyncresolver
 import dns.exception
@@ -29,44 +29,10 @@ import dns.rdatatype
 import dns.resolver
 
 from .config import DNSConfig, Target
-from .results import Failure, FailureKind, Phase, PhaseTiming, ProbeResult
+from .results import FailureKind, Phase, PhaseTiming, ProbeResult
+from .targets import Discovery, static_expansion, with_labels
 
 MIN_TTL, MAX_TTL = 1.0, 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class Discovery:
-    """The outcome of expanding one configured target."""
-
-    target: Target
-    concrete: tuple[Target, ...]
-    ok: bool = True
-    null_mx: bool = False
-    implicit: bool = False  # no MX records: the domain's own address is used
-    mx_hosts: int = 0
-    error: str | None = None
-    resolved_at: float = 0.0  # unix seconds
-    expires: float = float("inf")  # time.monotonic() after which to resolve again
-    kind: FailureKind | None = None  # why the lookup failed (with ``error``)
-    seconds: float = 0.0  # how long the lookup took
-    lookup: ProbeResult | None = None  # the failed lookup or null MX as a result; see below
-
-    @property
-    def expandable(self) -> bool:
-        return self.target.mx
-
-    @property
-    def failure(self) -> Failure | None:
-        """A failed lookup, or a null MX (the lookup answered: the domain takes no mail)."""
-        if self.null_mx:
-            return Failure(
-                Phase.MX_LOOKUP,
-                FailureKind.NULL_MX,
-                "null MX (RFC 7505): the domain accepts no mail",
-            )
-        if not self.ok:
-            return Failure(Phase.MX_LOOKUP, self.kind or FailureKind.DNS, self.error or "")
-        return None
 
 
 def _with_lookup(d: Discovery, seconds: float) -> Discovery:
@@ -105,20 +71,6 @@ def lookup_timed_out(
         expires=_expiry(30),
     )
     return _with_lookup(d, seconds)
-
-
-def static_expansion(target: Target) -> tuple[Target, ...]:
-    """The concrete targets of a target that needs no DNS to expand."""
-    if target.module.ip_protocol != "both":
-        return (target,)
-    return tuple(
-        replace(
-            target,
-            module=replace(target.module, ip_protocol=family),
-            labels=_with(target.labels, ("ip_protocol", family)),
-        )
-        for family in ("ip4", "ip6")
-    )
 
 
 def make_resolver(cfg: DNSConfig) -> dns.asyncresolver.Resolver:
@@ -268,13 +220,13 @@ def _targets(
     both = module.ip_protocol == "both"
     families = ["ip6" if ipaddress.ip_address(a).version == 6 else "ip4" for a in addresses]
     for address, family in zip(addresses, families, strict=True):
-        labels = _with(target.labels, ("mx_host", host), ("mx_preference", str(preference)))
+        labels = with_labels(target.labels, ("mx_host", host), ("mx_preference", str(preference)))
         if implicit:
-            labels = _with(labels, ("mx_implicit", "true"))
+            labels = with_labels(labels, ("mx_implicit", "true"))
         if both:
-            labels = _with(labels, ("ip_protocol", family))
+            labels = with_labels(labels, ("ip_protocol", family))
         if families.count(family) > 1:  # several addresses: one series each
-            labels = _with(labels, ("address", address))
+            labels = with_labels(labels, ("address", address))
         out.append(
             replace(
                 target,
@@ -287,12 +239,6 @@ def _targets(
             )
         )
     return out
-
-
-def _with(
-    labels: tuple[tuple[str, str], ...], *extra: tuple[str, str]
-) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(dict((*labels, *extra)).items()))
 
 
 def _expiry(ttl: float) -> float:

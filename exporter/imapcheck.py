@@ -29,7 +29,6 @@ import ssl
 import threading
 import time
 from email.parser import BytesHeaderParser
-from enum import StrEnum
 from typing import Any
 
 from .config.model import IMAPConfig, IMAPTLSMode
@@ -37,7 +36,7 @@ from .config.model import IMAPConfig, IMAPTLSMode
 # Where they were declared before the config package: kept importable from here.
 from .config.sections import parse_imap_config as parse_imap_config
 from .probe.deadline import Deadline
-from .results import FailureKind
+from .results import FailureKind, IMAPFailure, IMAPPhase
 
 TOKEN_HEADER = "X-SMTP-Health-Canary"
 TOKEN_PREFIX = "shx"  # tokens are shx.<owner: 12 hex>.<unix seconds sent>.<24 hex>
@@ -55,35 +54,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_DATE = re.compile(rb'INTERNALDATE "[^"]*"')
 _RANDOM = re.compile(r"[0-9a-f]{24}")
-
-
-class IMAPPhase(StrEnum):
-    """The steps of one IMAP session, as label values."""
-
-    TLS_SETUP = "tls_setup"
-    CONNECT = "connect"
-    TLS_HANDSHAKE = "tls_handshake"
-    GREETING = "greeting"
-    STARTTLS = "starttls"
-    LOGIN = "login"
-    SELECT = "select"
-    SEARCH = "search"
-    DELETE = "delete"
-    SWEEP = "sweep"
-    LOGOUT = "logout"
-
-    @property
-    def text(self) -> str:
-        return self.value.replace("_", " ")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class IMAPFailure:
-    """Why the mailbox could not be read (or cleaned): ``detail`` is short and secret-free."""
-
-    phase: IMAPPhase
-    kind: FailureKind
-    detail: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

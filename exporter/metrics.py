@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from . import gzipjoin
-from .discovery import Discovery
 from .domain.results import DomainCheck
 from .results import PROBE_PHASES, Phase, ProbeResult
-from .scheduler import offset_fraction
 from .store import (
     CANARY_BUCKETS,
     LATENCY_BUCKETS,
@@ -31,6 +29,7 @@ from .store import (
     TargetKey,
     key_of,
 )
+from .targets import Discovery, offset_fraction
 
 # Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
 # new series.

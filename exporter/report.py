@@ -20,8 +20,8 @@ from . import results
 from .results import Phase, ProbeResult, TLSScan
 
 if TYPE_CHECKING:
-    from .canary import CanaryResult
     from .domain.results import DomainResult
+    from .results import CanaryResult
 
 Canaries = dict[tuple[str, str], "CanaryResult"]
 

@@ -239,8 +239,77 @@ class ProbeResult:
     def success(self) -> bool:
         return self.failure is None
 
-    def phase_seconds(self) -> dict[str, float]:
-        return {p.phase.value: p.seconds for p in self.phases}
+
+# --- the canary --------------------------------------------------------------------------
+
+
+class IMAPPhase(StrEnum):
+    """The steps of one IMAP session, as label values."""
+
+    TLS_SETUP = "tls_setup"
+    CONNECT = "connect"
+    TLS_HANDSHAKE = "tls_handshake"
+    GREETING = "greeting"
+    STARTTLS = "starttls"
+    LOGIN = "login"
+    SELECT = "select"
+    SEARCH = "search"
+    DELETE = "delete"
+    SWEEP = "sweep"
+    LOGOUT = "logout"
+
+    @property
+    def text(self) -> str:
+        return self.value.replace("_", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class IMAPFailure:
+    """Why the mailbox could not be read (or cleaned): ``detail`` is short and secret-free."""
+
+    phase: IMAPPhase
+    kind: FailureKind
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryResult:
+    token: str
+    sent_at: float  # unix seconds
+    send_ok: bool
+    send_seconds: float
+    send_error: str | None = None
+    checked: bool = False  # an IMAP session was attempted
+    delivered: bool | None = None  # None: not checked, or the mailbox could not be read
+    delivered_at: float | None = None
+    round_trip_seconds: float | None = None
+    check_error: str | None = None
+    imap_failure: IMAPFailure | None = None  # the mailbox could not be read (or cleaned)
+    swept: int = 0  # stale canaries of this target the session deleted
+    late: int = 0  # of those, received by the server after their timeout
+
+    @property
+    def imap_ok(self) -> bool | None:
+        """Was the mailbox read? None when no IMAP session was attempted."""
+        return self.imap_failure is None if self.checked else None
+
+    @property
+    def success(self) -> bool:
+        if not self.checked:
+            return self.send_ok
+        return self.imap_failure is None and self.delivered is True
+
+    @property
+    def reason(self) -> str | None:
+        if not self.send_ok:
+            return f"send failed: {self.send_error}"
+        f = self.imap_failure
+        if f is not None:
+            known = "delivered" if self.delivered else "delivery unknown"
+            return f"IMAP access failed in phase {f.phase} ({f.kind}): {f.detail}; {known}"
+        if self.checked and not self.delivered:
+            return f"not delivered: {self.check_error}"
+        return None
 
 
 # Labels that tell apart the concrete targets one configured target expands to.

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import dns.asyncresolver
 
 from .config import Target
-from .discovery import Discovery, expand, expand_within
+from .discovery import expand, expand_within
 from .results import ProbeResult
+from .targets import Discovery
 
 Prober = Callable[[Target], Awaitable[ProbeResult]]
 

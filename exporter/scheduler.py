@@ -39,35 +39,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 from . import domain, probe
 from .canary import run_canary
 from .config import Config, DNSConfig, Target
-from .discovery import Discovery, expand, make_resolver, static_expansion
+from .discovery import expand, make_resolver
 from .domain import DomainSpec, check_domain, domain_checks
 from .probe.deadline import Deadline
 from .probe.transport import ResolverLane, resolver_lane
 from .results import FailureKind, ProbeResult
 from .selfmetrics import ExporterMetrics
 from .store import DomainKey, ResultStore
+from .targets import Discovery, in_shard, offset_fraction, static_expansion
 
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 1000
 SLOW_LANE_SHARE = 4  # the slow lane gets 1/4 of the slots (at least one)
 ON_DEMAND_SHARE = 4  # /probe requests in flight: 1/4 of --probe.concurrency (at least one)
 ON_DEMAND_RESOLVER_THREADS = 16  # system-resolver threads for /probe, apart from scheduled
-
-
-def offset_fraction(target: Target) -> float:
-    """A stable number in [0, 1) for the target: where in its interval it runs."""
-    digest = hashlib.sha256(f"{target.name}|{target.module.name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def in_shard(target: Target, shard: tuple[int, int] | None) -> bool:
-    """Whether ``target`` belongs to shard ``(index, count)``, index from 0: a stable hash
-    of target and module, so n exporters given the same config split it without overlap."""
-    if shard is None:
-        return True
-    index, count = shard
-    digest = hashlib.sha256(f"shard|{target.name}|{target.module.name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % count == index
 
 
 def job_id(target: Target) -> str:

@@ -12,11 +12,10 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from .canary import CanaryResult
 from .config import Target
-from .discovery import Discovery, static_expansion
 from .domain.results import DomainResult
-from .results import Phase, ProbeResult
+from .results import CanaryResult, Phase, ProbeResult
+from .targets import Discovery, static_expansion
 
 # Probe phases on loopback take well under a millisecond; over the Internet, seconds.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
