@@ -71,7 +71,6 @@ class ProbeScheduler:
         self._store = store
         self._own = own
         self._shard = shard
-        self._shard = shard
         self._fast = asyncio.Semaphore(concurrency)
         self._slow = asyncio.Semaphore(max(1, concurrency // SLOW_LANE_SHARE))
         # /probe has slots and resolver threads of its own: a flood of requests (tarpits,

@@ -1,5 +1,5 @@
-"""Checks on a mail domain (issue #9 items 5-8), as a plain engine: no metrics, no
-scheduling. ``check()`` always returns a ``DomainResult`` and never raises, except
+"""Checks on a mail domain (DNS records, MTA-STS, DANE, DNSBL), as a plain engine: no
+metrics, no scheduling. ``check()`` always returns a ``DomainResult`` and never raises, except
 ``CancelledError``.
 
 - records: MX (null MX), DMARC, TLS-RPT; SPF                (records.py, spf.py)

@@ -25,7 +25,7 @@ from ..config import Module, Target, TLSMode
 from ..errors import ProbeError
 from ..probe.deadline import Deadline
 from ..probe.smtp import Session
-from ..probe.tls import _chain_der, matches_hostname
+from ..probe.tls import chain_der, matches_hostname
 from .dnscache import DNSCache, Status
 from .results import DANEHost, DomainCheck, Finding, MXHost
 
@@ -52,7 +52,7 @@ def tlsa_problem(usage: int, selector: int, mtype: int, data: bytes) -> str | No
     return None
 
 
-def _selected(der: bytes, selector: int) -> bytes | None:
+def selected_records(der: bytes, selector: int) -> bytes | None:
     if selector == 0:
         return der
     try:
@@ -71,7 +71,7 @@ def _digest(data: bytes, mtype: int) -> bytes:
 
 
 def _matches_one(der: bytes, selector: int, mtype: int, data: bytes) -> bool:
-    selected = _selected(der, selector)
+    selected = selected_records(der, selector)
     return selected is not None and _digest(selected, mtype) == data
 
 
@@ -192,7 +192,7 @@ async def presented_chain(
         async with asyncio.timeout_at(deadline.at):
             await session.establish()
             obj = session.conn.tls_object if session.conn is not None else None
-            chain = _chain_der(obj) if obj is not None else []
+            chain = chain_der(obj) if obj is not None else []
             with contextlib.suppress(ProbeError):  # the certificate is what we came for
                 await session.quit()
     except TimeoutError:

@@ -14,7 +14,7 @@ import ipaddress
 
 from ..probe.deadline import Deadline
 from .dnscache import DNSCache, Status
-from .records import _clip
+from .records import clip
 from .results import DNSBLEntry, DomainCheck, Finding, MXHost
 
 MAX_QUERIES = 200  # (address, zone) pairs per check
@@ -55,7 +55,7 @@ async def check_dnsbl(
         if e.listed:
             why = f": {e.reason}" if e.reason else ""
             reason = f"DNSBL: {address}{of} listed in {zone} ({', '.join(e.codes)}){why}"
-            findings.append(Finding(DomainCheck.DNSBL, _clip(reason, 300)))
+            findings.append(Finding(DomainCheck.DNSBL, clip(reason, 300)))
         elif e.error:
             findings.append(
                 Finding(DomainCheck.DNSBL, f"DNSBL: {zone} lookup of {address}{of}: {e.error}")
@@ -82,5 +82,5 @@ async def _one(address: str, zone: str, cache: DNSCache, deadline: Deadline) -> 
             mx_host, address, zone, False, error=f"unexpected answer {codes[0]} (not 127/8)"
         )
     txt = await cache.query(name, "TXT", deadline)
-    reason = _clip(" ".join(txt.texts()), 200) if txt.status is Status.OK else None
+    reason = clip(" ".join(txt.texts()), 200) if txt.status is Status.OK else None
     return DNSBLEntry(mx_host, address, zone, True, tuple(codes[:10]), reason)

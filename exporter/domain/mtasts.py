@@ -16,7 +16,7 @@ import ssl
 
 from ..probe.deadline import Deadline
 from .dnscache import DNSCache, Status
-from .records import _clip, _selected, _selection_problem, host_addresses, parse_tags
+from .records import clip, host_addresses, parse_tags, selected_records, selection_problem
 from .results import DomainCheck, Finding, MTASTSResult, MXHost
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
@@ -44,7 +44,7 @@ def parse_sts_txt(text: str) -> tuple[str | None, list[str]]:
     if ident is None:
         return None, [*problems, "no id= (required)"]
     if not _ID.fullmatch(ident):
-        return None, [*problems, f"id={_clip(ident, 40)} is not 1-32 letters and digits"]
+        return None, [*problems, f"id={clip(ident, 40)} is not 1-32 letters and digits"]
     return (None if problems else ident), problems
 
 
@@ -60,10 +60,10 @@ def parse_policy(text: str) -> tuple[dict[str, object], list[str]]:
         key, sep, value = line.partition(":")
         key, value = key.strip(), value.strip()
         if not sep or not re.fullmatch(r"[A-Za-z0-9_\-.]{1,32}", key):
-            problems.append(f"malformed line '{_clip(line, 40)}'")
+            problems.append(f"malformed line '{clip(line, 40)}'")
         elif key == "mx":
             if not _PATTERN.fullmatch(value):
-                problems.append(f"mx pattern '{_clip(value, 60)}' is not a host name")
+                problems.append(f"mx pattern '{clip(value, 60)}' is not a host name")
             elif len(patterns) < MAX_PATTERNS:
                 patterns.append(value.lower().rstrip("."))
         elif key in ("version", "mode", "max_age"):
@@ -112,8 +112,8 @@ async def check_mta_sts(
 
     name = f"_mta-sts.{domain}"
     lookup = await cache.query(name, "TXT", deadline)
-    records = _selected(lookup, "v=stsv1")
-    reason = _selection_problem("MTA-STS", name, lookup, records)
+    records = selected_records(lookup, "v=stsv1")
+    reason = selection_problem("MTA-STS", name, lookup, records)
     if reason:
         return MTASTSResult(valid=False), [Finding(DomainCheck.MTA_STS, reason)]
     ident, problems = parse_sts_txt(records[0])
@@ -210,7 +210,7 @@ async def _read_response(reader: asyncio.StreamReader) -> str:
     status_line = (await reader.readline()).decode("latin-1").strip()
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise FetchError(f"not an HTTP answer: {_clip(status_line, 60)!r}")
+        raise FetchError(f"not an HTTP answer: {clip(status_line, 60)!r}")
     status = int(parts[1])
     headers: dict[str, str] = {}
     size = len(status_line)
@@ -226,7 +226,7 @@ async def _read_response(reader: asyncio.StreamReader) -> str:
     else:
         raise FetchError("too many HTTP header lines")
     if 300 <= status < 400:
-        location = _clip(headers.get("location", "?"), 80)
+        location = clip(headers.get("location", "?"), 80)
         raise FetchError(f"HTTP {status} to {location} (redirects are not followed, RFC 8461 §3.3)")
     if status != 200:
         raise FetchError(f"HTTP {status} (expected 200)")
@@ -256,7 +256,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     length = headers.get("content-length")
     if length is not None:
         if not length.isdigit():
-            raise FetchError(f"bad Content-Length {_clip(length, 20)!r}")
+            raise FetchError(f"bad Content-Length {clip(length, 20)!r}")
         if int(length) > MAX_BODY:
             raise FetchError(too_big)
         return await reader.readexactly(int(length))

@@ -88,7 +88,7 @@ def parse_tags(text: str) -> tuple[list[tuple[str, str]], list[str]]:
             continue
         m = _TAG.fullmatch(part)
         if m is None:
-            problems.append(f"malformed tag '{_clip(part.strip(), 40)}'")
+            problems.append(f"malformed tag '{clip(part.strip(), 40)}'")
             continue
         pairs.append((m.group(1).lower(), m.group(2)))
     return pairs, problems
@@ -106,19 +106,19 @@ def parse_dmarc(text: str) -> tuple[str | None, list[str]]:
     if policy is None:
         problems.append("no p= tag (required)")
     elif policy.lower() not in DMARC_POLICIES:
-        problems.append(f"p={_clip(policy, 30)} is not none, quarantine or reject")
+        problems.append(f"p={clip(policy, 30)} is not none, quarantine or reject")
     if "sp" in tags and tags["sp"].lower() not in DMARC_POLICIES:
-        problems.append(f"sp={_clip(tags['sp'], 30)} is not none, quarantine or reject")
+        problems.append(f"sp={clip(tags['sp'], 30)} is not none, quarantine or reject")
     pct = tags.get("pct")
     if pct is not None and not (pct.isdigit() and int(pct) <= 100):
-        problems.append(f"pct={_clip(pct, 30)} is not 0-100")
+        problems.append(f"pct={clip(pct, 30)} is not 0-100")
     for key in ("adkim", "aspf"):
         if key in tags and tags[key].lower() not in ("r", "s"):
-            problems.append(f"{key}={_clip(tags[key], 30)} is not r or s")
+            problems.append(f"{key}={clip(tags[key], 30)} is not r or s")
     for key in ("rua", "ruf"):
         for uri in filter(None, (u.strip() for u in tags.get(key, "").split(","))):
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+", uri):
-                problems.append(f"{key}: '{_clip(uri, 60)}' is not a URI")
+                problems.append(f"{key}: '{clip(uri, 60)}' is not a URI")
     if problems or policy is None:
         return None, problems
     return policy.lower(), problems
@@ -130,8 +130,8 @@ async def check_dmarc(
     name = f"_dmarc.{domain}"
     out: list[Finding] = []
     lookup = await cache.query(name, "TXT", deadline)
-    records = _selected(lookup, "v=dmarc")
-    reason = _selection_problem("DMARC", name, lookup, records)
+    records = selected_records(lookup, "v=dmarc")
+    reason = selection_problem("DMARC", name, lookup, records)
     if reason:
         return DMARCResult(valid=False), [Finding(DomainCheck.DMARC, reason)]
     record = records[0]
@@ -139,7 +139,7 @@ async def check_dmarc(
     out += [Finding(DomainCheck.DMARC, f"DMARC: {p}") for p in problems]
     if policy == "none":
         out.append(Finding(DomainCheck.DMARC, "DMARC: p=none (monitoring only)"))
-    return DMARCResult(policy is not None, policy, _clip(record, MAX_RECORD_SHOWN)), out
+    return DMARCResult(policy is not None, policy, clip(record, MAX_RECORD_SHOWN)), out
 
 
 # --- TLS-RPT --------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def parse_tlsrpt(text: str) -> list[str]:
             (low.startswith("mailto:") and "@" in uri and " " not in uri)
             or (low.startswith("https://") and len(uri) > 8 and " " not in uri)
         ):
-            problems.append(f"rua: '{_clip(uri, 60)}' is neither mailto: nor https:")
+            problems.append(f"rua: '{clip(uri, 60)}' is neither mailto: nor https:")
     return problems
 
 
@@ -168,24 +168,25 @@ async def check_tlsrpt(
 ) -> tuple[TLSRPTResult, list[Finding]]:
     name = f"_smtp._tls.{domain}"
     lookup = await cache.query(name, "TXT", deadline)
-    records = _selected(lookup, "v=tlsrptv1")
-    reason = _selection_problem("TLS-RPT", name, lookup, records)
+    records = selected_records(lookup, "v=tlsrptv1")
+    reason = selection_problem("TLS-RPT", name, lookup, records)
     if reason:
         return TLSRPTResult(valid=False), [Finding(DomainCheck.TLSRPT, reason)]
     problems = parse_tlsrpt(records[0])
     findings = [Finding(DomainCheck.TLSRPT, f"TLS-RPT: {p}") for p in problems]
-    return TLSRPTResult(not problems, _clip(records[0], MAX_RECORD_SHOWN)), findings
+    return TLSRPTResult(not problems, clip(records[0], MAX_RECORD_SHOWN)), findings
 
 
 # --- shared ---------------------------------------------------------------------------------
 
 
-def _selected(lookup: Lookup, prefix: str) -> list[str]:
+def selected_records(lookup: Lookup, prefix: str) -> list[str]:
     """TXT records whose first tag names the protocol (compared without case)."""
     return [t for t in lookup.texts() if t.strip().lower().replace(" ", "").startswith(prefix)]
 
 
-def _selection_problem(what: str, name: str, lookup: Lookup, records: list[str]) -> str | None:
+def selection_problem(what: str, name: str, lookup: Lookup, records: list[str]) -> str | None:
+    """Why ``records`` (selected from ``lookup``) is not exactly one record, or None."""
     if lookup.status is Status.ERROR:
         return f"{what}: lookup of {name} TXT failed: {lookup.error}"
     if not records:
@@ -195,5 +196,6 @@ def _selection_problem(what: str, name: str, lookup: Lookup, records: list[str])
     return None
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

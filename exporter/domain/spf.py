@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..probe.deadline import Deadline
 from .dnscache import DNSCache, Status
-from .records import MAX_RECORD_SHOWN, _clip
+from .records import MAX_RECORD_SHOWN, clip
 from .results import DomainCheck, Finding, SPFResult
 
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 §4.6.4
@@ -74,19 +74,19 @@ def parse_spf(text: str) -> SPFRecord:
                 rec.problems.append(f"'{name}' appears twice (RFC 7208 §6)")
             seen_modifiers.add(name)
             if not _valid_domain_spec(value):
-                rec.problems.append(f"'{_clip(term, 60)}': invalid domain")
+                rec.problems.append(f"'{clip(term, 60)}': invalid domain")
             elif name == "redirect":
                 rec.redirect = value
             continue
         mech = _MECHANISM.fullmatch(term)
         name = mech.group(2).lower() if mech else ""
         if mech is None or name not in _MECHANISMS:
-            rec.problems.append(f"unknown mechanism '{_clip(term, 60)}'")
+            rec.problems.append(f"unknown mechanism '{clip(term, 60)}'")
             continue
         qualifier, rest = mech.group(1), mech.group(3)
         problem = _check_mechanism(name, rest)
         if problem:
-            rec.problems.append(f"'{_clip(term, 60)}': {problem}")
+            rec.problems.append(f"'{clip(term, 60)}': {problem}")
             continue
         if name in _LOOKUP_MECHANISMS:
             rec.lookups += 1
@@ -168,7 +168,7 @@ async def check_spf(
         return SPFResult(valid=False, lookups=0), out
     if len(records) > 1:
         finding(f"{len(records)} records (RFC 7208 allows one)")
-        return SPFResult(valid=False, lookups=0, record=_clip(records[0], MAX_RECORD_SHOWN)), out
+        return SPFResult(valid=False, lookups=0, record=clip(records[0], MAX_RECORD_SHOWN)), out
     walk = _SPFWalk(cache, deadline, finding)
     await walk.visit(domain, records[0], (domain,))
     valid = not walk.invalid
@@ -180,7 +180,7 @@ async def check_spf(
         finding(f"{walk.voids} void lookups (limit {SPF_VOID_LIMIT})")
         valid = False
     return (
-        SPFResult(valid, walk.lookups, walk.voids, _clip(records[0], MAX_RECORD_SHOWN)),
+        SPFResult(valid, walk.lookups, walk.voids, clip(records[0], MAX_RECORD_SHOWN)),
         out,
     )
 

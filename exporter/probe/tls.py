@@ -57,7 +57,7 @@ def client_context() -> ssl.SSLContext:
 
 def inspect(obj: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSInfo:
     """Describe the session ``obj`` and check its chain against the trust store."""
-    ders = tuple(_chain_der(obj)[:MAX_CHAIN])
+    ders = tuple(chain_der(obj)[:MAX_CHAIN])
     infos, certs, parse_error = _parse_chain(ders)
     cipher = obj.cipher()
     hostname_match = bool(certs) and matches_hostname(server_name, infos[0].sans)
@@ -110,7 +110,8 @@ def hostname_mismatch(info: TLSInfo) -> str:
     return f"certificate does not match {info.server_name!r}: it names {held}{more}"
 
 
-def _chain_der(obj: ssl.SSLObject) -> list[bytes]:
+def chain_der(obj: ssl.SSLObject) -> list[bytes]:
+    """The DER certificates the peer sent, leaf first, verified or not."""
     # Public from Python 3.13; the same call lives on the private _sslobj since 3.10.
     getter = getattr(obj, "get_unverified_chain", None)
     if getter is None:

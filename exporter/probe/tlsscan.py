@@ -35,7 +35,7 @@ from ..config import Target, TLSMode, is_ip
 from ..errors import ProbeError, TLSError
 from ..results import SCAN_VERSIONS, FailureKind, Phase, TLSScan
 from .deadline import Deadline
-from .tls import _chain_der
+from .tls import chain_der
 from .transport import Connection, RawConnection, resolve
 
 __all__ = ["client_hello", "scan", "untestable_versions"]
@@ -231,7 +231,7 @@ async def _handshake(
                 Phase.TLS_HANDSHAKE, FailureKind.REPLY, f"asked for {version} only, got {got}"
             )
         cipher = obj.cipher()
-        ders = _chain_der(obj)
+        ders = chain_der(obj)
         return (cipher[0] if cipher else "unknown"), (ders[0] if ders else None)
     finally:
         conn.close(graceful=False)
