@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .results import ProbeResult
 
 if TYPE_CHECKING:
-    from .domain.results import DomainResult
+    from .results.domain import DomainResult
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from . import gzipjoin
-from .domain.results import DomainCheck
 from .results import PROBE_PHASES, Phase, ProbeResult
+from .results.domain import DomainCheck
 from .store import (
     CANARY_BUCKETS,
     LATENCY_BUCKETS,

@@ -20,8 +20,8 @@ from . import results
 from .results import Phase, ProbeResult, TLSScan
 
 if TYPE_CHECKING:
-    from .domain.results import DomainResult
     from .results import CanaryResult
+    from .results.domain import DomainResult
 
 Canaries = dict[tuple[str, str], "CanaryResult"]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .config import Target
-from .domain.results import DomainResult
 from .results import CanaryResult, Phase, ProbeResult
+from .results.domain import DomainResult
 from .targets import Discovery, static_expansion
 
 # Probe phases on loopback take well under a millisecond; over the Internet, seconds.

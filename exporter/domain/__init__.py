@@ -25,18 +25,18 @@ import dns.asyncresolver
 
 from ..config import DomainChecks, Target, default_ehlo_name
 from ..probe.deadline import Deadline
-from .dane import check_dane
-from .dnsbl import check_dnsbl
-from .dnscache import DNSCache
-from .mtasts import check_mta_sts
-from .records import check_dmarc, check_tlsrpt, lookup_mx
-from .results import (
+from ..results.domain import (
     RECORD_CHECKS,
     DomainCheck,
     DomainResult,
     Finding,
     RecordsResult,
 )
+from .dane import check_dane
+from .dnsbl import check_dnsbl
+from .dnscache import DNSCache
+from .mtasts import check_mta_sts
+from .records import check_dmarc, check_tlsrpt, lookup_mx
 from .spf import check_spf
 
 __all__ = [

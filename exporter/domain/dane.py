@@ -26,8 +26,8 @@ from ..errors import ProbeError
 from ..probe.deadline import Deadline
 from ..probe.smtp import Session
 from ..probe.tls import chain_der, matches_hostname
+from ..results.domain import DANEHost, DomainCheck, Finding, MXHost
 from .dnscache import DNSCache, Status
-from .results import DANEHost, DomainCheck, Finding, MXHost
 
 MAX_TLSA = 20  # TLSA records looked at per MX host
 _DIGEST_SIZE = {1: 32, 2: 64}

@@ -13,9 +13,9 @@ import dataclasses
 import ipaddress
 
 from ..probe.deadline import Deadline
+from ..results.domain import DNSBLEntry, DomainCheck, Finding, MXHost
 from .dnscache import DNSCache, Status
 from .records import clip
-from .results import DNSBLEntry, DomainCheck, Finding, MXHost
 
 MAX_QUERIES = 200  # (address, zone) pairs per check
 _ERROR_CODES = ipaddress.ip_network("127.255.255.0/24")

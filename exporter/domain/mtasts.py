@@ -15,9 +15,9 @@ import re
 import ssl
 
 from ..probe.deadline import Deadline
+from ..results.domain import DomainCheck, Finding, MTASTSResult, MXHost
 from .dnscache import DNSCache, Status
 from .records import clip, host_addresses, parse_tags, selected_records, selection_problem
-from .results import DomainCheck, Finding, MTASTSResult, MXHost
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_BODY = 64 * 1024

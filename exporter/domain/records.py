@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 
 from ..probe.deadline import Deadline
-from .dnscache import DNSCache, Lookup, Status
-from .results import (
+from ..results.domain import (
     DMARCResult,
     DomainCheck,
     Finding,
@@ -18,6 +17,7 @@ from .results import (
     MXResult,
     TLSRPTResult,
 )
+from .dnscache import DNSCache, Lookup, Status
 
 MAX_MX_HOSTS = 10  # MX hosts looked at (by preference); more are ignored
 MAX_ADDRESSES = 4  # addresses kept per MX host and family

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..probe.deadline import Deadline
+from ..results.domain import DomainCheck, Finding, SPFResult
 from .dnscache import DNSCache, Status
 from .records import MAX_RECORD_SHOWN, clip
-from .results import DomainCheck, Finding, SPFResult
 
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 §4.6.4
 SPF_VOID_LIMIT = 2
