@@ -208,16 +208,11 @@ async def probe_all(
     # A failed MX lookup or a null MX is a failed result of its own (phase mx_lookup), so
     # it is a row, a JSON object, a CRITICAL line and exit 1, never an empty report.
     runs = await asyncio.gather(*(run_target(t, resolver, one) for t in cfg.targets))
-    pairs = [pair for run in runs for pair in run.results]
-    concrete = [t for t, _ in pairs]
-    results = [r for _, r in pairs]
-    due = [
-        (t, t.module.canary)
-        for t, r in zip(concrete, results, strict=True)
-        if r.success and t.module.canary is not None and not t.mx
-    ]
-    sent = await asyncio.gather(*(run_canary(t, c) for t, c in due if c is not None))
-    canaries = {(t.name, t.module.name): c for (t, _), c in zip(due, sent, strict=True)}
+    results = [r for run in runs for _, r in run.results]
+    # The canary rule is the scheduler's (Run.canary_target); --once sends each due one.
+    due = [t for run in runs if (t := run.canary_target) is not None]
+    sent = await asyncio.gather(*(run_canary(t, t.module.canary) for t in due if t.module.canary))
+    canaries = {(t.name, t.module.name): c for t, c in zip(due, sent, strict=True)}
     return results, canaries, list(await domains)
 
 

@@ -44,6 +44,7 @@ from .domain import DomainSpec, check_domain, domain_checks
 from .probe.deadline import Deadline
 from .probe.transport import ResolverLane, resolver_lane
 from .results import FailureKind, ProbeResult
+from .runner import probe_expansion
 from .selfmetrics import ExporterMetrics
 from .store import DomainKey, ResultStore
 from .targets import Discovery, in_shard, offset_fraction, static_expansion
@@ -218,19 +219,22 @@ class ProbeScheduler:
         scheduled = self._scheduled.get(jid)
         if scheduled is not None:
             self._own.lag.observe(max(0.0, time.time() - scheduled))
-        concrete = await self._expand(jid, target)
-        results = await asyncio.gather(*(self._probe(jid, c) for c in concrete))
-        if any(r.failure is not None and r.failure.kind is FailureKind.TIMEOUT for r in results):
+        discovery = await self._expand(jid, target)
+        if discovery is None:  # removed or changed while resolving
+            return
+        run = await probe_expansion(discovery, lambda c: self._probe(jid, c))
+        if any(
+            r.failure is not None and r.failure.kind is FailureKind.TIMEOUT for _, r in run.probed
+        ):
             self._slow_targets.add(jid)
         else:
             self._slow_targets.discard(jid)
-        for c, result in zip(concrete, results, strict=True):
+        for c, result in run.probed:
             previous = self._store.record(c, result)
             if previous is not None:
                 log_transition(c, previous.result, result)
-        # The canary goes through the target as configured, not through each MX host.
-        if target.module.canary is not None and concrete == (target,) and results[0].success:
-            self._maybe_canary(jid, target)
+        if (through := run.canary_target) is not None:
+            self._maybe_canary(jid, through)
 
     async def _probe(self, jid: str, target: Target) -> ProbeResult:
         lane = self._slow if jid in self._slow_targets else self._fast
@@ -282,21 +286,24 @@ class ProbeScheduler:
         finally:
             self._own.in_flight.dec()
 
-    async def _expand(self, jid: str, target: Target) -> tuple[Target, ...]:
-        if not target.mx:
-            return static_expansion(target)
+    async def _expand(self, jid: str, target: Target) -> Discovery | None:
+        """The target's expansion: kept between runs, looked up again (mx:) when its TTL
+        runs out; None when the target was removed or changed while resolving."""
         previous = self._discovery.get(jid)
-        if previous is None or time.monotonic() >= previous.expires:
-            discovery = await expand(target, self._resolver, previous)
-            if self._targets.get(jid) != target:  # removed or changed while resolving
-                return ()
-            self._discovery[jid] = discovery
-            self._store.set_expansion(discovery)
-            failure = discovery.failure  # recorded by set_expansion as a result of its own
-            if failure and (previous is None or previous.failure != failure):
-                log.warning("MX lookup for %s: %s: %s", target.name, failure.kind, failure.detail)
-            return discovery.concrete
-        return previous.concrete
+        if previous is not None and (not target.mx or time.monotonic() < previous.expires):
+            return previous
+        if not target.mx:  # no DNS: the expansion never changes
+            self._discovery[jid] = Discovery(target, static_expansion(target))
+            return self._discovery[jid]
+        discovery = await expand(target, self._resolver, previous)
+        if self._targets.get(jid) != target:
+            return None
+        self._discovery[jid] = discovery
+        self._store.set_expansion(discovery)
+        failure = discovery.failure  # recorded by set_expansion as a result of its own
+        if failure and (previous is None or previous.failure != failure):
+            log.warning("MX lookup for %s: %s: %s", target.name, failure.kind, failure.detail)
+        return discovery
 
     def _maybe_canary(self, jid: str, target: Target) -> None:
         """Start a canary when one is due: after a successful probe, at the canary's own
