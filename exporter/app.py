@@ -19,10 +19,10 @@ from dataclasses import replace
 from . import config
 from .errors import ConfigError, ProbeError
 from .http import Server
-from .metrics import render_probe
+from .metrics import Renderer, render_probe
 from .probe.deadline import Deadline
 from .probe.transport import addresses
-from .runner import run_target
+from .runner import Refusal, RefusalKind, run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
 from .store import Entry, ResultStore
@@ -46,7 +46,11 @@ class Exporter:
         self._load = load
         self._listen = listen
         self._web_config_file = web_config_file
+        # The pipeline: the scheduler (built in run) records results into the store; the
+        # renderer, subscribed to the store, renders each entry as it is recorded; the HTTP
+        # server joins the rendered pieces on a scrape and asks ``probe`` for /probe.
         self.store = ResultStore()
+        self.renderer = Renderer(self.store)  # subscribes to the store
         self.own = ExporterMetrics()
         self.ready = False
         self.config: config.Config | None = initial
@@ -153,8 +157,9 @@ class Exporter:
 
     async def probe(
         self, target: str, module: str | None, scrape_timeout: str | None
-    ) -> tuple[int, str]:
-        """Answer /probe: probe ``target`` with ``module`` now, within the scrape's timeout."""
+    ) -> str | Refusal:
+        """Answer /probe: probe ``target`` with ``module`` now, within the scrape's timeout.
+        The exposition text of its results, or why it was refused."""
         assert self._loop is not None
         cfg = self.config
         assert cfg is not None
@@ -164,21 +169,25 @@ class Exporter:
             or (next(iter(cfg.modules)) if len(cfg.modules) == 1 else None)
         )
         if name is None:
-            return 400, "module parameter is missing (and no defaults.module is set)\n"
+            return Refusal(
+                RefusalKind.INVALID, "module parameter is missing (and no defaults.module is set)\n"
+            )
         mod = cfg.modules.get(name)
         if mod is None:
-            return 400, f"unknown module {name!r}\n"
+            return Refusal(RefusalKind.INVALID, f"unknown module {name!r}\n")
         mx = target.startswith("mx:")
         try:
             host, port = config.parse_target(target[3:] if mx else target, mod.default_port)
         except ValueError as exc:
-            return 400, f"invalid target {target!r}: {exc}\n"
+            return Refusal(RefusalKind.INVALID, f"invalid target {target!r}: {exc}\n")
         budget = mod.timeout
         if scrape_timeout:
             try:
                 offered = float(scrape_timeout)
             except ValueError:
-                return 400, "invalid X-Prometheus-Scrape-Timeout-Seconds header\n"
+                return Refusal(
+                    RefusalKind.INVALID, "invalid X-Prometheus-Scrape-Timeout-Seconds header\n"
+                )
             # Leave Prometheus time to receive the answer (blackbox's --timeout-offset).
             budget = min(budget, max(offered - self.timeout_offset, 0.1))
         tgt = config.Target(target, host, port, mod, mx=mx)
@@ -186,7 +195,7 @@ class Exporter:
         refusal = self.scheduler.on_demand_refusal(needs_resolver=not mx and not config.is_ip(host))
         if refusal is not None:
             self.own.probe_refused.labels("busy").inc()
-            return 503, refusal
+            return Refusal(RefusalKind.BUSY, refusal)
         async with self.scheduler.on_demand():
             # The deadline starts once the request holds its slot: nothing before it is
             # charged to the probe's phases.
@@ -221,10 +230,10 @@ class Exporter:
                     return self._forbidden(mod, target, concrete[1])
                 entries = await self._probe_concrete(concrete[0], deadline)
         if not entries:
-            return 200, ""
+            return ""
         if mod.canary is not None:
             entries = [self._with_last_canary(e) for e in entries]
-        return 200, render_probe(entries, discoveries)
+        return render_probe(entries, discoveries)
 
     def _with_last_canary(self, entry: Entry) -> Entry:
         """``entry`` with the last scheduled canary of its target, when there is one. A
@@ -322,16 +331,17 @@ class Exporter:
                 return f"MX host {mx_host} ({c.host}) is not in probe_allow"
         return None
 
-    def _forbidden(self, mod: config.Module, target: str, why: str) -> tuple[int, str]:
+    def _forbidden(self, mod: config.Module, target: str, why: str) -> Refusal:
         self.own.probe_refused.labels("forbidden").inc()
         log.warning("/probe refused: target %r with module %r: %s", target, mod.name, why)
         what = "carries credentials" if mod.carries_credentials else "has probe_allow"
-        return 403, (
+        return Refusal(
+            RefusalKind.FORBIDDEN,
             f"module {mod.name!r} {what}, so /probe only probes the targets configured with "
             f"it and those its probe_allow names; {target!r} is refused: {why}. To allow it, "
             f"add it to targets with module {mod.name!r}, or to "
             f"modules.{mod.name}.probe_allow (hosts: [name, '*.domain', 'name:port'], "
-            "networks: [CIDR]).\n"
+            "networks: [CIDR]).\n",
         )
 
     async def _probe_concrete(

@@ -32,6 +32,7 @@ from . import __version__, gzipjoin, httpsd
 from .config import Config
 from .metrics import Renderer
 from .results import display_name
+from .runner import Refusal, RefusalKind
 from .selfmetrics import ExporterMetrics
 from .store import ResultStore
 
@@ -58,6 +59,7 @@ class App(Protocol):
     """What the HTTP layer needs from the running exporter (all called on its loop)."""
 
     store: ResultStore
+    renderer: Renderer  # the /metrics body, rendered as results are recorded
     own: ExporterMetrics
     ready: bool
     config: Config | None  # its targets are listed on /sd
@@ -68,7 +70,7 @@ class App(Protocol):
 
     async def probe(
         self, target: str, module: str | None, scrape_timeout: str | None
-    ) -> tuple[int, str]: ...
+    ) -> str | Refusal: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,13 @@ class Request:
         return connection != "close"
 
 
+_REFUSAL_STATUS = {
+    RefusalKind.INVALID: HTTPStatus.BAD_REQUEST,
+    RefusalKind.BUSY: HTTPStatus.SERVICE_UNAVAILABLE,
+    RefusalKind.FORBIDDEN: HTTPStatus.FORBIDDEN,
+}
+
+
 class BadRequest(Exception):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
@@ -103,7 +112,7 @@ class Server:
     ) -> None:
         self.app = app
         self.address = address
-        self.renderer = Renderer(app.store)
+        self.renderer = app.renderer
         self.web = web
         self.ssl_context = ssl_context
         self._server: asyncio.Server | None = None
@@ -309,12 +318,14 @@ class Server:
             )
             return
         module = (params.get("module") or [None])[0]
-        status, body = await self.app.probe(
+        answer = await self.app.probe(
             target, module, request.headers.get("x-prometheus-scrape-timeout-seconds")
         )
-        await self._send(
-            writer, request, status, body, CONTENT_TYPE if status == 200 else "text/plain"
-        )
+        if isinstance(answer, Refusal):
+            status = _REFUSAL_STATUS[answer.kind]
+            await self._send(writer, request, status, answer.message, "text/plain")
+        else:
+            await self._send(writer, request, HTTPStatus.OK, answer, CONTENT_TYPE)
 
     def _head(
         self,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import dns.asyncresolver
 
@@ -49,6 +50,22 @@ class Run:
             return None
         concrete, result = self.probed[0]
         return self.target if concrete == self.target and result.success else None
+
+
+class RefusalKind(StrEnum):
+    """Why an on-demand run (``/probe``) was not made; the HTTP layer maps each to a status."""
+
+    INVALID = "invalid"  # the request names no usable module, target or timeout
+    BUSY = "busy"  # no on-demand slot or resolver thread free now; never queued
+    FORBIDDEN = "forbidden"  # the module may not probe that target
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An on-demand run refused before probing: the kind and a message for the caller."""
+
+    kind: RefusalKind
+    message: str
 
 
 def lookup_results(discovery: Discovery) -> list[tuple[Target, ProbeResult]]:
