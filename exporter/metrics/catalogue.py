@@ -1,0 +1,340 @@
+"""The metric catalogue: every family the exporter serves, with its type, help and labels.
+
+``METRICS`` is the single list: the renderer writes HELP/TYPE from it and docs/metrics.md
+is checked against it. Nothing here renders or reads a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
+# new series.
+EXTENSIONS = (
+    "STARTTLS",
+    "AUTH",
+    "SIZE",
+    "PIPELINING",
+    "8BITMIME",
+    "SMTPUTF8",
+    "CHUNKING",
+    "BINARYMIME",
+    "DSN",
+    "ENHANCEDSTATUSCODES",
+    "REQUIRETLS",
+)
+MECHANISMS = (
+    "PLAIN",
+    "LOGIN",
+    "CRAM-MD5",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "XOAUTH2",
+    "OAUTHBEARER",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    type: str  # gauge | counter | histogram
+    help: str
+    labels: tuple[str, ...] = ()  # beyond target, module and the target's extra labels
+
+
+PER_TARGET: tuple[MetricSpec, ...] = (
+    MetricSpec("smtp_probe_success", "gauge", "1 if every phase of the last probe passed."),
+    MetricSpec("smtp_probe_duration_seconds", "gauge", "Duration of the last probe."),
+    MetricSpec(
+        "smtp_probe_phase_duration_seconds",
+        "gauge",
+        "Duration of each phase the last probe ran (absent for phases not reached).",
+        ("phase",),
+    ),
+    MetricSpec(
+        "smtp_probe_failed_phase",
+        "gauge",
+        "1 with the phase and kind of the last probe's failure; 0 with empty labels "
+        "after a success.",
+        ("phase", "kind"),
+    ),
+    MetricSpec(
+        "smtp_probe_reply_code",
+        "gauge",
+        "Last SMTP reply code received in the last probe (0 if none).",
+    ),
+    MetricSpec("smtp_probe_ip_protocol", "gauge", "IP version of the address probed (4 or 6)."),
+    MetricSpec("smtp_probe_timestamp_seconds", "gauge", "When the last probe started."),
+    MetricSpec(
+        "smtp_tls_info", "gauge", "TLS version and cipher of the last probe.", ("version", "cipher")
+    ),
+    MetricSpec(
+        "smtp_tls_cert_info",
+        "gauge",
+        "The leaf certificate presented.",
+        ("subject", "issuer", "serial", "fingerprint_sha256"),
+    ),
+    MetricSpec(
+        "smtp_tls_leaf_cert_expiry_timestamp_seconds", "gauge", "notAfter of the leaf certificate."
+    ),
+    MetricSpec(
+        "smtp_tls_earliest_cert_expiry_timestamp_seconds",
+        "gauge",
+        "Earliest notAfter in the presented chain.",
+    ),
+    MetricSpec(
+        "smtp_tls_chain_verified",
+        "gauge",
+        "1 if the presented chain verified against the trust store.",
+    ),
+    MetricSpec(
+        "smtp_tls_hostname_match",
+        "gauge",
+        "1 if the certificate names the host (or tls_server_name).",
+    ),
+    MetricSpec(
+        "smtp_auth_success",
+        "gauge",
+        "1 if AUTH succeeded in the last probe (modules with auth only).",
+        ("mechanism",),
+    ),
+    MetricSpec(
+        "smtp_extension_advertised",
+        "gauge",
+        "1 if the last EHLO (after STARTTLS, if any) advertised the extension.",
+        ("extension",),
+    ),
+    MetricSpec(
+        "smtp_auth_mechanism_advertised",
+        "gauge",
+        "1 if the last EHLO advertised the AUTH mechanism.",
+        ("mechanism",),
+    ),
+    MetricSpec("smtp_size_limit_bytes", "gauge", "Message size limit advertised with SIZE."),
+    MetricSpec(
+        "smtp_posture_auth_advertised_before_tls",
+        "gauge",
+        "1 if EHLO advertised AUTH before STARTTLS (posture.auth_before_tls).",
+    ),
+    MetricSpec(
+        "smtp_posture_auth_accepted_before_tls",
+        "gauge",
+        "1 if the server answered AUTH LOGIN with 334 before TLS.",
+    ),
+    MetricSpec(
+        "smtp_posture_open_relay",
+        "gauge",
+        "1 if RCPT to an outside domain was accepted without AUTH (posture.relay_test).",
+    ),
+    MetricSpec(
+        "smtp_posture_relay_test_reply_code",
+        "gauge",
+        "Reply code that decided the relay test (RCPT, or MAIL when refused).",
+    ),
+    MetricSpec(
+        "smtp_posture_tls_version_accepted",
+        "gauge",
+        "1 if a handshake pinned to the TLS version succeeded (posture.tls_scan).",
+        ("version",),
+    ),
+    MetricSpec(
+        "smtp_posture_tls_forward_secrecy",
+        "gauge",
+        "1 if the cipher chosen at the highest accepted version has forward secrecy.",
+    ),
+    MetricSpec(
+        "smtp_posture_tls_key_size",
+        "gauge",
+        # In bits, as key sizes are always given; promtool's lint would have a name ending
+        # in _bits use bytes, and a 2048-bit key read as 256 helps nobody.
+        "Size of the leaf certificate's public key in bits (RSA 2048, EC 256).",
+        ("key_type",),
+    ),
+    MetricSpec(
+        "smtp_posture_tls_weak_signature",
+        "gauge",
+        "1 if the leaf certificate is signed with SHA-1 or MD5.",
+    ),
+    MetricSpec(
+        "smtp_posture_tls_ocsp_stapled",
+        "gauge",
+        "1 if the server stapled an OCSP response when asked.",
+    ),
+    MetricSpec(
+        "smtp_posture_tls_findings",
+        "gauge",
+        "TLS weaknesses found: TLS < 1.2 accepted, RSA < 2048 bits, SHA-1/MD5 signature.",
+    ),
+    MetricSpec(
+        "smtp_canary_send_success",
+        "gauge",
+        "1 if the last canary was accepted for every recipient.",
+    ),
+    MetricSpec(
+        "smtp_canary_send_duration_seconds",
+        "gauge",
+        "Time to connect, send the last canary and quit.",
+    ),
+    MetricSpec(
+        "smtp_canary_last_sent_timestamp_seconds", "gauge", "When the last canary was sent."
+    ),
+    MetricSpec(
+        "smtp_canary_imap_success",
+        "gauge",
+        "1 if the last canary's IMAP session connected, logged in and searched the mailbox "
+        "(and deleted what it found); 0 if it could not, and delivery is then unknown.",
+    ),
+    MetricSpec(
+        "smtp_canary_imap_failed_phase",
+        "gauge",
+        "1 with the phase and kind of the last IMAP session's failure; 0 with empty labels "
+        "after a success.",
+        ("phase", "kind"),
+    ),
+    MetricSpec(
+        "smtp_canary_delivered",
+        "gauge",
+        "1 if the last canary was found in the IMAP mailbox before its deadline; 0 if the "
+        "mailbox was read and it was not there.",
+    ),
+    MetricSpec(
+        "smtp_canary_last_round_trip_seconds",
+        "gauge",
+        "From sending the last canary to finding it over IMAP.",
+    ),
+    MetricSpec(
+        "smtp_canary_last_delivered_timestamp_seconds",
+        "gauge",
+        "When a canary was last found in the mailbox.",
+    ),
+    MetricSpec(
+        "smtp_canary_round_trip_seconds",
+        "histogram",
+        "Canary round trips (sending to finding it over IMAP) since the exporter started.",
+    ),
+    MetricSpec(
+        "smtp_canary_late_arrivals_total",
+        "counter",
+        "Canaries the IMAP sweep found that the server received after their timeout.",
+    ),
+    MetricSpec(
+        "smtp_canary_swept_total",
+        "counter",
+        "Stale canaries (older than the timeout, never found in time) the IMAP sweep deleted.",
+    ),
+    MetricSpec("smtp_probes_total", "counter", "Probes completed since the exporter started."),
+    MetricSpec(
+        "smtp_probe_failures_total", "counter", "Failed probes by failing phase.", ("phase",)
+    ),
+)
+DISCOVERY: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "smtp_mx_lookup_success",
+        "gauge",
+        "1 if the last MX lookup of an mx: target answered (records, no records, or "
+        "null MX); 0 on NXDOMAIN or a failed lookup.",
+    ),
+    MetricSpec(
+        "smtp_mx_null",
+        "gauge",
+        "1 if the domain publishes a null MX (RFC 7505): it accepts no mail.",
+    ),
+    MetricSpec(
+        "smtp_mx_implicit",
+        "gauge",
+        "1 if the domain has no MX records and its own address is used (RFC 5321 5.1).",
+    ),
+    MetricSpec("smtp_mx_hosts", "gauge", "MX hosts found in the last lookup."),
+    MetricSpec(
+        "smtp_mx_lookup_timestamp_seconds", "gauge", "When the MX records were last looked up."
+    ),
+)
+DOMAIN: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "smtp_domain_check_success",
+        "gauge",
+        "1 if the domain's DNS could be queried in the last check; 0 when lookups failed.",
+    ),
+    MetricSpec("smtp_domain_check_duration_seconds", "gauge", "Duration of the last check."),
+    MetricSpec("smtp_domain_check_timestamp_seconds", "gauge", "When the domain was last checked."),
+    MetricSpec(
+        "smtp_domain_findings",
+        "gauge",
+        "Findings of each enabled check in the last check (0 = clean).",
+        ("check",),
+    ),
+    MetricSpec("smtp_domain_mx_records", "gauge", "MX records of the domain (0 for a null MX)."),
+    MetricSpec("smtp_domain_null_mx", "gauge", "1 if the domain publishes a null MX (RFC 7505)."),
+    MetricSpec(
+        "smtp_domain_spf_valid",
+        "gauge",
+        "1 if the domain has one SPF record, known mechanisms only, at most 10 DNS lookups.",
+    ),
+    MetricSpec(
+        "smtp_domain_spf_dns_lookups", "gauge", "DNS lookups evaluating the SPF record takes."
+    ),
+    MetricSpec("smtp_domain_dmarc_valid", "gauge", "1 if _dmarc.<domain> has one valid record."),
+    MetricSpec(
+        "smtp_domain_dmarc_policy_info", "gauge", "The DMARC record's policy (p=).", ("policy",)
+    ),
+    MetricSpec(
+        "smtp_domain_tlsrpt_valid", "gauge", "1 if _smtp._tls.<domain> has a valid TLS-RPT record."
+    ),
+    MetricSpec(
+        "smtp_domain_mta_sts_valid",
+        "gauge",
+        "1 if the _mta-sts TXT record is present and the policy was fetched over verified "
+        "HTTPS and parsed.",
+    ),
+    MetricSpec("smtp_domain_mta_sts_mode_info", "gauge", "The MTA-STS policy's mode.", ("mode",)),
+    MetricSpec("smtp_domain_mta_sts_max_age_seconds", "gauge", "The MTA-STS policy's max_age."),
+    MetricSpec(
+        "smtp_domain_mta_sts_policy_changes_total",
+        "counter",
+        "Times the _mta-sts TXT record's id changed since the exporter started.",
+    ),
+    MetricSpec(
+        "smtp_domain_mta_sts_mx_match",
+        "gauge",
+        "1 if the MX host matches one of the MTA-STS policy's mx patterns.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dane_tlsa_records",
+        "gauge",
+        "TLSA records at _25._tcp.<mx_host>.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dane_dnssec_validated",
+        "gauge",
+        "1 if the resolver set the AD bit on the TLSA answer.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dane_match",
+        "gauge",
+        "1 if the MX host's certificate matches one of its TLSA records.",
+        ("mx_host",),
+    ),
+    MetricSpec(
+        "smtp_domain_dnsbl_listed",
+        "gauge",
+        "1 if the MX host's address is listed on the DNSBL zone.",
+        ("mx_host", "address", "zone"),
+    ),
+    MetricSpec(
+        "smtp_domain_dnsbl_return_code_info",
+        "gauge",
+        "The address a DNSBL zone answered for a listed MX address.",
+        ("mx_host", "address", "zone", "code"),
+    ),
+)
+HISTOGRAM = MetricSpec(
+    "smtp_probe_phase_seconds",
+    "histogram",
+    "Phase durations over time, per module (per-target quantiles: quantile_over_time on "
+    "smtp_probe_phase_duration_seconds).",
+    ("phase",),
+)
+METRICS = (*PER_TARGET, *DISCOVERY, *DOMAIN, HISTOGRAM)

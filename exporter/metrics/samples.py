@@ -1,0 +1,229 @@
+"""Result -> samples: one target's entry as text lines, one string per ``PER_TARGET`` family.
+
+``render_target`` runs once per recorded result (the renderer caches its output), so each
+feature's samples (probe, TLS, capabilities, posture, canary) are written by a function of
+its own into one ``_Lines`` buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client.utils import floatToGoString
+
+from ..results import PROBE_PHASES, CanaryResult, Phase, Posture, ProbeResult, TLSInfo
+from ..store import CANARY_BUCKETS, Entry
+from ..targets import Discovery
+from .aggregate import discovery_text
+from .catalogue import EXTENSIONS, MECHANISMS, PER_TARGET
+from .text import escape, fmt
+
+_INDEX = {spec.name: i for i, spec in enumerate(PER_TARGET)}
+
+
+def phase_plan(entry: Entry) -> tuple[Phase, ...]:
+    """The phases this target can fail in, so each failure counter exists from the start.
+    (Durations are exported only for the phases a probe did run.)"""
+    if is_lookup(entry):
+        return (Phase.MX_LOOKUP,)
+    module = entry.target.module
+    skip = set()
+    if module.tls.value == "none":
+        skip |= {Phase.STARTTLS, Phase.TLS_HANDSHAKE, Phase.EHLO_TLS}
+    elif module.tls.value == "implicit":
+        skip |= {Phase.STARTTLS, Phase.EHLO_TLS}
+    if module.auth is None:
+        skip.add(Phase.AUTH)
+    plan = tuple(p for p in PROBE_PHASES if p not in skip)
+    return (*plan, Phase.POSTURE) if module.posture.fail_on_findings else plan
+
+
+def is_lookup(entry: Entry) -> bool:
+    """The entry that stands for an mx: target's failed lookup (or null MX): the target as
+    configured, not one of its MX hosts."""
+    return entry.target.mx and "mx_host" not in dict(entry.target.labels)
+
+
+class _Lines:
+    """One target's lines, family by family, each line carrying the target's labels."""
+
+    __slots__ = ("base", "out")
+
+    def __init__(self, entry: Entry) -> None:
+        t = entry.target
+        self.base = f'target="{escape(t.name)}",module="{escape(t.module.name)}"' + "".join(
+            f',{k}="{escape(v)}"' for k, v in t.labels
+        )
+        self.out: list[list[str]] = [[] for _ in PER_TARGET]
+
+    def add(self, name: str, value: float, extra: str = "") -> None:
+        self.out[_INDEX[name]].append(f"{name}{{{self.base}{extra}}} {fmt(value)}\n")
+
+
+def render_target(entry: Entry) -> tuple[str, ...]:
+    """One string per PER_TARGET family (possibly empty) for this target."""
+    lines = _Lines(entry)
+    plan = phase_plan(entry)
+    lines.add("smtp_probes_total", entry.probes)
+    failures = dict(entry.failures)
+    for phase in plan:
+        lines.add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+    r = entry.result
+    if r is not None:
+        _probe(lines, r, plan)
+        if r.tls is not None:
+            _tls(lines, r.tls)
+        _capabilities(lines, entry, r)
+        _posture(lines, r.posture)
+    if entry.canary is not None:
+        _canary(lines, entry.canary)
+    _canary_history(lines, entry)
+    return tuple("".join(family) for family in lines.out)
+
+
+def _probe(lines: _Lines, r: ProbeResult, plan: tuple[Phase, ...]) -> None:
+    lines.add("smtp_probe_success", 1 if r.success else 0)
+    lines.add("smtp_probe_duration_seconds", r.duration_seconds)
+    # Only the phases that ran: a 0 for a phase never reached would read as a result and
+    # drag latency percentiles down. (The relay test's mail and rcpt steps stay out:
+    # posture, not health.)
+    for timing in r.phases:
+        if timing.phase in plan:
+            lines.add(
+                "smtp_probe_phase_duration_seconds", timing.seconds, f',phase="{timing.phase}"'
+            )
+    f = r.failure
+    lines.add(
+        "smtp_probe_failed_phase",
+        1 if f else 0,
+        f',phase="{f.phase}",kind="{f.kind}"' if f else ',phase="",kind=""',
+    )
+    lines.add("smtp_probe_reply_code", r.last_reply_code or 0)
+    if r.address:
+        lines.add("smtp_probe_ip_protocol", 6 if ":" in r.address else 4)
+    lines.add("smtp_probe_timestamp_seconds", r.started_at)
+
+
+def _tls(lines: _Lines, tls: TLSInfo) -> None:
+    lines.add("smtp_tls_info", 1, f',version="{escape(tls.version)}",cipher="{escape(tls.cipher)}"')
+    leaf = tls.leaf
+    if leaf is not None:
+        lines.add(
+            "smtp_tls_cert_info",
+            1,
+            f',subject="{escape(leaf.subject)}",issuer="{escape(leaf.issuer)}",'
+            f'serial="{leaf.serial}",fingerprint_sha256="{leaf.sha256}"',
+        )
+        lines.add("smtp_tls_leaf_cert_expiry_timestamp_seconds", leaf.not_after)
+    if tls.earliest_not_after is not None:
+        lines.add("smtp_tls_earliest_cert_expiry_timestamp_seconds", tls.earliest_not_after)
+    lines.add("smtp_tls_chain_verified", 1 if tls.verified else 0)
+    lines.add("smtp_tls_hostname_match", 1 if tls.hostname_match else 0)
+
+
+def _capabilities(lines: _Lines, entry: Entry, r: ProbeResult) -> None:
+    """AUTH outcome, advertised extensions and mechanisms, SIZE."""
+    if entry.target.module.auth is not None and any(p.phase is Phase.AUTH for p in r.phases):
+        # Only when the AUTH phase ran: a probe that failed before it did not fail AUTH.
+        lines.add(
+            "smtp_auth_success",
+            1 if r.auth.success else 0,
+            f',mechanism="{r.auth.mechanism or ""}"',
+        )
+    if r.extensions or r.failure is None:
+        for ext in EXTENSIONS:
+            lines.add(
+                "smtp_extension_advertised", 1 if ext in r.extensions else 0, f',extension="{ext}"'
+            )
+        for mech in MECHANISMS:
+            lines.add(
+                "smtp_auth_mechanism_advertised",
+                1 if mech in r.auth_mechanisms else 0,
+                f',mechanism="{mech}"',
+            )
+    if r.size_limit is not None:
+        lines.add("smtp_size_limit_bytes", r.size_limit)
+
+
+def _posture(lines: _Lines, p: Posture) -> None:
+    for name, value in (
+        ("smtp_posture_auth_advertised_before_tls", p.auth_advertised_before_tls),
+        ("smtp_posture_auth_accepted_before_tls", p.auth_accepted_before_tls),
+        ("smtp_posture_open_relay", p.relay_accepted),
+        ("smtp_posture_relay_test_reply_code", p.relay_code),
+    ):
+        if value is not None:
+            lines.add(name, float(value))
+    scan = p.tls_scan
+    if scan is None:
+        return
+    for version in scan.tested:
+        lines.add(
+            "smtp_posture_tls_version_accepted",
+            1 if version in scan.accepted else 0,
+            f',version="{version}"',
+        )
+    if scan.forward_secrecy is not None:
+        lines.add("smtp_posture_tls_forward_secrecy", 1 if scan.forward_secrecy else 0)
+    if scan.key_type is not None and scan.key_bits is not None:
+        lines.add("smtp_posture_tls_key_size", scan.key_bits, f',key_type="{scan.key_type}"')
+    if scan.weak_signature is not None:
+        lines.add("smtp_posture_tls_weak_signature", 1 if scan.weak_signature else 0)
+    if scan.ocsp_stapled is not None:
+        lines.add("smtp_posture_tls_ocsp_stapled", 1 if scan.ocsp_stapled else 0)
+    lines.add("smtp_posture_tls_findings", len(scan.findings))
+
+
+def _canary(lines: _Lines, c: CanaryResult) -> None:
+    """The last canary's outcome."""
+    lines.add("smtp_canary_send_success", 1 if c.send_ok else 0)
+    lines.add("smtp_canary_send_duration_seconds", c.send_seconds)
+    lines.add("smtp_canary_last_sent_timestamp_seconds", c.sent_at)
+    if c.checked:
+        f = c.imap_failure
+        lines.add("smtp_canary_imap_success", 0 if f else 1)
+        lines.add(
+            "smtp_canary_imap_failed_phase",
+            1 if f else 0,
+            f',phase="{f.phase}",kind="{f.kind}"' if f else ',phase="",kind=""',
+        )
+    if c.delivered is not None:  # None: the mailbox could not be read
+        lines.add("smtp_canary_delivered", 1 if c.delivered else 0)
+    if c.round_trip_seconds is not None:
+        lines.add("smtp_canary_last_round_trip_seconds", c.round_trip_seconds)
+
+
+def _canary_history(lines: _Lines, entry: Entry) -> None:
+    """What the store keeps across canaries: last delivery, counters, round-trip histogram."""
+    if entry.last_delivered is not None:
+        lines.add("smtp_canary_last_delivered_timestamp_seconds", entry.last_delivered)
+    canary = entry.target.module.canary
+    if canary is None or canary.imap is None:
+        return
+    # Counters and the histogram from the start, so rates and quantiles never flicker.
+    lines.add("smtp_canary_late_arrivals_total", entry.canaries_late)
+    lines.add("smtp_canary_swept_total", entry.canaries_swept)
+    name, base = "smtp_canary_round_trip_seconds", lines.base
+    out = lines.out[_INDEX[name]]
+    counts = entry.round_trip_buckets or (0,) * len(CANARY_BUCKETS)
+    for bound, n in zip(CANARY_BUCKETS, counts, strict=True):
+        out.append(f'{name}_bucket{{{base},le="{floatToGoString(bound)}"}} {n}\n')
+    out.append(f'{name}_bucket{{{base},le="+Inf"}} {entry.round_trip_count}\n')
+    out.append(f"{name}_sum{{{base}}} {fmt(entry.round_trip_sum)}\n")
+    out.append(f"{name}_count{{{base}}} {entry.round_trip_count}\n")
+
+
+# Counts since the exporter started (counters, the canary histogram) mean nothing for one probe.
+_COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type in ("counter", "histogram")}
+
+
+def render_probe(entries: list[Entry], discoveries: Sequence[Discovery] = ()) -> str:
+    """The /probe answer: these results' gauges (counters mean nothing for one probe), and
+    for an mx: target its lookup's."""
+    blocks = [render_target(e) for e in entries]
+    out = []
+    for i, spec in enumerate(PER_TARGET):
+        lines = "".join(b[i] for b in blocks)
+        if lines and i not in _COUNTERS:
+            out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n{lines}")
+    return "".join(out) + discovery_text(discoveries)
