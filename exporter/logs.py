@@ -119,3 +119,6 @@ def setup(level: str, fmt: str, stream: TextIO | None = None) -> None:
     root.setLevel(LEVELS[level])
     # APScheduler logs every job run at INFO; our own logs say what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # asyncio's only DEBUG line at start is "Using selector: ...", before the line that
+    # says where we listen, which is to come first.
+    logging.getLogger("asyncio").setLevel(max(LEVELS[level], logging.INFO))
