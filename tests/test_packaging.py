@@ -42,5 +42,5 @@ def test_dockerfile_installs_dependencies_before_the_code():
 
 def test_dockerignore_keeps_the_context_to_what_the_image_needs():
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignore[ignore.index("*")] == "*"  # everything out, then back in by name
+    assert "*" in ignore  # everything out, then back in by name
     assert {"!pyproject.toml", "!README.md", "!exporter/"} <= set(ignore)
