@@ -109,11 +109,30 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(dict(_fields(self, record)), ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record comes, not as it was at set-up (as
+    ``logging.lastResort`` does): code that swaps stderr (a test runner capturing it, a
+    daemon redirecting it) never leaves us writing to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # always sys.stderr
+
+
 def setup(level: str, fmt: str, stream: TextIO | None = None) -> None:
     """Send every logger's records to stderr in ``fmt`` (``logfmt`` or ``json``) from
     ``level`` (``debug``, ``info``, ``warn``, ``error``) up."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
+    # The level holds for every record, also from a library logger set lower than ours.
+    handler.setLevel(LEVELS[level])
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])

@@ -318,3 +318,30 @@ def test_every_line_of_a_real_run_parses(fmt, smtp_server, ca_file, tmp_path):
     assert down["level"] == "warn" and "connection_refused" in down["msg"]
     assert any(r["level"] == "info" and "recovered" in r["msg"] for r in records)
     assert PASSWORD not in "\n".join(lines)
+
+
+@pytest.fixture
+def restore_root_logging():
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    yield
+    root.handlers[:], level = saved
+    root.setLevel(level)
+
+
+def test_setup_follows_stderr_and_holds_its_level(restore_root_logging, monkeypatch):
+    import io
+
+    logs.setup("info", "logfmt")
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("exporter.test").info("one")
+    first.close()  # as a test runner's capture is, after its test
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("exporter.test").info("two")
+    # A library logger turned to DEBUG still does not get past --log.level info.
+    chatty = logging.getLogger("exporter.send.wire")
+    monkeypatch.setattr(chatty, "level", logging.DEBUG)
+    chatty.debug("C: MAIL FROM:<a@example.org>")
+    (line,) = second.getvalue().splitlines()
+    assert parse_logfmt(line)[-1] == ("msg", "two")
