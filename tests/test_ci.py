@@ -35,7 +35,8 @@ def test_ci_runs_the_readme_test_command_verbatim():
     before = body[: body.index(tests)]
     # Before the venv exists, nothing calls pip or a bare `python`.
     assert not any(re.search(r"(^|[\s;&|(])(pip|python)(\s|$)", ln) for ln in before), before
-    for package in ("postfix", "dovecot-core", "dovecot-imapd", "dovecot-pop3d", "prometheus"):
+    servers = ("postfix", "dovecot-core", "dovecot-imapd", "dovecot-pop3d", "prometheus")
+    for package in (*servers, "openssl", "curl"):
         assert f"missing+=({package})" in script
     assert "missing+=(python3-venv)" in script
 
