@@ -42,12 +42,15 @@ class Exporter:
         initial: config.Config | None = None,
         shard: tuple[int, int] | None = None,
         schedule: bool = True,
+        exporter_metrics: bool = True,
+        listen_note: str = "",
     ) -> None:
         self._load = load
         self._listen = listen
         self._web_config_file = web_config_file
         self.store = ResultStore()
-        self.own = ExporterMetrics()
+        self.own = ExporterMetrics(process=exporter_metrics)
+        self._listen_note = listen_note
         self.ready = False
         self.config: config.Config | None = initial
         if initial is not None:
@@ -94,9 +97,18 @@ class Exporter:
             shard=self._shard,
         )
         self.scheduler.apply(self._scheduled(self.config))
-        self.scheduler.start()
         self.server = Server(self, self._listen, web, ssl_context)
         await self.server.start()
+        # The first log line says where to look; no probe has run yet to log before it.
+        scheme = "https" if ssl_context else "http"
+        log.info(
+            "listening on %s, status page %s, %d targets%s",
+            listen_text(self._listen[0], self.server.port),
+            status_url(scheme, self._listen[0], self.server.port),
+            len(self.config.targets),
+            f"; {self._listen_note}" if self._listen_note else "",
+        )
+        self.scheduler.start()
         for sig, handler in (
             (signal.SIGHUP, self._on_sighup),
             (signal.SIGTERM, self.stop),
@@ -106,14 +118,6 @@ class Exporter:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 self._loop.add_signal_handler(sig, handler)
         self.ready = True
-        scheme = "https" if ssl_context else "http"
-        log.info(
-            "listening on %s://%s:%d/metrics, %d targets",
-            scheme,
-            self._listen[0] or "0.0.0.0",
-            self.server.port,
-            len(self.config.targets),
-        )
         if started is not None:
             started(self)
         try:
@@ -122,6 +126,7 @@ class Exporter:
             self.ready = False
             self.scheduler.shutdown()
             await self.server.stop()
+            log.info("stopped")
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -361,3 +366,20 @@ class Exporter:
 
 def _family(address: str) -> str:
     return "ip6" if ":" in address else "ip4"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def listen_text(host: str, port: int) -> str:
+    """``0.0.0.0:10525 (every address)``, ``127.0.0.1:10525``, ``[::1]:10525``."""
+    if not host:
+        return f"0.0.0.0:{port} (every address)"
+    return f"{_bracket(host)}:{port}"
+
+
+def status_url(scheme: str, host: str, port: int) -> str:
+    """Where a browser on this host finds the status page."""
+    shown = {"": "localhost", "0.0.0.0": "localhost", "::": "localhost"}.get(host, host)
+    return f"{scheme}://{_bracket(shown)}:{port}/"

@@ -11,6 +11,7 @@ Secrets are read here (``password_file`` / ``password_env``) and wrapped in ``Se
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -231,7 +232,10 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
 
 
+@functools.cache
 def default_ehlo_name() -> str:
+    # Once per process: where the host name is not in /etc/hosts, getfqdn() asks DNS, and
+    # every module and target built (on the event loop, too) waited for it (5 s seen).
     # Strict servers reject a HELO name without a dot (reject_non_fqdn_helo_hostname).
     name = socket.getfqdn()
     return name if "." in name else "localhost.localdomain"
