@@ -61,7 +61,7 @@ def test_help_still_shows_every_flag():
         (("--auth-password-file", "/nonexistent/pw"), "--auth-user: required"),
         (
             ("--auth-user", "u", "--auth-password-file", "/nonexistent/pw"),
-            "--auth-password-file: cannot read secret file '/nonexistent/pw'",
+            "--auth-password-file: no such file (value not shown)",
         ),
         (
             ("--auth-user", "u", "--auth-password-env", "SMTP_HEALTH_UNSET_VARIABLE"),
