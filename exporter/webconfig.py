@@ -160,9 +160,9 @@ class WebConfig:
         cache = self._cache
         key = (user, hmac.digest(cache.secret, password, "sha256"))
         hashed = self.basic_auth_users.get(user)
-        # An unknown user is checked against a real user's hash: same bcrypt cost, so response
-        # time does not reveal which usernames exist.
-        decoy = next(iter(self.basic_auth_users.values()))
+        # An unknown user is checked against the costliest real hash, so an unknown name is
+        # never answered faster than a known one: the time does not tell which names exist.
+        decoy = max(self.basic_auth_users.values(), key=_cost)
         with cache.bcrypt_lock:
             try:
                 # bcrypt 5 raises past 72 bytes; Go's bcrypt (and htpasswd) ignore the excess.
@@ -175,6 +175,12 @@ class WebConfig:
                 if len(cache.hits) > _CACHE_SIZE:
                     cache.hits.popitem(last=False)
         return ok
+
+
+def _cost(hashed: bytes) -> int:
+    """A bcrypt hash's cost (``$2y$12$...`` -> 12); 0 if it is malformed."""
+    cost = hashed[4:6]
+    return int(cost) if cost.isdigit() else 0
 
 
 class _EncryptedKey(Exception):

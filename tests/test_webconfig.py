@@ -300,6 +300,17 @@ def test_unknown_user_still_pays_one_bcrypt(users: WebConfig, bcrypt_calls: list
     assert len(bcrypt_calls) == 1
 
 
+def test_unknown_user_pays_the_costliest_hash(
+    write: Callable[[str], str], bcrypt_calls: list[bytes]
+) -> None:
+    """Issue #14: with users of cost 4 and 5, an unknown name was checked against the first
+    (cheap) hash and answered faster than a costly known one: user enumeration."""
+    costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=5)).decode()
+    users = webconfig.load(write(f"basic_auth_users: {{alice: '{HASH}', carol: '{costly}'}}"))
+    assert not users.check_basic_auth(basic("mallory", "pw"))
+    assert bcrypt_calls == [costly.encode()]
+
+
 def test_success_is_cached_but_failure_is_not(users: WebConfig, bcrypt_calls: list[bytes]) -> None:
     for _ in range(3):
         assert users.check_basic_auth(basic("alice", PASSWORD))
