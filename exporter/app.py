@@ -172,6 +172,8 @@ class Exporter:
         if web is not None and self.server is not None:
             # Removed users are refused and renewed certificates served from the next
             # request and connection on (exporter-toolkit re-reads its file the same way).
+            if isinstance(self.server.web, type(web[0])):
+                web[0].keep_logins(self.server.web)
             self.server.web, self.server.ssl_context = web
         self._mark_reload(True)
         log.info("configuration reloaded: %d targets", len(new.targets))

@@ -62,6 +62,7 @@ MAX_BODY = 65536
 # Idle connections cost a few KiB each: allow many, within the file descriptors left over.
 CONNECTIONS_CEILING = 4096
 RESERVED_FDS = 256  # for config and certificate files, DNS, the scheduler (besides probes)
+LINGER = 0.5  # after an error answer, how long to read what the client still sends
 WRITE_CHUNK = 65536  # bytes handed to a client's transport before waiting for it to drain
 YIELD_EVERY = 1 << 20  # plain /metrics: let other work run after each MB inflated
 # bcrypt checks: one at a time in their own thread (a flood of bad logins must not starve
@@ -266,6 +267,7 @@ class Server:
                 except BadRequest as exc:
                     self._idle.pop(conn, None)
                     await self._send(writer, None, exc.status, f"{exc}\n", keep_alive=False)
+                    await _linger(reader, writer)
                     return
                 if request is None:
                     graceful = True
@@ -604,6 +606,19 @@ def _inflated(pieces: list[gzipjoin.Piece]) -> Iterator[bytes]:
         tail = inflater.flush()  # what a full output buffer held back at the input's end
         if tail:
             yield tail
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After an error answer, before closing: half-close and read (and drop) what the client
+    is still sending, for a moment. Closing with unread data sends a reset, which makes the
+    client's kernel drop the answer unread (Go waits 500 ms the same way)."""
+    if not writer.can_write_eof():
+        return
+    with contextlib.suppress(TimeoutError, OSError):
+        writer.write_eof()
+        async with asyncio.timeout(LINGER):
+            while await reader.read(65536):
+                pass
 
 
 def raise_fd_limit() -> int:

@@ -130,6 +130,17 @@ class WebConfig:
         ctx.verify_mode = _CLIENT_AUTH[tls.client_auth_type] or ssl.CERT_NONE
         return ctx
 
+    def keep_logins(self, old: WebConfig) -> None:
+        """Carry over ``old``'s cached logins of users whose hash did not change, so a reload
+        does not send every scraper back through bcrypt (behind a flood, or into 429s)."""
+        same = {u for u, h in self.basic_auth_users.items() if old.basic_auth_users.get(u) == h}
+        new, prev = self._cache, old._cache
+        with prev.lock:
+            kept = [key for key in prev.hits if key[0] in same]
+        with new.lock:
+            new.secret = prev.secret  # the keys are HMACs under it
+            new.hits = OrderedDict.fromkeys(kept)
+
     def check_basic_auth_cached(self, authorization_header: str | None) -> bool | None:
         """The answer of ``check_basic_auth`` when it needs no bcrypt (no users configured, no
         or malformed credentials, or credentials that passed recently), else None. Cheap

@@ -318,6 +318,22 @@ def test_success_is_cached_but_failure_is_not(users: WebConfig, bcrypt_calls: li
     assert len(bcrypt_calls) == 1 + 3
 
 
+def test_a_reload_keeps_the_logins_of_users_whose_hash_did_not_change(
+    write: Callable[[str], str], bcrypt_calls: list[bytes]
+) -> None:
+    old = webconfig.load(write(f"basic_auth_users: {{alice: {HASH}, bob: '{BOB_HASH}'}}"))
+    assert old.check_basic_auth(basic("alice", PASSWORD))
+    assert old.check_basic_auth(basic("bob", "bobs password"))
+    new_bob = bcrypt.hashpw(b"bobs password", bcrypt.gensalt(rounds=4)).decode()
+    new = webconfig.load(write(f"basic_auth_users: {{alice: {HASH}, bob: '{new_bob}'}}"))
+    new.keep_logins(old)
+    del bcrypt_calls[:]
+    assert new.check_basic_auth_cached(basic("alice", PASSWORD)) is True
+    assert new.check_basic_auth_cached(basic("bob", "bobs password")) is None  # re-checked
+    assert new.check_basic_auth(basic("bob", "bobs password"))
+    assert bcrypt_calls == [new_bob.encode()]
+
+
 def test_cache_is_bounded_lru(
     users: WebConfig, bcrypt_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
