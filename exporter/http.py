@@ -24,16 +24,13 @@ and must be taken within ``RESPONSE_TIMEOUT``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import html
 import logging
 import re
-import resource
 import ssl
 import time
 import urllib.parse
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +39,16 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from . import __version__, gzipjoin
+from .httplimits import (
+    CONNECTIONS_CEILING,
+    HeaderBudget,
+    connection_cap,
+    inflated,
+    linger,
+    malloc_trim,
+    raise_fd_limit,
+    write_chunks,
+)
 from .metrics import Renderer
 from .results import display_name
 from .selfmetrics import ExporterMetrics
@@ -59,15 +66,15 @@ MAX_HEADERS = 100
 MAX_HEADER_BYTES = 65536  # request line + headers; Go allows 1 MB
 HEADER_BUDGET = 32 << 20  # header bytes held by all requests being read at once
 MAX_BODY = 65536
-# Idle connections cost a few KiB each: allow many, within the file descriptors left over.
-CONNECTIONS_CEILING = 4096
 RESERVED_FDS = 256  # for config and certificate files, DNS, the scheduler (besides probes)
-LINGER = 0.5  # after an error answer, how long to read what the client still sends
-WRITE_CHUNK = 65536  # bytes handed to a client's transport before waiting for it to drain
 YIELD_EVERY = 1 << 20  # plain /metrics: let other work run after each MB inflated
 # bcrypt checks: one at a time in their own thread (a flood of bad logins must not starve
 # the loop's default pool, which config reloads use), and at most this many waiting.
 AUTH_QUEUE = 4
+# After a surge of connections (an attack, a stampede) has gone, hand the freed memory back
+# to the system: glibc keeps freed heap pages otherwise, and RSS stayed at 700 MB+.
+TRIM_AFTER_PEAK = 64  # connections at the surge's peak
+TRIM_DELAY = 1.0  # seconds after the surge fell to a quarter of its peak
 
 
 class WebAuth(Protocol):
@@ -124,24 +131,6 @@ class _Conn:
     task: asyncio.Task[None]
 
 
-class _HeaderBudget:
-    """Bytes of request lines and headers held by every request being read (not thread-safe:
-    the loop's alone)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    def take(self, n: int) -> bool:
-        if self.held + n > self.limit:
-            return False
-        self.held += n
-        return True
-
-    def give(self, n: int) -> None:
-        self.held -= n
-
-
 class Server:
     """The HTTP server. ``web`` and ``ssl_context`` may be replaced at any time (a reload):
     each new connection and each request uses the ones set then."""
@@ -166,9 +155,12 @@ class Server:
         self._conns: set[_Conn] = set()
         # Connections waiting for a request, the one idle the longest first.
         self._idle: OrderedDict[_Conn, None] = OrderedDict()
-        self._headers = _HeaderBudget(HEADER_BUDGET)
+        self._headers = HeaderBudget(HEADER_BUDGET)
         self._auth_pool: ThreadPoolExecutor | None = None
         self._auth_waiting = 0
+        self._trim = malloc_trim()
+        self._peak = 0  # most connections open at once since the last trim
+        self._trim_handle: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
@@ -243,6 +235,7 @@ class Server:
         conn = _Conn(writer, task)
         self._conns.add(conn)
         self._idle[conn] = None
+        self._peak = max(self._peak, len(self._conns))
         graceful = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FIRST_REQUEST_TIMEOUT
@@ -267,7 +260,7 @@ class Server:
                 except BadRequest as exc:
                     self._idle.pop(conn, None)
                     await self._send(writer, None, exc.status, f"{exc}\n", keep_alive=False)
-                    await _linger(reader, writer)
+                    await linger(reader, writer)
                     return
                 if request is None:
                     graceful = True
@@ -285,12 +278,30 @@ class Server:
         finally:
             self._conns.discard(conn)
             self._idle.pop(conn, None)
+            self._maybe_trim()
             # Closing flushes what is still buffered; a client that stalled or failed gets
             # no such courtesy.
             if graceful:
                 writer.close()
             else:
                 writer.transport.abort()
+
+    def _maybe_trim(self) -> None:
+        if (
+            self._trim is None
+            or self._trim_handle is not None
+            or self._peak < TRIM_AFTER_PEAK
+            or len(self._conns) > self._peak // 4
+        ):
+            return
+
+        def trim() -> None:
+            self._trim_handle = None
+            self._peak = len(self._conns)
+            assert self._trim is not None
+            self._trim()
+
+        self._trim_handle = asyncio.get_running_loop().call_later(TRIM_DELAY, trim)
 
     def _evict_idle(self) -> bool:
         """Close the connection idle the longest to make room; False if none is idle."""
@@ -396,10 +407,10 @@ class Server:
             extra["Content-Encoding"] = "gzip"
             chunks = gzipjoin.join(pieces)
             length = sum(map(len, chunks))
-            body = _chunks(chunks)
+            body = write_chunks(chunks)
         else:
             length = sum(p.length for p in pieces)
-            body = _inflated(pieces)
+            body = inflated(pieces)
         async with asyncio.timeout(RESPONSE_TIMEOUT):
             writer.write(self._head(request, 200, CONTENT_TYPE, length, extra))
             if request.method == "HEAD":
@@ -491,7 +502,7 @@ async def _read_request(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     first: bytes,
-    budget: _HeaderBudget,
+    budget: HeaderBudget,
 ) -> Request | None:
     """The next request on the connection, None at a clean end of it. ``first``: its first
     byte, if already read. Strict where a lenient parser would let a proxy in front and this
@@ -573,69 +584,6 @@ _PAGE = """<!doctype html>
 {rows}
 </table></body></html>
 """
-
-
-def _chunks(data: list[bytes]) -> Iterator[bytes]:
-    """``data`` regrouped into writes of about ``WRITE_CHUNK`` bytes (slices, no copies of
-    large pieces; small ones joined)."""
-    batch: list[bytes] = []
-    size = 0
-    for item in data:
-        view = memoryview(item)
-        for i in range(0, len(view), WRITE_CHUNK):
-            part = view[i : i + WRITE_CHUNK]
-            batch.append(part)
-            size += len(part)
-            if size >= WRITE_CHUNK:
-                yield b"".join(batch)
-                batch, size = [], 0
-    if batch:
-        yield b"".join(batch)
-
-
-def _inflated(pieces: list[gzipjoin.Piece]) -> Iterator[bytes]:
-    """The pieces' text, inflated ``WRITE_CHUNK`` bytes at a time."""
-    for piece in pieces:
-        inflater = zlib.decompressobj(-15)
-        data = piece.data
-        while data:
-            out = inflater.decompress(data, WRITE_CHUNK)
-            data = inflater.unconsumed_tail
-            if out:
-                yield out
-        tail = inflater.flush()  # what a full output buffer held back at the input's end
-        if tail:
-            yield tail
-
-
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """After an error answer, before closing: half-close and read (and drop) what the client
-    is still sending, for a moment. Closing with unread data sends a reset, which makes the
-    client's kernel drop the answer unread (Go waits 500 ms the same way)."""
-    if not writer.can_write_eof():
-        return
-    with contextlib.suppress(TimeoutError, OSError):
-        writer.write_eof()
-        async with asyncio.timeout(LINGER):
-            while await reader.read(65536):
-                pass
-
-
-def raise_fd_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard one; the soft limit in force after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-    return soft
-
-
-def connection_cap(fd_limit: int, reserved: int) -> int:
-    """How many HTTP connections to keep open at once: the descriptors left after
-    ``reserved`` (probes and the rest), at least a quarter of them, at most the ceiling."""
-    return max(16, min(CONNECTIONS_CEILING, max(fd_limit - reserved, fd_limit // 4)))
 
 
 def _accepts_gzip(header: str) -> bool:
