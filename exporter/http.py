@@ -194,6 +194,8 @@ class Server:
         await self._server.wait_closed()
         if self._auth_pool is not None:
             self._auth_pool.shutdown(wait=False, cancel_futures=True)
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
 
     def metrics_pieces(self) -> list[gzipjoin.Piece]:
         """The /metrics body as compressed pieces: the targets', then the exporter's own."""
@@ -238,13 +240,13 @@ class Server:
         self._peak = max(self._peak, len(self._conns))
         graceful = False
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + FIRST_REQUEST_TIMEOUT
+        deadline: float | None = loop.time() + FIRST_REQUEST_TIMEOUT
         try:
             ctx = self.ssl_context
             if ctx is not None:
                 # No await before this: the client's hello must not reach the plain reader.
                 async with asyncio.timeout_at(deadline):
-                    await writer.start_tls(ctx)
+                    await writer.start_tls(ctx, ssl_handshake_timeout=FIRST_REQUEST_TIMEOUT)
             first = b""
             while True:
                 if deadline is None:  # kept alive: wait for the next request's first byte
