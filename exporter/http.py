@@ -7,7 +7,7 @@ its CPU when it was served from threads). /metrics is built on the loop too: com
 shards that changed takes ~30-50 ms at 10,000 targets, once per scrape, and a worker thread
 measured slower (zlib hands the GIL to the busy loop and back hundreds of times a scrape).
 bcrypt checks, tens of milliseconds each, run in a pool of their own unless the credentials
-passed recently; a plain (uncompressed) /metrics is inflated on the loop 64 KiB at a time,
+passed recently; a plain (uncompressed) /metrics is inflated on the loop 16 KiB at a time,
 each piece written only once the client has taken the one before.
 
 Limits protect memory and file descriptors without locking anyone out (issue #14): an idle
@@ -24,6 +24,7 @@ and must be taken within ``RESPONSE_TIMEOUT``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import html
 import logging
@@ -41,6 +42,8 @@ from typing import Any, Protocol
 from . import __version__, gzipjoin
 from .httplimits import (
     CONNECTIONS_CEILING,
+    TLS_CONNECTIONS_CEILING,
+    WRITE_CHUNK,
     HeaderBudget,
     connection_cap,
     inflated,
@@ -231,7 +234,10 @@ class Server:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._conns) >= self.max_connections and not self._evict_idle():
+        cap = self.max_connections
+        if self.ssl_context is not None:
+            cap = min(cap, TLS_CONNECTIONS_CEILING)
+        if len(self._conns) >= cap and not self._evict_idle():
             writer.transport.abort()  # every connection is busy answering: no room
             return
         conn = _Conn(writer, task)
@@ -301,6 +307,9 @@ class Server:
             self._trim_handle = None
             self._peak = len(self._conns)
             assert self._trim is not None
+            # Aborted connections leave cycles (exception, traceback, frame, future) that
+            # hold their buffers until a full collection, which may not come for long.
+            gc.collect()
             self._trim()
 
         self._trim_handle = asyncio.get_running_loop().call_later(TRIM_DELAY, trim)
@@ -424,6 +433,7 @@ class Server:
             # once while the transport's buffer is low, so a fast reader costs no extra
             # trips through the loop.
             sent = 0
+            writer.transport.set_write_buffer_limits(high=WRITE_CHUNK)
             for chunk in body:
                 writer.write(chunk)
                 await writer.drain()
