@@ -244,6 +244,19 @@ def test_plain_metrics_streamed_from_the_pieces_is_the_gzip_text(running: Proc) 
     assert series(plain) == series(gzip.decompress(zipped))
 
 
+def test_inflated_pieces_come_out_whole_in_bounded_chunks() -> None:
+    """The plain body streamed from the compressed pieces: same bytes, no chunk over
+    WRITE_CHUNK, also across a piece of several MB and an empty one."""
+    from exporter import gzipjoin
+    from exporter.httplimits import WRITE_CHUNK, inflated
+
+    text = b"".join(b'smtp_probe_success{target="t%d"} 1\n' % i for i in range(200_000))
+    pieces = [gzipjoin.deflate(t) for t in (text, b"", text[:1000], b"x\n")]
+    chunks = list(inflated(pieces))
+    assert b"".join(chunks) == text + text[:1000] + b"x\n"
+    assert max(map(len, chunks)) <= WRITE_CHUNK
+
+
 def test_slow_readers_of_plain_metrics_hold_no_one_up(running: Proc) -> None:
     """Issue #14: 500 slow readers of the plain /metrics took RSS to 1.5 GB; each now holds
     a 64 KiB piece of its answer, not all of it."""
