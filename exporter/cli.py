@@ -494,7 +494,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 cfg = config.load(args.config_file)
             if args.config_check:
+                if args.web_config_file:  # users, TLS files and certificates, as at start
+                    from . import webconfig
+
+                    webconfig.load(args.web_config_file)
                 print(f"{cfg.source}: OK, {len(cfg.modules)} modules, {len(cfg.targets)} targets")
+                if args.web_config_file:
+                    print(f"{args.web_config_file}: OK")
                 return EXIT_OK
             if not args.once:
                 if args.target:
