@@ -1,8 +1,10 @@
 """The long-running exporter: config -> scheduler -> probes -> store -> HTTP.
 
 The config is loaded and validated before anything starts (a bad file exits 2 and nothing
-listens). A reload (SIGHUP or POST /-/reload) validates the new file completely first; if
-it fails, the running config stays, the error is logged and the reload metric goes to 0.
+listens). A reload (SIGHUP or POST /-/reload) validates the new file, and the web config
+(users, certificates), completely first; if either fails, both running ones stay, the
+error is logged and the reload metric goes to 0. Reloads asked for while one runs are
+coalesced into one more, which starts when it ends (100 SIGHUPs in a second: two reloads).
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from . import config
 from .errors import ConfigError, ProbeError
-from .http import Server
+from .http import RESERVED_FDS, Server
 from .metrics import Renderer, render_probe
 from .probe.deadline import Deadline
 from .probe.transport import addresses
@@ -27,6 +31,9 @@ from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
 from .store import Entry, ResultStore
 from .targets import Discovery, static_expansion
+
+if TYPE_CHECKING:
+    from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,8 @@ class Exporter:
         initial: config.Config | None = None,
         shard: tuple[int, int] | None = None,
         schedule: bool = True,
+        exporter_metrics: bool = True,
+        listen_note: str = "",
     ) -> None:
         self._load = load
         self._listen = listen
@@ -51,7 +60,8 @@ class Exporter:
         # server joins the rendered pieces on a scrape and asks ``probe`` for /probe.
         self.store = ResultStore()
         self.renderer = Renderer(self.store)  # subscribes to the store
-        self.own = ExporterMetrics()
+        self.own = ExporterMetrics(process=exporter_metrics)
+        self._listen_note = listen_note
         self.ready = False
         self.config: config.Config | None = initial
         if initial is not None:
@@ -63,8 +73,11 @@ class Exporter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.server: Server | None = None
-        self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[str | None]] = set()
+        # The reload running now, and the one that will run after it (shared by everyone who
+        # asks meanwhile: it reads the files after they asked, so it answers them all).
+        self._reload_running: asyncio.Task[str | None] | None = None
+        self._reload_next: asyncio.Task[str | None] | None = None
         self.scheduler: ProbeScheduler | None = None
         # (config, its (module, mx, host, port) targets): what /probe may always probe
         self._configured: tuple[config.Config | None, frozenset[tuple[str, bool, str, int]]] = (
@@ -98,9 +111,19 @@ class Exporter:
             shard=self._shard,
         )
         self.scheduler.apply(self._scheduled(self.config))
-        self.scheduler.start()
-        self.server = Server(self, self._listen, web, ssl_context)
+        reserved = (self._concurrency or DEFAULT_CONCURRENCY) + RESERVED_FDS
+        self.server = Server(self, self._listen, web, ssl_context, reserved_fds=reserved)
         await self.server.start()
+        # The first log line says where to look; no probe has run yet to log before it.
+        scheme = "https" if ssl_context else "http"
+        log.info(
+            "listening on %s, status page %s, %d targets%s",
+            listen_text(self._listen[0], self.server.port),
+            status_url(scheme, self._listen[0], self.server.port),
+            len(self.config.targets),
+            f"; {self._listen_note}" if self._listen_note else "",
+        )
+        self.scheduler.start()
         for sig, handler in (
             (signal.SIGHUP, self._on_sighup),
             (signal.SIGTERM, self.stop),
@@ -110,14 +133,6 @@ class Exporter:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 self._loop.add_signal_handler(sig, handler)
         self.ready = True
-        scheme = "https" if ssl_context else "http"
-        log.info(
-            "listening on %s://%s:%d/metrics, %d targets",
-            scheme,
-            self._listen[0] or "0.0.0.0",
-            self.server.port,
-            len(self.config.targets),
-        )
         if started is not None:
             started(self)
         try:
@@ -126,6 +141,7 @@ class Exporter:
             self.ready = False
             self.scheduler.shutdown()
             await self.server.stop()
+            log.info("stopped")
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -138,22 +154,58 @@ class Exporter:
         task.add_done_callback(self._reloads.discard)
 
     async def reload(self) -> str | None:
-        """Load and apply a new config. None, or the error message. The file is read and
-        validated in a worker thread (10,000 targets take most of a second) so probes go on
-        meanwhile; reloads apply one at a time, in the order asked."""
-        async with self._reload_lock:
-            try:
-                new = await asyncio.to_thread(self._load)
-            except ConfigError as exc:
-                self._mark_reload(False)
-                log.error("reload failed, keeping the running configuration: %s", exc)
-                return str(exc)
-            assert self.scheduler is not None
-            self.scheduler.apply(self._scheduled(new))
-            self.config = new
-            self._mark_reload(True)
-            log.info("configuration reloaded: %d targets", len(new.targets))
+        """Load and apply a new config (and web config). None, or the error message.
+
+        The answer is that of a reload that read the files after this call: the next one to
+        start. Calls made while a reload runs share that next one, so a burst of SIGHUPs
+        costs two reloads, not one each."""
+        if self._reload_next is None:
+            self._reload_next = asyncio.get_running_loop().create_task(
+                self._reload_after(self._reload_running)
+            )
+        # Shielded: a client that hangs up must not cancel a reload others wait for.
+        return await asyncio.shield(self._reload_next)
+
+    async def _reload_after(self, previous: asyncio.Task[str | None] | None) -> str | None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        self._reload_next = None  # from here on, new callers need another run
+        self._reload_running = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            return await self._reload_now()
+        finally:
+            self._reload_running = None
+
+    async def _reload_now(self) -> str | None:
+        """The files are read and validated in a worker thread (10,000 targets take most
+        of a second) so probes go on meanwhile."""
+        try:
+            new = await asyncio.to_thread(self._load)
+            web = await asyncio.to_thread(self._load_web)
+        except ConfigError as exc:
+            self._mark_reload(False)
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return str(exc)
+        assert self.scheduler is not None
+        self.scheduler.apply(self._scheduled(new))
+        self.config = new
+        if web is not None and self.server is not None:
+            # Removed users are refused and renewed certificates served from the next
+            # request and connection on (exporter-toolkit re-reads its file the same way).
+            if isinstance(self.server.web, type(web[0])):
+                web[0].keep_logins(self.server.web)
+            self.server.web, self.server.ssl_context = web
+        self._mark_reload(True)
+        log.info("configuration reloaded: %d targets", len(new.targets))
+        return None
+
+    def _load_web(self) -> tuple[WebConfig, ssl.SSLContext | None] | None:
+        if not self._web_config_file:
             return None
+        from . import webconfig
+
+        web = webconfig.load(self._web_config_file)
+        return web, web.ssl_context()
 
     async def probe(
         self, target: str, module: str | None, scrape_timeout: str | None
@@ -371,3 +423,20 @@ class Exporter:
 
 def _family(address: str) -> str:
     return "ip6" if ":" in address else "ip4"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def listen_text(host: str, port: int) -> str:
+    """``0.0.0.0:10525 (every address)``, ``127.0.0.1:10525``, ``[::1]:10525``."""
+    if not host:
+        return f"0.0.0.0:{port} (every address)"
+    return f"{_bracket(host)}:{port}"
+
+
+def status_url(scheme: str, host: str, port: int) -> str:
+    """Where a browser on this host finds the status page."""
+    shown = {"": "localhost", "0.0.0.0": "localhost", "::": "localhost"}.get(host, host)
+    return f"{scheme}://{_bracket(shown)}:{port}/"

@@ -11,13 +11,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import platform
+import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from . import __version__, config, probe, report
+from . import __version__, config, logs, probe, report
 from .errors import ConfigError
 from .results import ProbeResult
 
@@ -38,12 +41,64 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line with a hint, as Prometheus's own binaries print it, not the
+    whole usage; ``--help`` still shows everything."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}, try --help\n")
+
+
+def version_text() -> str:
+    """``--version``: version, revision and Python, in the layout of Prometheus's binaries."""
+    return (
+        f"smtp-health-exporter, version {__version__} (revision: {revision()})\n"
+        f"  python version:   {platform.python_version()} ({platform.python_implementation()})\n"
+        f"  platform:         {sys.platform}/{platform.machine()}\n"
+    )
+
+
+def revision() -> str:
+    """The git commit the code comes from: the checkout's HEAD when run from one, else what
+    pip recorded when it installed from a git URL, else ``unknown``."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            proc = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            if proc.returncode == 0 and proc.stdout.strip():
+                return proc.stdout.strip()
+    with contextlib.suppress(Exception):
+        from importlib.metadata import distribution
+
+        direct = distribution("smtp-health-exporter").read_text("direct_url.json")
+        if direct:
+            import json
+
+            commit = json.loads(direct).get("vcs_info", {}).get("commit_id")
+            if commit:
+                return str(commit)
+    return "unknown"
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        sys.stdout.write(version_text())
+        parser.exit(EXIT_OK)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="smtp-health-exporter",
         description="Prometheus exporter for the health of SMTP servers.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--version", action=_Version, nargs=0, help="print version, revision and Python; exit"
+    )
     p.add_argument(
         "--config.file", dest="config_file", metavar="PATH", help="YAML configuration file"
     )
@@ -61,7 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--demo",
         action="store_true",
-        help="start an embedded SMTP server (STARTTLS + AUTH) and probe it",
+        help="start an embedded SMTP server (STARTTLS + AUTH) and probe it; "
+        "serves on 127.0.0.1 unless --web.listen-address says otherwise",
+    )
+    p.add_argument(
+        "--healthcheck",
+        action="store_true",
+        help="check /-/healthy of the exporter these --web.* flags describe; exit 0 if it "
+        "answers, 1 if not (for container health checks)",
+    )
+    p.add_argument(
+        "--healthcheck.of-pid",
+        dest="healthcheck_pid",
+        type=int,
+        metavar="PID",
+        help="with --healthcheck: take the --web.* flags from process PID's command line",
     )
     p.add_argument(
         "--output",
@@ -76,8 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--web.listen-address",
         dest="listen",
-        default=f":{DEFAULT_PORT}",
-        help=f"address to serve metrics on (default :{DEFAULT_PORT})",
+        default=None,
+        help=f"address to serve metrics on (default :{DEFAULT_PORT}; "
+        f"127.0.0.1:{DEFAULT_PORT} with --demo)",
+    )
+    p.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave the process_* and python_* metrics out of /metrics",
     )
     p.add_argument(
         "--web.config.file",
@@ -175,10 +251,67 @@ def adhoc_config(args: argparse.Namespace) -> config.Config:
             }
         )
         module["auth"] = auth
-    data = {"modules": {"adhoc": module}, "targets": [{"target": args.target, "module": "adhoc"}]}
+    target: dict[str, object] = {"target": args.target, "module": "adhoc"}
+    with contextlib.suppress(ValueError):  # a bad --timeout is reported by the validation
+        # --once has no interval; a long --timeout must not trip "interval < timeout".
+        target["interval"] = f"{max(config.parse_duration(args.timeout), 60.0)}s"
+    data = {"modules": {"adhoc": module}, "targets": [target]}
     import yaml
 
-    return config.parse(yaml.safe_dump(data), file="command line")
+    try:
+        return config.parse(yaml.safe_dump(data), file=ADHOC_SOURCE)
+    except ConfigError as exc:
+        raise ConfigError(name_flags(str(exc))) from None
+
+
+ADHOC_SOURCE = "command line"
+# The ad-hoc flags build a config validated like a file; its errors name the flags.
+_ADHOC_FLAGS = {
+    "modules.adhoc.auth.username": "--auth-user",
+    "modules.adhoc.auth.password_file": "--auth-password-file",
+    "modules.adhoc.auth.password_env": "--auth-password-env",
+    "modules.adhoc.auth.mechanism": "--auth-mechanism",
+    "modules.adhoc.auth": "",  # the message names the flags
+    "modules.adhoc.timeout": "--timeout",
+    "modules.adhoc.tls_ca_file": "--tls-ca-file",
+    "modules.adhoc.tls_server_name": "--tls-server-name",
+    "modules.adhoc.ehlo_name": "--ehlo-name",
+    "modules.adhoc.ip_protocol": "--ip-protocol",
+    "modules.adhoc.tls_required": "--tls-optional",
+    "modules.adhoc.tls": "--tls",
+    "targets[0].target": "--target",
+    "targets[0].interval": "--timeout",
+}
+_ADHOC_KEYS = {
+    "password_file": "--auth-password-file",
+    "password_env": "--auth-password-env",
+    "username": "--auth-user",
+}
+
+
+def name_flags(message: str) -> str:
+    """``command line: modules.adhoc.auth.password_file: ...`` -> ``--auth-password-file: ...``."""
+    out = []
+    for line in message.splitlines():
+        prefix = f"{ADHOC_SOURCE}: "
+        rest = line.removeprefix(prefix)
+        path, sep, text = rest.partition(": ")
+        if not line.startswith(prefix) or not sep:
+            out.append(line)
+            continue
+        best = max(
+            (k for k in _ADHOC_FLAGS if path == k or path.startswith(k + ".")),
+            key=len,
+            default=None,
+        )
+        if best is None:
+            out.append(f"{path}: {text}")
+            continue
+        for key, flag in _ADHOC_KEYS.items():
+            text = re.sub(rf"\b{key}\b", flag, text)
+        flag = _ADHOC_FLAGS[best]
+        out.append(f"{flag}: {text}" if flag else text)
+    return "\n".join(out)
 
 
 Canaries = report.Canaries
@@ -245,6 +378,15 @@ targets:
             yield config.parse(text, file="embedded demo config")
 
 
+def listen_address(args: argparse.Namespace) -> str:
+    """``--web.listen-address``, or its default: every address, but loopback only for
+    ``--demo``, whose open ``/probe`` would let anyone who reaches it make us connect
+    anywhere."""
+    if args.listen is not None:
+        return str(args.listen)
+    return f"127.0.0.1:{DEFAULT_PORT}" if args.demo else f":{DEFAULT_PORT}"
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``:10525``, ``127.0.0.1:10525``, ``[::1]:10525`` -> (host, port)."""
     host, port = config.parse_target(text if not text.startswith(":") else "0.0.0.0" + text, 0)
@@ -253,41 +395,26 @@ def parse_listen(text: str) -> tuple[str, int]:
     return ("" if text.startswith(":") else host), port
 
 
-class JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        entry = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        JSONFormatter()
-        if fmt == "json"
-        else logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper().replace("WARN", "WARNING"))
-    # APScheduler logs every job run at INFO; our own logs say what matters.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    """Logs as Prometheus's exporters write them (see ``exporter.logs``)."""
+    logs.setup(level, fmt)
 
 
 def serve(args: argparse.Namespace, initial: config.Config) -> int:
     """Run the exporter until SIGTERM/SIGINT. ``initial`` is already validated."""
     from .app import Exporter
 
-    listen = parse_listen(args.listen)
+    listen_text = listen_address(args)
+    listen = parse_listen(listen_text)
     path = args.config_file
+    note = ""
+    if args.demo:
+        note = (
+            "demo: serving loopback only, as /probe makes the exporter connect anywhere "
+            "(--web.listen-address to serve elsewhere)"
+            if args.listen is None
+            else "demo: /probe is open to every client that reaches this address"
+        )
 
     def load() -> config.Config:
         # The demo's config is generated, not read: a reload re-applies it.
@@ -305,20 +432,44 @@ def serve(args: argparse.Namespace, initial: config.Config) -> int:
         initial=initial,
         shard=args.shard,
         schedule=args.scheduler,
+        exporter_metrics=not args.disable_exporter_metrics,
+        listen_note=note,
     )
     exporter.timeout_offset = args.timeout_offset
     try:
         asyncio.run(exporter.run())
     except OSError as exc:
-        print(f"error: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        print(f"error: cannot listen on {listen_text}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     return EXIT_OK
+
+
+def healthcheck(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--healthcheck``: 0 when the exporter the flags describe answers, else 1."""
+    from . import healthcheck as hc
+
+    if args.healthcheck_pid is not None:
+        try:
+            args, _ = parser.parse_known_args(hc.flags_of_process(args.healthcheck_pid))
+        except OSError as exc:
+            print(f"unhealthy: cannot read the flags of process {args.healthcheck_pid}: {exc}")
+            return EXIT_FAILED
+    try:
+        host, port = parse_listen(listen_address(args))
+        result = hc.check(host, port, args.web_config_file)
+    except (ConfigError, ValueError) as exc:
+        print(f"unhealthy: {exc}")
+        return EXIT_FAILED
+    print(f"{'healthy' if result.healthy else 'unhealthy'}: {result.detail}")
+    return EXIT_OK if result.healthy else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    if args.healthcheck:
+        return healthcheck(parser, args)
     sources = sum(bool(x) for x in (args.config_file, args.target, args.demo))
     if sources != 1:
         parser.error("give exactly one of --config.file, --target, --demo")
@@ -338,7 +489,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 cfg = config.load(args.config_file)
             if args.config_check:
+                if args.web_config_file:  # users, TLS files and certificates, as at start
+                    from . import webconfig
+
+                    webconfig.load(args.web_config_file)
                 print(f"{cfg.source}: OK, {len(cfg.modules)} modules, {len(cfg.targets)} targets")
+                if args.web_config_file:
+                    print(f"{args.web_config_file}: OK")
                 return EXIT_OK
             if not args.once:
                 if args.target:

@@ -6,30 +6,55 @@ own coroutine, as a scheduled probe does: no thread hand-offs (which cost /probe
 its CPU when it was served from threads). /metrics is built on the loop too: compressing the
 shards that changed takes ~30-50 ms at 10,000 targets, once per scrape, and a worker thread
 measured slower (zlib hands the GIL to the busy loop and back hundreds of times a scrape).
-bcrypt checks, tens of milliseconds each, run in a thread unless the credentials passed
-recently, and a plain (uncompressed) /metrics is inflated in a thread a few MB at a time.
+bcrypt checks, tens of milliseconds each, run in a pool of their own unless the credentials
+passed recently; a plain (uncompressed) /metrics is inflated on the loop 16 KiB at a time,
+each piece written only once the client has taken the one before.
 
-Every client is bounded: the request line and each header by ``MAX_LINE``, headers by
-count, bodies by size, and reading a request or writing an answer by ``CLIENT_TIMEOUT``;
-connections beyond ``MAX_CONNECTIONS`` are closed at once.
+Limits protect memory and file descriptors without locking anyone out (issue #14): an idle
+connection costs a few KiB, so many are allowed (a cap sized from RLIMIT_NOFILE), and when
+the cap is reached the connection idle the longest is closed to make room. A connection
+must deliver its first complete request (TLS handshake included) within
+``FIRST_REQUEST_TIMEOUT``; a kept-alive one may wait ``KEEPALIVE_TIMEOUT`` for its next,
+which then has ``REQUEST_TIMEOUT``. A request's line and headers are bounded per line, in
+count and in bytes (``MAX_HEADER_BYTES``, 431), and all requests being read together by
+``HEADER_BUDGET`` (503); an answer is written in ``WRITE_CHUNK`` pieces with backpressure
+and must be taken within ``RESPONSE_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import gzip
 import html
 import logging
+import re
+import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
 
 from . import __version__, gzipjoin, httpsd
 from .config import Config
+from .httplimits import (
+    CONNECTIONS_CEILING,
+    TLS_CONNECTIONS_CEILING,
+    WRITE_CHUNK,
+    HeaderBudget,
+    connection_cap,
+    inflated,
+    linger,
+    malloc_trim,
+    raise_fd_limit,
+    write_chunks,
+)
 from .metrics import Renderer
 from .results import display_name
 from .runner import Refusal, RefusalKind
@@ -39,12 +64,26 @@ from .store import ResultStore
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A slow or stalled client must not hold a connection for ever.
-CLIENT_TIMEOUT = 30.0
+FIRST_REQUEST_TIMEOUT = 10.0  # accept -> TLS handshake and the first request's headers
+KEEPALIVE_TIMEOUT = 90.0  # a kept-alive connection's wait for its next request
+REQUEST_TIMEOUT = 10.0  # the first byte of a later request -> its headers and body
+RESPONSE_TIMEOUT = 60.0  # writing one whole answer (4 MB gzip at 10,000 targets: 70 kB/s)
 MAX_LINE = 16384
 MAX_HEADERS = 100
+MAX_HEADER_BYTES = 65536  # request line + headers; Go allows 1 MB
+HEADER_BUDGET = 32 << 20  # header bytes held by all requests being read at once
 MAX_BODY = 65536
-MAX_CONNECTIONS = 512
-PLAIN_BATCH = 4 << 20  # bytes of text inflated at a time for an uncompressed /metrics
+RESERVED_FDS = 256  # for config and certificate files, DNS, the scheduler (besides probes)
+# Per connection, in the kernel (which doubles it): 512 KiB in flight is 10 MB/s at 50 ms.
+SEND_BUFFER = 256 << 10
+YIELD_EVERY = 1 << 16  # plain /metrics: let other work run after each 64 KiB written
+# bcrypt checks: one at a time in their own thread (a flood of bad logins must not starve
+# the loop's default pool, which config reloads use), and at most this many waiting.
+AUTH_QUEUE = 4
+# After a surge of connections (an attack, a stampede) has gone, hand the freed memory back
+# to the system: glibc keeps freed heap pages otherwise, and RSS stayed at 700 MB+.
+TRIM_AFTER_PEAK = 64  # connections at the surge's peak
+TRIM_DELAY = 1.0  # seconds after the surge fell to a quarter of its peak
 
 
 class WebAuth(Protocol):
@@ -102,21 +141,44 @@ class BadRequest(Exception):
         self.status = status
 
 
+@dataclass(eq=False, slots=True)
+class _Conn:
+    """One client connection; ``Server._idle`` holds it while it waits for a request."""
+
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[None]
+
+
 class Server:
+    """The HTTP server. ``web`` and ``ssl_context`` may be replaced at any time (a reload):
+    each new connection and each request uses the ones set then."""
+
     def __init__(
         self,
         app: App,
         address: tuple[str, int],
         web: WebAuth | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        reserved_fds: int = RESERVED_FDS,
     ) -> None:
         self.app = app
         self.address = address
         self.renderer = app.renderer
         self.web = web
         self.ssl_context = ssl_context
+        self.reserved_fds = reserved_fds
+        self.max_connections = CONNECTIONS_CEILING  # set from RLIMIT_NOFILE by start()
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._conns: set[_Conn] = set()
+        # Connections waiting for a request, the one idle the longest first.
+        self._idle: OrderedDict[_Conn, None] = OrderedDict()
+        self._headers = HeaderBudget(HEADER_BUDGET)
+        self._auth_pool: ThreadPoolExecutor | None = None
+        self._auth_waiting = 0
+        self._trim = malloc_trim()
+        self._peak = 0  # most connections open at once since the last trim
+        self._trim_handle: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
@@ -125,24 +187,33 @@ class Server:
 
     async def start(self) -> None:
         host, port = self.address
+        self.max_connections = connection_cap(raise_fd_limit(), self.reserved_fds)
+        self._auth_pool = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
+        # TLS is started by each connection itself (_connection), so the handshake counts
+        # against the first request's deadline, a connection stuck in it can be closed to
+        # make room, and a reload's new certificate applies to the next connection.
         self._server = await asyncio.start_server(
             self._connection,
             host or "0.0.0.0",  # ":port" means every interface, as in Prometheus
             port,
-            ssl=self.ssl_context,
-            ssl_handshake_timeout=CLIENT_TIMEOUT if self.ssl_context else None,
             limit=MAX_LINE,
             reuse_address=True,
+            backlog=1024,  # a burst of connections must not overflow the accept queue
         )
 
     async def stop(self) -> None:
         if self._server is None:
             return
         self._server.close()
-        for task in list(self._connections):
+        tasks = [conn.task for conn in self._conns]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.wait_closed()
+        if self._auth_pool is not None:
+            self._auth_pool.shutdown(wait=False, cancel_futures=True)
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
 
     def metrics_pieces(self) -> list[gzipjoin.Piece]:
         """The /metrics body as compressed pieces: the targets', then the exporter's own."""
@@ -188,27 +259,65 @@ class Server:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= MAX_CONNECTIONS:
-            writer.transport.abort()
+        cap = self.max_connections
+        if self.ssl_context is not None:
+            cap = min(cap, TLS_CONNECTIONS_CEILING)
+        if len(self._conns) >= cap and not self._evict_idle():
+            writer.transport.abort()  # every connection is busy answering: no room
             return
-        self._connections.add(task)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # The kernel's send buffer grows to 4 MB by default: a client that reads nothing
+            # had the loop inflate and copy that much for it before backpressure began.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        conn = _Conn(writer, task)
+        self._conns.add(conn)
+        self._idle[conn] = None
+        self._peak = max(self._peak, len(self._conns))
         graceful = False
+        loop = asyncio.get_running_loop()
+        deadline: float | None = loop.time() + FIRST_REQUEST_TIMEOUT
         try:
+            ctx = self.ssl_context
+            if ctx is not None:
+                # No await before this: the client's hello must not reach the plain reader.
+                async with asyncio.timeout_at(deadline):
+                    await writer.start_tls(ctx, ssl_handshake_timeout=FIRST_REQUEST_TIMEOUT)
+            first = b""
             while True:
+                if deadline is None:  # kept alive: wait for the next request's first byte
+                    async with asyncio.timeout(KEEPALIVE_TIMEOUT):
+                        first = await reader.read(1)
+                    if not first:
+                        graceful = True
+                        return
+                    deadline = loop.time() + REQUEST_TIMEOUT
                 try:
-                    request = await asyncio.wait_for(_read_request(reader), CLIENT_TIMEOUT)
+                    async with asyncio.timeout_at(deadline):
+                        request = await _read_request(reader, writer, first, self._headers)
                 except BadRequest as exc:
+                    self._idle.pop(conn, None)
                     await self._send(writer, None, exc.status, f"{exc}\n", keep_alive=False)
+                    await linger(reader, writer)
                     return
-                if request is None or not await self._handle(request, writer):
+                if request is None:
                     graceful = True
                     return
+                self._idle.pop(conn, None)  # busy: not to be closed for room
+                if not await self._handle(request, writer):
+                    graceful = True
+                    return
+                self._idle[conn] = None  # idle again, and now the most recently
+                deadline = None
         except (TimeoutError, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass  # the client went away or stalled: nothing to answer
         except Exception:
             log.exception("error serving an HTTP client")
         finally:
-            self._connections.discard(task)
+            self._conns.discard(conn)
+            self._idle.pop(conn, None)
+            self._maybe_trim()
             # Closing flushes what is still buffered; a client that stalled or failed gets
             # no such courtesy.
             if graceful:
@@ -216,13 +325,54 @@ class Server:
             else:
                 writer.transport.abort()
 
+    def _maybe_trim(self) -> None:
+        if (
+            self._trim is None
+            or self._trim_handle is not None
+            or self._peak < TRIM_AFTER_PEAK
+            or len(self._conns) > self._peak // 4
+        ):
+            return
+
+        def trim() -> None:
+            self._trim_handle = None
+            self._peak = len(self._conns)
+            assert self._trim is not None
+            # Aborted connections leave cycles (exception, traceback, frame, future) that
+            # hold their buffers until a full collection, which may not come for long.
+            gc.collect()
+            self._trim()
+
+        self._trim_handle = asyncio.get_running_loop().call_later(TRIM_DELAY, trim)
+
+    def _evict_idle(self) -> bool:
+        """Close the connection idle the longest to make room; False if none is idle."""
+        if not self._idle:
+            return False
+        conn, _ = self._idle.popitem(last=False)
+        self._conns.discard(conn)
+        conn.writer.transport.abort()
+        conn.task.cancel()
+        return True
+
     async def _handle(self, request: Request, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection is to be closed."""
         keep = request.keep_alive
         if request.method not in ("GET", "HEAD", "POST"):
             await self._send(writer, request, HTTPStatus.NOT_IMPLEMENTED, "Unsupported method\n")
             return keep
-        if not await self._authorized(request):
+        authorized = await self._authorized(request)
+        if authorized is None:
+            await self._send(
+                writer,
+                request,
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "Too many password checks waiting; try again\n",
+                extra={"Retry-After": "1"},
+                keep_alive=False,
+            )
+            return False
+        if not authorized:
             await self._send(
                 writer,
                 request,
@@ -275,39 +425,56 @@ class Server:
             await self._send(writer, request, HTTPStatus.NOT_FOUND, "Not found\n")
         return keep
 
-    async def _authorized(self, request: Request) -> bool:
-        if self.web is None:
+    async def _authorized(self, request: Request) -> bool | None:
+        """Whether the request may pass; None when too many password checks are waiting."""
+        web = self.web
+        if web is None:
             return True
         header = request.headers.get("authorization")
-        cached = self.web.check_basic_auth_cached(header)
+        cached = web.check_basic_auth_cached(header)
         if cached is not None:
             return cached
-        return await asyncio.to_thread(self.web.check_basic_auth, header)
+        if self._auth_waiting >= AUTH_QUEUE or self._auth_pool is None:
+            return None
+        self._auth_waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._auth_pool, web.check_basic_auth, header)
+        finally:
+            self._auth_waiting -= 1
 
     async def _metrics(self, request: Request, writer: asyncio.StreamWriter) -> None:
         gzipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
         pieces = self.metrics_pieces()
         extra = {"Vary": "Accept-Encoding"}
+        body: Iterator[bytes]
         if gzipped:
             extra["Content-Encoding"] = "gzip"
             chunks = gzipjoin.join(pieces)
             length = sum(map(len, chunks))
+            body = write_chunks(chunks)
         else:
             length = sum(p.length for p in pieces)
-        writer.write(self._head(request, 200, CONTENT_TYPE, length, extra))
-        if request.method == "HEAD":
-            await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
-            return
-        if gzipped:
-            # One write: ~4 MB at 10,000 targets. A drain per piece would hand the loop
-            # to the probes a thousand times in the middle of the answer.
-            writer.write(b"".join(chunks))
-            await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
-            return
-        # Plain (a human with curl): inflate a few MB at a time in a thread, not on the loop.
-        for batch in _batches(pieces, PLAIN_BATCH):
-            writer.write(await asyncio.to_thread(_inflate_all, batch))
-            await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
+            body = inflated(pieces)
+        async with asyncio.timeout(RESPONSE_TIMEOUT):
+            writer.write(self._head(request, 200, CONTENT_TYPE, length, extra))
+            if request.method == "HEAD":
+                await writer.drain()
+                return
+            # A piece at a time, each once the client has taken most of the one before:
+            # a slow reader then holds ~WRITE_CHUNK of its answer, not all of it (500 slow
+            # readers of 6 MB answers took RSS from 83 MB to 1.5 GB). drain() returns at
+            # once while the transport's buffer is low, so a fast reader costs no extra
+            # trips through the loop.
+            sent = 0
+            writer.transport.set_write_buffer_limits(high=WRITE_CHUNK)
+            for chunk in body:
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+                if sent >= YIELD_EVERY:  # inflating is CPU on the loop: let probes in
+                    sent = 0
+                    await asyncio.sleep(0)
 
     async def _probe(self, request: Request, writer: asyncio.StreamWriter) -> None:
         params = urllib.parse.parse_qs(request.query)
@@ -372,52 +539,86 @@ class Server:
             extra["Content-Encoding"] = "gzip"
         head = self._head(request, status, content_type, len(data), extra, keep_alive=keep_alive)
         writer.write(head if request is not None and request.method == "HEAD" else head + data)
-        await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
+        await asyncio.wait_for(writer.drain(), RESPONSE_TIMEOUT)
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Request | None:
-    """The next request on the connection, None at a clean end of it."""
+_VERSION = re.compile(r"HTTP/1\.[0-9]")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+async def _read_request(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    first: bytes,
+    budget: HeaderBudget,
+) -> Request | None:
+    """The next request on the connection, None at a clean end of it. ``first``: its first
+    byte, if already read. Strict where a lenient parser would let a proxy in front and this
+    server disagree about where a request ends (request smuggling): Content-Length is digits
+    only, and given twice it must agree."""
+    held = 0
     try:
-        line = await reader.readline()
-    except (ValueError, asyncio.LimitOverrunError) as exc:
-        raise BadRequest(HTTPStatus.REQUEST_URI_TOO_LONG, "Request line too long") from exc
-    if not line:
-        return None
-    parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "Malformed request line")
-    method, target, version = parts
-    headers: dict[str, str] = {}
-    for _ in range(MAX_HEADERS + 1):
         try:
-            raw = await reader.readline()
+            line = first + await reader.readline()
         except (ValueError, asyncio.LimitOverrunError) as exc:
-            raise BadRequest(
-                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Header line too long"
-            ) from exc
-        if not raw:
-            raise asyncio.IncompleteReadError(raw, None)
-        text = raw.decode("latin-1").rstrip("\r\n")
-        if not text:
-            break
-        name, sep, value = text.partition(":")
-        if not sep or not name.strip() or name != name.strip():
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "Malformed header line")
-        headers[name.lower()] = value.strip()
-    else:
-        raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many header lines")
-    if "transfer-encoding" in headers:
-        raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Chunked request bodies are not accepted")
-    try:
-        length = int(headers.get("content-length") or 0)
-    except ValueError as exc:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "Malformed Content-Length") from exc
-    if length < 0 or length > MAX_BODY:
-        raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Body too large")
-    if length:
-        await reader.readexactly(length)  # read and ignore, so the next request lines up
-    path, _, query = target.partition("?")
-    return Request(method, path, query, version, headers)
+            raise BadRequest(HTTPStatus.REQUEST_URI_TOO_LONG, "Request line too long") from exc
+        if not line:
+            return None
+        held = len(line)
+        if not budget.take(held):
+            held = 0
+            raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, "Too many requests being read")
+        parts = line.decode("latin-1").rstrip("\r\n").split(" ")
+        if len(parts) != 3 or not _VERSION.fullmatch(parts[2]):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "Malformed request line")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        lengths: set[str] = set()
+        for _ in range(MAX_HEADERS + 1):
+            try:
+                raw = await reader.readline()
+            except (ValueError, asyncio.LimitOverrunError) as exc:
+                raise BadRequest(
+                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Header line too long"
+                ) from exc
+            if not raw:
+                raise asyncio.IncompleteReadError(raw, None)
+            if held + len(raw) > MAX_HEADER_BYTES:
+                raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Headers too large")
+            if not budget.take(len(raw)):
+                raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, "Too many requests being read")
+            held += len(raw)
+            text = raw.decode("latin-1").rstrip("\r\n")
+            if not text:
+                break
+            name, sep, value = text.partition(":")
+            if not sep or not name.strip() or name != name.strip():
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "Malformed header line")
+            key = name.lower()
+            if key == "content-length":
+                lengths.add(value.strip())
+            headers[key] = value.strip()
+        else:
+            raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many header lines")
+        if "transfer-encoding" in headers:
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Chunked request bodies are not accepted")
+        if len(lengths) > 1 or not all(_DIGITS.fullmatch(v) for v in lengths):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "Malformed Content-Length")
+        length = int(lengths.pop()) if lengths else 0
+        if length > MAX_BODY:
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Body too large")
+        expect = headers.get("expect", "").lower()
+        if expect and expect != "100-continue":
+            raise BadRequest(HTTPStatus.EXPECTATION_FAILED, "Unsupported Expect")
+        if length:
+            if expect and version != "HTTP/1.0":
+                # The client waits for this before sending the body (RFC 9110 10.1.1).
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await reader.readexactly(length)  # read and ignore, so the next request lines up
+        path, _, query = target.partition("?")
+        return Request(method, path, query, version, headers)
+    finally:
+        budget.give(held)
 
 
 _PAGE = """<!doctype html>
@@ -431,23 +632,6 @@ _PAGE = """<!doctype html>
 {rows}
 </table></body></html>
 """
-
-
-def _batches(pieces: list[gzipjoin.Piece], size: int) -> Iterable[list[gzipjoin.Piece]]:
-    batch: list[gzipjoin.Piece] = []
-    total = 0
-    for piece in pieces:
-        batch.append(piece)
-        total += piece.length
-        if total >= size:
-            yield batch
-            batch, total = [], 0
-    if batch:
-        yield batch
-
-
-def _inflate_all(pieces: list[gzipjoin.Piece]) -> bytes:
-    return b"".join(map(gzipjoin.inflate, pieces))
 
 
 def _accepts_gzip(header: str) -> bool:

@@ -1,11 +1,22 @@
 """The exporter's own health, with ordinary prometheus_client instrumentation: build info,
-config reloads, scheduler lag and skipped runs, probes in flight, render time."""
+config reloads, scheduler lag and skipped runs, probes in flight, render time; and, unless
+``--web.disable-exporter-metrics``, the process and the interpreter as client_python's
+default collectors describe them (``process_*``, ``python_info``, ``python_gc_*``)."""
 
 from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from . import __version__
 
@@ -22,10 +33,29 @@ OWN_METRICS = (
 )
 
 
+# client_python's process and platform families, as node_exporter's --web.disable-exporter-
+# metrics turns off its go_* and process_* ones.
+PROCESS_METRICS = (
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "python_info",
+)
+
+
 class ExporterMetrics:
-    def __init__(self) -> None:
+    """The exporter's own metrics; ``process=False`` leaves out process and Python metrics."""
+
+    def __init__(self, process: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            r.register(GC_COLLECTOR)
         build = Gauge(
             "smtp_exporter_build_info",
             "Version of the exporter and of Python.",

@@ -130,6 +130,17 @@ class WebConfig:
         ctx.verify_mode = _CLIENT_AUTH[tls.client_auth_type] or ssl.CERT_NONE
         return ctx
 
+    def keep_logins(self, old: WebConfig) -> None:
+        """Carry over ``old``'s cached logins of users whose hash did not change, so a reload
+        does not send every scraper back through bcrypt (behind a flood, or into 429s)."""
+        same = {u for u, h in self.basic_auth_users.items() if old.basic_auth_users.get(u) == h}
+        new, prev = self._cache, old._cache
+        with prev.lock:
+            kept = [key for key in prev.hits if key[0] in same]
+        with new.lock:
+            new.secret = prev.secret  # the keys are HMACs under it
+            new.hits = OrderedDict.fromkeys(kept)
+
     def check_basic_auth_cached(self, authorization_header: str | None) -> bool | None:
         """The answer of ``check_basic_auth`` when it needs no bcrypt (no users configured, no
         or malformed credentials, or credentials that passed recently), else None. Cheap
@@ -160,9 +171,9 @@ class WebConfig:
         cache = self._cache
         key = (user, hmac.digest(cache.secret, password, "sha256"))
         hashed = self.basic_auth_users.get(user)
-        # An unknown user is checked against a real user's hash: same bcrypt cost, so response
-        # time does not reveal which usernames exist.
-        decoy = next(iter(self.basic_auth_users.values()))
+        # An unknown user is checked against the costliest real hash, so an unknown name is
+        # never answered faster than a known one: the time does not tell which names exist.
+        decoy = max(self.basic_auth_users.values(), key=_cost)
         with cache.bcrypt_lock:
             try:
                 # bcrypt 5 raises past 72 bytes; Go's bcrypt (and htpasswd) ignore the excess.
@@ -175,6 +186,12 @@ class WebConfig:
                 if len(cache.hits) > _CACHE_SIZE:
                     cache.hits.popitem(last=False)
         return ok
+
+
+def _cost(hashed: bytes) -> int:
+    """A bcrypt hash's cost (``$2y$12$...`` -> 12); 0 if it is malformed."""
+    cost = hashed[4:6]
+    return int(cost) if cost.isdigit() else 0
 
 
 class _EncryptedKey(Exception):

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 # the scheduler and the renderer both use the store, neither uses the other). Names are the
 # first part below ``exporter.`` (a package counts as a whole); "" is ``exporter/__init__.py``.
 LAYERS: list[tuple[str, ...]] = [
-    ("", "results", "yamlguard", "gzipjoin", "embedded"),  # values, pure helpers, demo server
+    ("", "results", "yamlguard", "gzipjoin", "logs", "embedded"),  # values, helpers, demo
     ("errors",),  # the exception tree (carries Phase and FailureKind)
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
@@ -28,8 +28,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner", "report"),  # one run of a target; the --once report
     ("store", "selfmetrics"),  # latest results; the exporter's own instruments
     ("scheduler", "metrics", "httpsd"),  # write the store / render it / list targets
-    ("webconfig",),  # the HTTP server's TLS and basic auth
-    ("http",),  # the HTTP server
+    ("webconfig", "httplimits"),  # the HTTP server's TLS, basic auth and limits
+    ("http", "healthcheck"),  # the HTTP server; the container's check of it
     ("app",),  # builds the pipeline
     ("cli",),  # flags and orchestration
     ("__main__",),

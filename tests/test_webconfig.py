@@ -300,11 +300,38 @@ def test_unknown_user_still_pays_one_bcrypt(users: WebConfig, bcrypt_calls: list
     assert len(bcrypt_calls) == 1
 
 
+def test_unknown_user_pays_the_costliest_hash(
+    write: Callable[[str], str], bcrypt_calls: list[bytes]
+) -> None:
+    """Issue #14: with users of cost 4 and 5, an unknown name was checked against the first
+    (cheap) hash and answered faster than a costly known one: user enumeration."""
+    costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=5)).decode()
+    users = webconfig.load(write(f"basic_auth_users: {{alice: '{HASH}', carol: '{costly}'}}"))
+    assert not users.check_basic_auth(basic("mallory", "pw"))
+    assert bcrypt_calls == [costly.encode()]
+
+
 def test_success_is_cached_but_failure_is_not(users: WebConfig, bcrypt_calls: list[bytes]) -> None:
     for _ in range(3):
         assert users.check_basic_auth(basic("alice", PASSWORD))
         assert not users.check_basic_auth(basic("alice", "guess"))
     assert len(bcrypt_calls) == 1 + 3
+
+
+def test_a_reload_keeps_the_logins_of_users_whose_hash_did_not_change(
+    write: Callable[[str], str], bcrypt_calls: list[bytes]
+) -> None:
+    old = webconfig.load(write(f"basic_auth_users: {{alice: {HASH}, bob: '{BOB_HASH}'}}"))
+    assert old.check_basic_auth(basic("alice", PASSWORD))
+    assert old.check_basic_auth(basic("bob", "bobs password"))
+    new_bob = bcrypt.hashpw(b"bobs password", bcrypt.gensalt(rounds=4)).decode()
+    new = webconfig.load(write(f"basic_auth_users: {{alice: {HASH}, bob: '{new_bob}'}}"))
+    new.keep_logins(old)
+    del bcrypt_calls[:]
+    assert new.check_basic_auth_cached(basic("alice", PASSWORD)) is True
+    assert new.check_basic_auth_cached(basic("bob", "bobs password")) is None  # re-checked
+    assert new.check_basic_auth(basic("bob", "bobs password"))
+    assert bcrypt_calls == [new_bob.encode()]
 
 
 def test_cache_is_bounded_lru(

@@ -12,6 +12,7 @@ the scheduler and the send library use them without importing the parser.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import socket
@@ -297,7 +298,10 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
 
 
+@functools.cache
 def default_ehlo_name() -> str:
+    # Once per process: where the host name is not in /etc/hosts, getfqdn() asks DNS, and
+    # every module and target built (on the event loop, too) waited for it (5 s seen).
     # Strict servers reject a HELO name without a dot (reject_non_fqdn_helo_hostname).
     name = socket.getfqdn()
     return name if "." in name else "localhost.localdomain"
