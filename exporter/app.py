@@ -45,6 +45,7 @@ class Exporter:
         listen: tuple[str, int],
         *,
         web_config_file: str | None = None,
+        web_config: WebConfig | None = None,
         concurrency: int | None = None,
         initial: config.Config | None = None,
         shard: tuple[int, int] | None = None,
@@ -55,6 +56,7 @@ class Exporter:
         self._load = load
         self._listen = listen
         self._web_config_file = web_config_file
+        self._web_config = web_config  # the file's content, when the caller loaded it already
         # The pipeline: the scheduler (built in run) records results into the store; the
         # renderer, subscribed to the store, renders each entry as it is recorded; the HTTP
         # server joins the rendered pieces on a scrape and asks ``probe`` for /probe.
@@ -95,13 +97,12 @@ class Exporter:
         if self.config is None:
             self.load_initial()
         assert self.config is not None
-        web = None
-        ssl_context = None
-        if self._web_config_file:
-            from . import webconfig
-
-            web = webconfig.load(self._web_config_file)
-            ssl_context = web.ssl_context()
+        loaded = (
+            (self._web_config, self._web_config.ssl_context())
+            if self._web_config is not None
+            else self._load_web()
+        )
+        web, ssl_context = loaded if loaded is not None else (None, None)
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.scheduler = ProbeScheduler(

@@ -30,8 +30,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("scheduler", "metrics", "httpsd"),  # write the store / render it / list targets
     ("webconfig", "httplimits"),  # the HTTP server's TLS, basic auth and limits
     ("http", "healthcheck"),  # the HTTP server; the container's check of it
-    ("app",),  # builds the pipeline
-    ("cli",),  # flags and orchestration
+    ("app", "flags"),  # builds the pipeline; the command line's flags
+    ("cli",),  # orchestration: --once, --config.check, --healthcheck, serve
     ("__main__",),
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

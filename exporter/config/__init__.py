@@ -2,9 +2,9 @@
 machinery (``validator``), the config tree's sections (``sections``) and the YAML loader
 (``loader``).
 
-The model's names are importable from here. ``load`` and ``parse`` (and the rest of the
-loader) are looked up on first use, so that code which only needs the model (the probe,
-the send library) does not import the YAML parser.
+The model's names are importable from here. ``load`` and ``parse`` (YAML), ``validate`` (a
+tree already parsed) and ``read_secret_file`` are looked up on first use, so that code which
+only needs the model (the probe, the send library) does not import the YAML parser.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ __all__ = [
     "parse_duration",
     "parse_target",
     "read_secret_file",
+    "validate",
 ]
 
 
@@ -71,6 +72,10 @@ def __getattr__(name: str) -> Any:
         from . import loader
 
         return getattr(loader, name)
+    if name == "validate":
+        from .sections import validate
+
+        return validate
     if name == "read_secret_file":
         from .validator import read_secret_file
 

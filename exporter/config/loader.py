@@ -20,7 +20,7 @@ import yaml
 from .. import yamlguard
 from ..errors import ConfigError
 from .model import Config
-from .sections import ConfigValidator
+from .sections import validate
 
 
 def load(path: str | os.PathLike[str]) -> Config:
@@ -66,8 +66,4 @@ def parse(text: str, *, file: str = "<config>", env: Mapping[str, str] | None = 
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"invalid YAML: {where}{problem}", file=file) from exc
-    v = ConfigValidator(file, os.environ if env is None else env)
-    config = v.config(data)
-    if v.errors:
-        raise ConfigError("\n".join(f"{file}: {e}" for e in v.errors))
-    return config
+    return validate(data, file=file, env=env)

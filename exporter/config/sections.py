@@ -7,6 +7,7 @@ Allowed keys and defaults come from the model's fields (``config_keys`` / ``defa
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +60,15 @@ def _M(name: str) -> Any:
 
 def _D(name: str) -> Any:
     return default_of(DomainChecks, name)
+
+
+def validate(data: Any, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    """A config tree (dicts and lists, as YAML or code builds it) -> ``Config``; raises
+    ``ConfigError`` listing every problem, one ``file: path.key: message`` line each."""
+    v = ConfigValidator(file, os.environ if env is None else env)
+    config = v.config(data)
+    v.raise_if_any()
+    return config
 
 
 class ConfigValidator(Validator):
