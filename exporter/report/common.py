@@ -1,0 +1,103 @@
+"""What every --once format says the same way: names, reasons, certificate days, canary text."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .. import results
+from ..results import Phase, ProbeResult
+
+if TYPE_CHECKING:
+    from ..results import CanaryResult
+
+
+Canaries = dict[tuple[str, str], "CanaryResult"]
+
+PHASE_ABBREV = {
+    Phase.MX_LOOKUP: "mx",
+    Phase.RESOLVE: "dns",
+    Phase.CONNECT: "conn",
+    Phase.GREETING: "greet",
+    Phase.EHLO: "ehlo",
+    Phase.STARTTLS: "stls",
+    Phase.TLS_HANDSHAKE: "tls",
+    Phase.EHLO_TLS: "ehlo2",
+    Phase.AUTH: "auth",
+    Phase.NOOP: "noop",
+    Phase.QUIT: "quit",
+    Phase.POSTURE: "posture",
+    Phase.MAIL: "mail",
+    Phase.RCPT: "rcpt",
+    Phase.DATA: "data",
+}
+
+
+def display_name(r: ProbeResult) -> str:
+    return results.display_name(r.target, r.labels)
+
+
+def cert_days(result: ProbeResult, now: float | None = None) -> float | None:
+    """Days until the earliest expiry in the presented chain (negative once expired)."""
+    if result.tls is None or result.tls.earliest_not_after is None:
+        return None
+    return (result.tls.earliest_not_after - (time.time() if now is None else now)) / 86400
+
+
+def reason(result: ProbeResult) -> str:
+    f = result.failure
+    return "" if f is None else f"{f.kind}: {f.detail}"
+
+
+def verify_text(r: ProbeResult) -> str:
+    """The VERIFY column: ``ok``; ``expired`` or ``not-yet-valid`` when a presented
+    certificate is out of its dates at the probe's time (whatever else is wrong, that is
+    what to fix first, and it says nothing against the issuer); ``untrusted`` when the chain
+    does not lead to a trusted root; ``no-name`` when it verifies but does not name the
+    host."""
+    t = r.tls
+    if t is None:
+        return "-"
+    if not t.verified:
+        if any(c.not_after < r.started_at for c in t.chain):
+            return "expired"
+        if any(c.not_before > r.started_at for c in t.chain):
+            return "not-yet-valid"
+        return "untrusted"
+    return "ok" if t.hostname_match else "no-name"
+
+
+def auth_text(result: ProbeResult) -> str:
+    """``-`` when no AUTH was tried, else ``ok``/``FAIL`` and the mechanism."""
+    a = result.auth
+    if not a.attempted:
+        return "-"
+    return f"{'ok' if a.success else 'FAIL'} {a.mechanism}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def canary_text(c: CanaryResult | None) -> str:
+    if c is None:
+        return "-"
+    if not c.send_ok:
+        return "FAIL send"
+    if not c.checked:
+        return f"sent {_seconds(c.send_seconds)}"
+    if c.imap_failure is not None:
+        return f"FAIL imap {c.imap_failure.phase}"
+    if c.delivered and c.round_trip_seconds is not None:
+        return f"delivered {_seconds(c.round_trip_seconds)}"
+    return "NOT delivered"
+
+
+def failure_text(r: ProbeResult, c: CanaryResult | None) -> str:
+    if r.failure is not None:
+        return f"{r.failure.phase}: {reason(r)}"
+    if c is not None and c.reason:
+        return f"canary: {c.reason}"
+    if r.posture.findings:
+        return "finding: " + "; ".join(r.posture.findings)
+    return "-"
