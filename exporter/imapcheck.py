@@ -31,10 +31,9 @@ import time
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from .config.model import IMAPConfig, IMAPTLSMode
-
 # Where they were declared before the config package: kept importable from here.
-from .config.sections import parse_imap_config as parse_imap_config
+from .config.features import parse_imap_config as parse_imap_config
+from .config.model import IMAPConfig, IMAPTLSMode
 from .probe.deadline import Deadline
 from .results import FailureKind, IMAPFailure, IMAPPhase
 

@@ -10,27 +10,19 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import ConfigError
+from .features import FeatureSections
 from .model import (
     AUTH_MECHANISMS,
     IP_PROTOCOLS,
     RESERVED_LABELS,
     AuthConfig,
-    CanaryConfig,
     Config,
     Defaults,
     DNSConfig,
-    DomainChecks,
-    IMAPConfig,
-    IMAPTLSMode,
     Module,
-    PostureConfig,
-    ProbeAllow,
-    RelayTest,
     Target,
     TLSMode,
     config_keys,
@@ -38,28 +30,15 @@ from .model import (
     is_ip,
     parse_target,
 )
-from .validator import Validator, hint, join, type_name
+from .validator import hint, join, type_name
 
-_ADDRESS = re.compile(r"[^\s<>@\"]{1,64}@[A-Za-z0-9.\-\[\]:]{1,255}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _EHLO = re.compile(r"[A-Za-z0-9.\-\[\]:_]{1,255}")
-_DOMAIN = re.compile(
-    r"(?=.{1,253}$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)+"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-)
-_HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,252})")
-MIN_DOMAIN_INTERVAL = 60.0
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NO_PASSWORD = IMAPConfig.__dataclass_fields__["password"].default
 
 
 def _M(name: str) -> Any:
     return default_of(Module, name)
-
-
-def _D(name: str) -> Any:
-    return default_of(DomainChecks, name)
 
 
 def validate(data: Any, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
@@ -71,7 +50,7 @@ def validate(data: Any, *, file: str = "<config>", env: Mapping[str, str] | None
     return config
 
 
-class ConfigValidator(Validator):
+class ConfigValidator(FeatureSections):
     """The exporter's config tree, section by section: ``config(data) -> Config``."""
 
     def config(self, data: Any) -> Config:
@@ -157,146 +136,6 @@ class ConfigValidator(Validator):
         if ehlo:
             kwargs["ehlo_name"] = ehlo
         return Module(**kwargs)
-
-    def probe_allow(self, raw: Any, path: str) -> ProbeAllow:
-        d = self.mapping(raw, path, config_keys(ProbeAllow))
-        hosts: list[tuple[str, int | None]] = []
-        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for key in ("hosts", "networks"):
-            items = d.get(key)
-            if items is None:
-                continue
-            if not isinstance(items, list):
-                self.error(join(path, key), f"expected a list, got {type_name(items)}")
-                continue
-            for i, item in enumerate(items):
-                where = f"{join(path, key)}[{i}]"
-                if not isinstance(item, str):
-                    self.error(where, f"expected a string, got {type_name(item)}")
-                elif key == "networks":
-                    try:
-                        networks.append(ipaddress.ip_network(item, strict=False))
-                    except ValueError:
-                        self.error(where, f"expected a network like 10.0.0.0/8, got {item!r}")
-                else:
-                    try:
-                        host, port = parse_target(item, 0)
-                    except ValueError as exc:
-                        self.error(where, f"{exc}, got {item!r}")
-                        continue
-                    name = host.rstrip(".").lower()
-                    bare = name.removeprefix("*.")
-                    if not (_HOSTNAME.fullmatch(bare) or is_ip(bare)):
-                        self.error(
-                            where,
-                            f"expected a host name, '*.domain' or an address, got {item!r}",
-                        )
-                        continue
-                    hosts.append((name, port or None))
-        return ProbeAllow(tuple(hosts), tuple(networks))
-
-    def posture(self, raw: Any, path: str, tls: TLSMode) -> PostureConfig:
-        d = self.mapping(raw, path, config_keys(PostureConfig))
-        before = self.typed(d, "auth_before_tls", path, bool, False)
-        if before and tls is not TLSMode.STARTTLS:
-            self.error(
-                join(path, "auth_before_tls"),
-                "needs tls: starttls (it looks at the session before STARTTLS)",
-            )
-        relay_from = relay_to = None
-        if d.get("relay_test") is not None:
-            rpath = join(path, "relay_test")
-            r = self.mapping(d["relay_test"], rpath, config_keys(RelayTest))
-            for key in ("from", "to"):
-                value = self.typed(r, key, rpath, str, None)
-                if not value or not _ADDRESS.fullmatch(value):
-                    self.error(join(rpath, key), f"required: a plain email address, got {value!r}")
-            relay_from, relay_to = r.get("from"), r.get("to")
-        scan = self.typed(d, "tls_scan", path, bool, False)
-        if scan and tls is TLSMode.NONE:
-            self.error(join(path, "tls_scan"), "needs tls: starttls or implicit")
-        fail = self.typed(d, "fail_on_findings", path, bool, False)
-        return PostureConfig(bool(before), relay_from, relay_to, bool(scan), fail)
-
-    def domain(self, raw: Any, path: str) -> DomainChecks:
-        d = self.mapping(raw, path, config_keys(DomainChecks))
-        name = self.typed(d, "name", path, str, None)
-        if name is not None:
-            name = name.rstrip(".").lower()
-            if not _DOMAIN.fullmatch(name) or is_ip(name):
-                self.error(join(path, "name"), f"expected a domain name, got {d['name']!r}")
-                name = None
-        interval = self.duration(d, "interval", path, _D("interval"))
-        if interval < MIN_DOMAIN_INTERVAL:
-            self.error(
-                join(path, "interval"),
-                f"{interval:g}s is shorter than the minimum 1m (DNS checks need not run often)",
-            )
-        zones: list[str] = []
-        raw_zones = d.get("dnsbl")
-        if raw_zones is not None and not isinstance(raw_zones, list):
-            self.error(
-                join(path, "dnsbl"), f"expected a list of DNS zones, got {type_name(raw_zones)}"
-            )
-            raw_zones = []
-        for i, zone in enumerate(raw_zones or []):
-            text = zone.rstrip(".").lower() if isinstance(zone, str) else None
-            if text is None or not _DOMAIN.fullmatch(text) or is_ip(text):
-                self.error(f"{join(path, 'dnsbl')}[{i}]", f"expected a DNS zone, got {zone!r}")
-            elif text not in zones:
-                zones.append(text)
-        ports = {}
-        for key in ("smtp_port", "mta_sts_port"):
-            default = _D(key)
-            ports[key] = self.typed(d, key, path, int, default)
-            if not 0 < ports[key] < 65536:
-                self.error(join(path, key), f"expected 1-65535, got {ports[key]}")
-                ports[key] = default
-        return DomainChecks(
-            name=name,
-            interval=interval,
-            records=self.typed(d, "records", path, bool, _D("records")),
-            mta_sts=self.typed(d, "mta_sts", path, bool, _D("mta_sts")),
-            dane=self.typed(d, "dane", path, bool, _D("dane")),
-            dnsbl=tuple(zones),
-            smtp_port=ports["smtp_port"],
-            mta_sts_port=ports["mta_sts_port"],
-            tls_ca_file=self.file_path(d, "tls_ca_file", path),
-        )
-
-    def canary(self, raw: Any, path: str) -> CanaryConfig | None:
-        d = self.mapping(raw, path, config_keys(CanaryConfig))
-        addresses = {}
-        for key in ("from", "to"):
-            value = self.typed(d, key, path, str, None)
-            if not value:
-                self.error(join(path, key), "required: an email address")
-            elif not _ADDRESS.fullmatch(value):
-                self.error(join(path, key), f"not a plain email address: {value!r}")
-            else:
-                addresses[key] = value
-        interval = self.duration(d, "interval", path, default_of(CanaryConfig, "interval"))
-        timeout = self.duration(
-            d, "timeout", path, min(default_of(CanaryConfig, "timeout"), interval)
-        )
-        if timeout > interval:
-            self.error(
-                join(path, "timeout"),
-                f"{timeout:g}s is longer than the canary interval {interval:g}s",
-            )
-        imap = None
-        if d.get("imap") is not None:
-            try:
-                imap = parse_imap_config(
-                    d["imap"], join(path, "imap"), self.file, self.env, self.base
-                )
-            except ConfigError as exc:
-                # Its lines already carry the file name; keep ours uniform.
-                prefix = f"{self.file}: "
-                self.errors += [line.removeprefix(prefix) for line in str(exc).splitlines()]
-        if len(addresses) != 2:
-            return None
-        return CanaryConfig(addresses["from"], addresses["to"], interval, timeout, imap)
 
     def auth(self, raw: Any, path: str) -> AuthConfig | None:
         d = self.mapping(raw, path, config_keys(AuthConfig))
@@ -408,52 +247,3 @@ class ConfigValidator(Validator):
             else:
                 out.append((key_s, str(value)))
         return tuple(sorted(out))
-
-
-def parse_imap_config(
-    raw: object, path: str, file: str, env: Mapping[str, str], base_dir: Path
-) -> IMAPConfig:
-    """Validate a module's ``canary.imap`` mapping; raise ``ConfigError`` listing every problem,
-    one ``file: path.key: message`` line each."""
-    v = Validator(file, env)
-    v.base = base_dir
-    d = v.mapping(raw, path, config_keys(IMAPConfig))
-    if not isinstance(raw, dict):
-        if raw is None:
-            v.error(path, "expected a mapping with host, username and a password")
-        v.raise_if_any()
-    host = v.typed(d, "host", path, str, None)
-    if not host or any(c.isspace() for c in host):
-        v.error(f"{path}.host", "required" if not host else f"not a valid host: {host!r}")
-    tls = IMAPTLSMode(v.choice(d, "tls", path, tuple(IMAPTLSMode), IMAPTLSMode.IMPLICIT.value))
-    port = v.typed(d, "port", path, int, None)
-    if port is not None and not 0 < port < 65536:
-        v.error(f"{path}.port", f"expected 1-65535, got {port}")
-    username = v.typed(d, "username", path, str, None)
-    if not username:
-        v.error(f"{path}.username", "required")
-    elif _CONTROL.search(username):
-        v.error(f"{path}.username", "control characters are not allowed")
-    sources = [k for k in ("password_file", "password_env") if d.get(k) is not None]
-    password = v.secret(d, sources[0], path) if len(sources) == 1 else None
-    if len(sources) != 1:
-        v.error(path, "set exactly one of password_file, password_env")
-    folder = v.typed(d, "folder", path, str, "INBOX")
-    if not folder or _CONTROL.search(folder) or not folder.isascii():
-        v.error(f"{path}.folder", f"expected a non-empty ASCII folder name, got {folder!r}")
-    interval = v.duration(d, "poll_interval", path, 1.0)
-    if interval < 0.1:
-        v.error(f"{path}.poll_interval", "must be at least 100ms")
-    cfg = IMAPConfig(
-        host=host or "",
-        port=port or (993 if tls is IMAPTLSMode.IMPLICIT else 143),
-        tls=tls,
-        username=username or "",
-        password=password or _NO_PASSWORD,
-        folder=folder,
-        tls_verify=v.typed(d, "tls_verify", path, bool, True),
-        tls_ca_file=v.file_path(d, "tls_ca_file", path),
-        poll_interval=interval,
-    )
-    v.raise_if_any()
-    return cfg
