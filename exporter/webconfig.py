@@ -25,6 +25,7 @@ from typing import Any
 import bcrypt
 import yaml
 
+from .config.validator import Validator
 from .errors import ConfigError
 
 _T = "tls_server_config"
@@ -244,15 +245,19 @@ def load(path: str) -> WebConfig:
     return config
 
 
-class _Parser:
-    """Walks the YAML tree; the first problem raises, naming its key path."""
+class _Parser(Validator):
+    """Walks the YAML tree with the shared validator's state (file, base directory); unlike
+    the exporter's config, the first problem raises, as the Prometheus toolkit's parser
+    does, and type names are Python's."""
 
     def __init__(self, file: str) -> None:
-        self.source = file
-        self.base = Path(file).parent
+        super().__init__(file, {})
+
+    def error(self, path: str, message: str) -> None:
+        raise self.fail(path, message)
 
     def fail(self, path: str, message: str) -> ConfigError:
-        return ConfigError(message, file=self.source, path=path or None)
+        return ConfigError(message, file=self.file, path=path or None)
 
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...] | None) -> dict[str, Any]:
         if value is None:
@@ -281,7 +286,7 @@ class _Parser:
             raise self.fail(where, f"expected one of {', '.join(options)}, got {value!r}")
         return value
 
-    def file(self, d: dict[str, Any], key: str) -> str | None:
+    def tls_file(self, d: dict[str, Any], key: str) -> str | None:
         value = self.get(d, _T, key, str)
         if value is None:
             return None
@@ -294,7 +299,7 @@ class _Parser:
         d = self.mapping(raw, _T, _TLS_KEYS)
         if not d:
             return None
-        cert, key, ca = (self.file(d, k) for k in ("cert_file", "key_file", "client_ca_file"))
+        cert, key, ca = (self.tls_file(d, k) for k in ("cert_file", "key_file", "client_ca_file"))
         if cert is None or key is None:
             raise self.fail(_T, "cert_file and key_file are both required")
         auth = self.get(d, _T, "client_auth_type", str, _CLIENT_AUTH) or "NoClientCert"
