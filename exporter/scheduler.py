@@ -287,14 +287,13 @@ class ProbeScheduler:
             self._own.in_flight.dec()
 
     async def _expand(self, jid: str, target: Target) -> Discovery | None:
-        """The target's expansion: kept between runs, looked up again (mx:) when its TTL
-        runs out; None when the target was removed or changed while resolving."""
+        """The target's expansion; an mx: target's is kept between runs and looked up again
+        when its TTL runs out. None when the target was removed or changed while resolving."""
+        if not target.mx:  # no DNS: built afresh (cheaper than keeping 10,000 of them)
+            return Discovery(target, static_expansion(target))
         previous = self._discovery.get(jid)
-        if previous is not None and (not target.mx or time.monotonic() < previous.expires):
+        if previous is not None and time.monotonic() < previous.expires:
             return previous
-        if not target.mx:  # no DNS: the expansion never changes
-            self._discovery[jid] = Discovery(target, static_expansion(target))
-            return self._discovery[jid]
         discovery = await expand(target, self._resolver, previous)
         if self._targets.get(jid) != target:
             return None
