@@ -83,6 +83,13 @@ AUTH_QUEUE = 4
 # to the system: glibc keeps freed heap pages otherwise, and RSS stayed at 700 MB+.
 TRIM_AFTER_PEAK = 64  # connections at the surge's peak
 TRIM_DELAY = 1.0  # seconds after the surge fell to a quarter of its peak
+# A /metrics request arriving while another one's answer is still being written, at most
+# this long after that one's rendering, gets the same rendering: a burst of requests (500
+# at once) costs one rendering, not one each (the process collectors' /proc reads, the
+# changed shards' compression), which kept the loop busy for a second. Requests that do not
+# overlap (every scraper, each test) always get a fresh one; so an answer is at most this
+# old, far below any scrape interval.
+SHARE_RENDER = 0.25
 
 
 class WebAuth(Protocol):
@@ -140,6 +147,16 @@ class _Conn:
     task: asyncio.Task[None]
 
 
+@dataclass(eq=False, slots=True)
+class _Rendered:
+    """One rendering of /metrics, shared by the requests of a burst (``SHARE_RENDER``)."""
+
+    pieces: list[gzipjoin.Piece]
+    made: float  # loop time
+    writing: int = 0  # answers being written from it
+    gzipped: list[bytes] | None = None  # the pieces joined, once a request asked for gzip
+
+
 class Server:
     """The HTTP server. ``web`` and ``ssl_context`` may be replaced at any time (a reload):
     each new connection and each request uses the ones set then."""
@@ -170,6 +187,7 @@ class Server:
         self._trim = malloc_trim()
         self._peak = 0  # most connections open at once since the last trim
         self._trim_handle: asyncio.TimerHandle | None = None
+        self._rendered: _Rendered | None = None  # while an answer is written from it
 
     @property
     def port(self) -> int:
@@ -434,14 +452,40 @@ class Server:
         finally:
             self._auth_waiting -= 1
 
+    def _rendering(self) -> _Rendered:
+        """The rendering for a new /metrics answer: the one being written, if recent, else a
+        new one. The caller counts itself in ``writing`` and must call ``_done`` after."""
+        now = asyncio.get_running_loop().time()
+        r = self._rendered
+        if r is None or r.writing == 0 or now - r.made > SHARE_RENDER:
+            r = self._rendered = _Rendered(self.metrics_pieces(), now)
+        r.writing += 1
+        return r
+
+    def _done(self, r: _Rendered) -> None:
+        r.writing -= 1
+        if r.writing == 0 and self._rendered is r:
+            self._rendered = None  # hold no copy between scrapes
+
     async def _metrics(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        rendered = self._rendering()
+        try:
+            await self._write_metrics(request, writer, rendered)
+        finally:
+            self._done(rendered)
+
+    async def _write_metrics(
+        self, request: Request, writer: asyncio.StreamWriter, rendered: _Rendered
+    ) -> None:
         gzipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
-        pieces = self.metrics_pieces()
+        pieces = rendered.pieces
         extra = {"Vary": "Accept-Encoding"}
         body: Iterator[bytes]
         if gzipped:
             extra["Content-Encoding"] = "gzip"
-            chunks = gzipjoin.join(pieces)
+            if rendered.gzipped is None:
+                rendered.gzipped = gzipjoin.join(pieces)
+            chunks = rendered.gzipped
             length = sum(map(len, chunks))
             body = write_chunks(chunks)
         else:

@@ -277,6 +277,56 @@ def test_slow_readers_of_plain_metrics_hold_no_one_up(running: Proc) -> None:
             s.close()
 
 
+def _renders(port: int) -> int:
+    """Renderings of /metrics so far, as the (freshly rendered) answer itself counts them."""
+    _, _, body = _get(port, "/metrics", {"Accept-Encoding": "gzip"})
+    for line in gzip.decompress(body).decode().splitlines():
+        if line.startswith("smtp_exporter_metrics_render_seconds_count "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no render count")
+
+
+def test_a_burst_of_metrics_requests_shares_one_rendering(tmp_path: Path) -> None:
+    """Issue #14: 500 /metrics requests at once each rendered the exporter's own metrics
+    (/proc reads) and the changed shards, which kept a /-/healthy waiting 2.8 s. Requests
+    that overlap now share a rendering at most ``SHARE_RENDER`` old; every answer is still
+    complete, and requests that do not overlap each get a fresh one."""
+    with _exporter(tmp_path) as p:
+        first = _renders(p.port)
+        assert _renders(p.port) == first + 1  # one after the other: rendered anew
+        readers = []
+        try:
+            for _ in range(200):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.settimeout(30)
+                s.connect(("127.0.0.1", p.port))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                readers.append(s)
+            for s in readers:  # now read them all: each answer whole
+                data = b""
+                while chunk := s.recv(1 << 20):
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 "), head[:100]
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                assert len(body) == length
+                assert body.count(b"\nsmtp_probe_success{") == TARGETS
+                assert b"\nsmtp_exporter_build_info{" in body
+                assert b"\nprocess_cpu_seconds_total " in body
+                assert body.endswith(b"\n")
+        finally:
+            for s in readers:
+                s.close()
+        renders = _renders(p.port) - first - 2  # less the one just asked for
+        # Without sharing: 200. With it, one per SHARE_RENDER while they arrived.
+        assert 1 <= renders < 50, renders
+
+
 def test_header_stuffing_is_refused_early_and_holds_little(running: Proc) -> None:
     """Issue #14: 500 clients sending 99 headers of 16 kB each took RSS to 892 MB for good.
     Past 64 KiB of headers the answer is 431 and the connection closes."""
