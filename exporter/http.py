@@ -362,8 +362,7 @@ class Server:
         self._conns.discard(conn)
         # The abort alone ends its task (its read or handshake fails at once). Cancelling it
         # made asyncio 3.11 log an error with a traceback for each (streams.py asks a
-        # cancelled task for its exception): a flood of evictions filled the log, and
-        # the traceback lines cached for it pinned ~10 MiB of the interpreter's heap.
+        # cancelled task for its exception): a flood of evictions filled the log.
         conn.writer.transport.abort()
         return True
 
