@@ -185,7 +185,10 @@ class Server:
         try:
             while True:
                 try:
-                    request = await asyncio.wait_for(_read_request(reader), CLIENT_TIMEOUT)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for wraps the read in a
+                    # task of its own, a task per request.
+                    async with asyncio.timeout(CLIENT_TIMEOUT):
+                        request = await _read_request(reader)
                 except BadRequest as exc:
                     await self._send(writer, None, exc.status, f"{exc}\n", keep_alive=False)
                     return
@@ -356,7 +359,8 @@ class Server:
             extra["Content-Encoding"] = "gzip"
         head = self._head(request, status, content_type, len(data), extra, keep_alive=keep_alive)
         writer.write(head if request is not None and request.method == "HEAD" else head + data)
-        await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
+        async with asyncio.timeout(CLIENT_TIMEOUT):  # no task per answer, as above
+            await writer.drain()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
