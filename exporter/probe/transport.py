@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..config import ip_literal
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import FailureKind, Phase
 from .reply import Reply, ReplyReader
@@ -101,11 +102,8 @@ async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
     """The address to connect to: ``host`` itself if it is an IP literal, else the first
     address the system resolver returns for the requested family (on the task's
     ``resolver_lane``, by default the scheduled probes' one)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
+    ip = ip_literal(host)
+    if ip is not None:
         if (ip_protocol == "ip4" and ip.version != 4) or (ip_protocol == "ip6" and ip.version != 6):
             raise ProbeError(
                 Phase.RESOLVE, FailureKind.DNS, f"{host} is not an {ip_protocol} address"
@@ -140,10 +138,7 @@ async def addresses(host: str, port: int, ip_protocol: str = "auto") -> list[str
 
 
 def ipaddress_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
+    return ip_literal(host)
 
 
 async def _connect(protocol: asyncio.Protocol, address: str, port: int) -> None:
