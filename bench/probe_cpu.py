@@ -250,6 +250,8 @@ def cpu_profile(cfg: Path, path: str, work: Path, args: argparse.Namespace) -> N
         drive(port, path, EXPORTER_OK.search, args.concurrency, args.cpu_profile, args.headers)
     print(f"\nCPU-time samples (SIGPROF) of the exporter answering {path}:")
     print(_profile.summarise(out, top=args.top) if out.exists() else "(no profile written)")
+    if args.profile_out and out.exists():
+        shutil.copy(out, args.profile_out)  # collapsed stacks, for flame graphs and grep
 
 
 def summary(
@@ -310,6 +312,16 @@ def summary(
             + f"; rounds at or below 1.0x: {sum(r <= 1.0 for r in ratios)} of {len(ratios)}"
         )
         print(f"probes/s, {side} / blackbox_exporter: {by[side][1] / by['blackbox'][1]:.3f}x")
+    if "baseline" in by:
+        ratios = []
+        for rnd in range(args.rounds):
+            pair = {w.side: w for w in windows if w.round == rnd}
+            ratios.append(pair["exporter"].ms / pair["baseline"].ms)
+        print(
+            f"\nCPU per probe, exporter / baseline: pooled "
+            f"{by['exporter'][3] / by['baseline'][3]:.3f}x; per round median "
+            f"{statistics.median(ratios):.3f}x, min {min(ratios):.3f}x, max {max(ratios):.3f}x"
+        )
     print("\nWhat Postfix logged per connection (commands received), during each side's windows:")
     for side, counts in dialogues.items():
         for summary_line, n in counts.most_common(4):
@@ -336,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="also run the exporter from this checkout (another commit), as a third side",
     )
+    p.add_argument("--profile-out", type=Path, help="keep --cpu-profile's raw stacks here")
     p.add_argument("--top", type=int, default=25, help="frames shown by the profiles")
     p.add_argument(
         "--gzip",
