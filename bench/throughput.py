@@ -215,7 +215,8 @@ def exporter_config(stack: MailStack, work: Path) -> Path:
     path.write_text(
         "modules:\n"
         f"  auth: {{{common}, auth: {{username: probe, password_file: {password}, "
-        "mechanism: PLAIN}}\n"
+        # A module with credentials probes through /probe only the hosts it allows.
+        f"mechanism: PLAIN}}, probe_allow: {{hosts: ['{stack.host}']}}}}\n"
         f"  noauth: {{{common}}}\n"
     )
     return path
