@@ -188,6 +188,7 @@ class Connection(_Closing):
         self._drain_waiter: asyncio.Future[None] | None = None
         self.tls_object: ssl.SSLObject | None = None
         self._tls: _TLS | None = None
+        self._lost: Exception | None = None  # what connection_lost was given
 
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -219,6 +220,7 @@ class Connection(_Closing):
                 waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc
         if self._tls is not None:
             self._tls.stop_shutdown_timer()
         super().connection_lost(exc)
@@ -316,8 +318,7 @@ class Connection(_Closing):
                 plain.abort()
                 raise TLSError(Phase.TLS_HANDSHAKE, FailureKind.TLS, _describe(tls.error))
             if self._closed is not None:
-                kind = FailureKind.NETWORK if "lost" in self._closed else FailureKind.CLOSED
-                raise ProbeError(Phase.TLS_HANDSHAKE, kind, self._closed)
+                raise ProbeError(Phase.TLS_HANDSHAKE, *self._cut_during_handshake())
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -330,6 +331,17 @@ class Connection(_Closing):
             self.data_received_plain(pending)
         self.tls_object = tls.obj
         return tls.obj
+
+    def _cut_during_handshake(self) -> tuple[FailureKind, str]:
+        """The kind and detail of a connection that ended mid-handshake, worded as they
+        were when asyncio's SSLProtocol ran the handshake (tlsscan tells a refusal by
+        closing from a failure by them)."""
+        exc = self._lost
+        if exc is None:  # the server's FIN: SSLProtocol raised ConnectionResetError
+            return FailureKind.CLOSED, "ConnectionResetError"
+        if isinstance(exc, ConnectionError):
+            return FailureKind.CLOSED, _describe(exc)
+        return FailureKind.NETWORK, _describe(exc)
 
     def data_received_plain(self, data: bytes) -> None:
         """Decrypted bytes into the reply reader (as ``data_received`` does)."""
