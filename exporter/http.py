@@ -574,7 +574,8 @@ class Server:
             extra["Content-Encoding"] = "gzip"
         head = self._head(request, status, content_type, len(data), extra, keep_alive=keep_alive)
         writer.write(head if request is not None and request.method == "HEAD" else head + data)
-        await asyncio.wait_for(writer.drain(), RESPONSE_TIMEOUT)
+        async with asyncio.timeout(RESPONSE_TIMEOUT):  # wait_for would make a task per answer
+            await writer.drain()
 
 
 _VERSION = re.compile(r"HTTP/1\.[0-9]")

@@ -403,8 +403,14 @@ def is_lookup(entry: Entry) -> bool:
     return entry.target.mx and "mx_host" not in dict(entry.target.labels)
 
 
-def render_target(entry: Entry) -> tuple[str, ...]:
-    """One string per PER_TARGET family (possibly empty) for this target."""
+# The histogram's ``le`` labels in Go's spelling, formatted once rather than per target.
+_CANARY_LE = tuple(floatToGoString(bound) for bound in CANARY_BUCKETS)
+
+
+def render_target(entry: Entry, *, counters: bool = True) -> tuple[str, ...]:
+    """One string per PER_TARGET family (possibly empty) for this target; without
+    ``counters``, the counter and histogram families stay empty (what /probe leaves out,
+    not worth formatting at every request)."""
     out: list[list[str]] = [[] for _ in PER_TARGET]
     t = entry.target
     base = f'target="{escape(t.name)}",module="{escape(t.module.name)}"' + "".join(
@@ -415,10 +421,11 @@ def render_target(entry: Entry) -> tuple[str, ...]:
         out[_INDEX[name]].append(f"{name}{{{base}{extra}}} {_fmt(value)}\n")
 
     plan = phase_plan(entry)
-    add("smtp_probes_total", entry.probes)
-    failures = dict(entry.failures)
-    for phase in plan:
-        add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+    if counters:
+        add("smtp_probes_total", entry.probes)
+        failures = dict(entry.failures)
+        for phase in plan:
+            add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
     r: ProbeResult | None = entry.result
     if r is not None:
         add("smtp_probe_success", 1 if r.success else 0)
@@ -534,15 +541,15 @@ def render_target(entry: Entry) -> tuple[str, ...]:
     if entry.last_delivered is not None:
         add("smtp_canary_last_delivered_timestamp_seconds", entry.last_delivered)
     canary = t.module.canary
-    if canary is not None and canary.imap is not None:
+    if counters and canary is not None and canary.imap is not None:
         # Counters and the histogram from the start, so rates and quantiles never flicker.
         add("smtp_canary_late_arrivals_total", entry.canaries_late)
         add("smtp_canary_swept_total", entry.canaries_swept)
         name = "smtp_canary_round_trip_seconds"
         lines = out[_INDEX[name]]
         counts = entry.round_trip_buckets or (0,) * len(CANARY_BUCKETS)
-        for bound, n in zip(CANARY_BUCKETS, counts, strict=True):
-            lines.append(f'{name}_bucket{{{base},le="{floatToGoString(bound)}"}} {n}\n')
+        for le, n in zip(_CANARY_LE, counts, strict=True):
+            lines.append(f'{name}_bucket{{{base},le="{le}"}} {n}\n')
         lines.append(f'{name}_bucket{{{base},le="+Inf"}} {entry.round_trip_count}\n')
         lines.append(f"{name}_sum{{{base}}} {_fmt(entry.round_trip_sum)}\n")
         lines.append(f"{name}_count{{{base}}} {entry.round_trip_count}\n")
@@ -770,10 +777,19 @@ _COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type in ("counter", 
 def render_probe(entries: list[Entry], discoveries: Sequence[Discovery] = ()) -> str:
     """The /probe answer: these results' gauges (counters mean nothing for one probe), and
     for an mx: target its lookup's."""
-    blocks = [render_target(e) for e in entries]
+    blocks = [render_target(e, counters=False) for e in entries]
     out = []
-    for i, spec in enumerate(PER_TARGET):
-        lines = "".join(b[i] for b in blocks)
-        if lines and i not in _COUNTERS:
-            out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n{lines}")
+    for i, head in _PROBE_HEADS:
+        lines = blocks[0][i] if len(blocks) == 1 else "".join(b[i] for b in blocks)
+        if lines:
+            out.append(head)
+            out.append(lines)
     return "".join(out) + discovery_text(discoveries)
+
+
+# (family index, HELP and TYPE lines) of the families a /probe answer may hold: the gauges.
+_PROBE_HEADS = tuple(
+    (i, f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n")
+    for i, spec in enumerate(PER_TARGET)
+    if i not in _COUNTERS
+)
