@@ -1,7 +1,7 @@
 """The exporter's HTTP server under attack (issue #14): what a well-behaved scraper sees while
 each attack runs, and the exporter's resident memory before, during and after it.
 
-    python bench/attack.py [--targets 2000] [--only idle,slow,headers,sighup,parser,auth]
+    python bench/attack.py [--targets 2000] [--only idle,slow,headers,sighup,parser,tls,auth]
 
 Two real exporters (``python -m exporter``), each a subprocess on loopback:
 
@@ -376,6 +376,9 @@ async def parser_checks(t: Target) -> None:
 
 
 async def auth_attacks(t: Target, only: set[str]) -> None:
+    if "tls" in only:
+        rows = [row("2,000 idle TLS connections", await under_attack(t, idle(t, 2000), 40))]
+        print(c.table(HEAD, rows), flush=True)
     if "auth" not in only:
         return
 
@@ -401,9 +404,6 @@ async def auth_attacks(t: Target, only: set[str]) -> None:
         + ", ".join(f"{k} {sorted(v)[2] * 1000:.0f} ms" for k, v in times.items()),
         flush=True,
     )
-
-    rows = [row("2,000 idle TLS connections", await under_attack(t, idle(t, 2000), 40))]
-    print(c.table(HEAD, rows), flush=True)
 
     # 300 connections of wrong passwords; meanwhile first logins, cached scrapes, a reload.
     counts: dict[int, int] = {}
@@ -487,7 +487,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", type=int, default=2000)
     p.add_argument("--interval", type=float, default=60.0, help="fleet probe interval, s")
-    p.add_argument("--only", default="idle,slow,headers,sighup,parser,auth")
+    p.add_argument("--only", default="idle,slow,headers,sighup,parser,tls,auth")
     args = p.parse_args()
     only = set(args.only.split(","))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -495,7 +495,7 @@ def main() -> None:
     c.warn_if_busy()
     work = Path(tempfile.mkdtemp(prefix="bench-attack-"))
     print(f"python {sys.version.split()[0]}, fd limit {hard}, work dir {work}", flush=True)
-    if "auth" in only:
+    if only & {"auth", "tls"}:
         with auth_exporter(work) as t:
             asyncio.run(auth_attacks(t, only))
     if only & {"idle", "slow", "headers", "sighup", "parser"}:

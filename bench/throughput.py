@@ -37,6 +37,7 @@ import argparse
 import base64
 import collections
 import contextlib
+import gzip
 import http.client
 import json
 import os
@@ -127,10 +128,16 @@ def stack_cpu(stack: MailStack) -> float:
 
 
 def drive(
-    port: int, path: str, ok: Callable[[bytes], object], concurrency: int, duration: float
+    port: int,
+    path: str,
+    ok: Callable[[bytes], object],
+    concurrency: int,
+    duration: float,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, int, float, str | None]:
     """``concurrency`` threads, each with one keep-alive connection, GET ``path`` back to
-    back until ``duration`` is over. Returns (answers, successes, seconds, first failure)."""
+    back until ``duration`` is over, with ``headers`` (none by default: no compression).
+    Returns (answers, successes, seconds, first failure)."""
     end = time.monotonic() + duration
     lock = threading.Lock()
     counts = [0, 0]
@@ -140,9 +147,11 @@ def drive(
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             while time.monotonic() < end:
-                conn.request("GET", path)
+                conn.request("GET", path, headers=headers or {})
                 resp = conn.getresponse()
                 body = resp.read()
+                if resp.getheader("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
                 good = resp.status == 200 and bool(ok(body))
                 with lock:
                     counts[0] += 1
@@ -206,7 +215,8 @@ def exporter_config(stack: MailStack, work: Path) -> Path:
     path.write_text(
         "modules:\n"
         f"  auth: {{{common}, auth: {{username: probe, password_file: {password}, "
-        "mechanism: PLAIN}}\n"
+        # A module with credentials probes through /probe only the hosts it allows.
+        f"mechanism: PLAIN}}, probe_allow: {{hosts: ['{stack.host}']}}}}\n"
         f"  noauth: {{{common}}}\n"
     )
     return path

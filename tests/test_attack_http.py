@@ -57,7 +57,11 @@ def _write_config(path: Path, targets: int) -> None:
 
 @contextlib.contextmanager
 def _exporter(
-    tmp_path: Path, *, web: str | None = None, nofile: int | None = None
+    tmp_path: Path,
+    *,
+    web: str | None = None,
+    nofile: int | None = None,
+    stderr: Path | None = None,
 ) -> Iterator[Proc]:
     config = tmp_path / "config.yml"
     _write_config(config, TARGETS)
@@ -71,7 +75,8 @@ def _exporter(
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=limit)
+    err = open(stderr, "wb") if stderr is not None else None  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=err, preexec_fn=limit)
     try:
         p = Proc(proc, port)
         if web is None:
@@ -86,6 +91,8 @@ def _exporter(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        if err is not None:
+            err.close()
 
 
 def _answers(port: int) -> bool:
@@ -179,9 +186,11 @@ def test_2000_idle_connections_do_not_lock_out_a_scraper(running: Proc) -> None:
 
 def test_at_the_cap_the_connection_idle_longest_is_closed_first(tmp_path: Path) -> None:
     """With 400 descriptors the cap is 100 (a quarter: the rest is for probes); 150 idle
-    connections: the oldest 50 are closed, the newest stay, and a scraper still gets in."""
+    connections: the oldest 50 are closed, the newest stay, and a scraper still gets in;
+    quietly (cancelling the evicted one's task had asyncio log a traceback for each)."""
     assert http.connection_cap(400, 1000 + http.RESERVED_FDS) == 100
-    with _exporter(tmp_path, nofile=400) as p:
+    log = tmp_path / "stderr.log"
+    with _exporter(tmp_path, nofile=400, stderr=log) as p:
         idle = []
         try:
             for _ in range(150):
@@ -194,6 +203,7 @@ def test_at_the_cap_the_connection_idle_longest_is_closed_first(tmp_path: Path) 
         finally:
             for s in idle:
                 s.close()
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[:2000]
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -275,6 +285,56 @@ def test_slow_readers_of_plain_metrics_hold_no_one_up(running: Proc) -> None:
     finally:
         for s in readers:
             s.close()
+
+
+def _renders(port: int) -> int:
+    """Renderings of /metrics so far, as the (freshly rendered) answer itself counts them."""
+    _, _, body = _get(port, "/metrics", {"Accept-Encoding": "gzip"})
+    for line in gzip.decompress(body).decode().splitlines():
+        if line.startswith("smtp_exporter_metrics_render_seconds_count "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no render count")
+
+
+def test_a_burst_of_metrics_requests_shares_one_rendering(tmp_path: Path) -> None:
+    """Issue #14: 500 /metrics requests at once each rendered the exporter's own metrics
+    (/proc reads) and the changed shards, which kept a /-/healthy waiting 2.8 s. Requests
+    that overlap now share a rendering at most ``SHARE_RENDER`` old; every answer is still
+    complete, and requests that do not overlap each get a fresh one."""
+    with _exporter(tmp_path) as p:
+        first = _renders(p.port)
+        assert _renders(p.port) == first + 1  # one after the other: rendered anew
+        readers = []
+        try:
+            for _ in range(200):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.settimeout(30)
+                s.connect(("127.0.0.1", p.port))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                readers.append(s)
+            for s in readers:  # now read them all: each answer whole
+                data = b""
+                while chunk := s.recv(1 << 20):
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 "), head[:100]
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                assert len(body) == length
+                assert body.count(b"\nsmtp_probe_success{") == TARGETS
+                assert b"\nsmtp_exporter_build_info{" in body
+                assert b"\nprocess_cpu_seconds_total " in body
+                assert body.endswith(b"\n")
+        finally:
+            for s in readers:
+                s.close()
+        renders = _renders(p.port) - first - 2  # less the one just asked for
+        # Without sharing: 200. With it, one per SHARE_RENDER while they arrived.
+        assert 1 <= renders < 50, renders
 
 
 def test_header_stuffing_is_refused_early_and_holds_little(running: Proc) -> None:

@@ -309,11 +309,18 @@ def default_ehlo_name() -> str:
 
 def is_ip(host: str) -> bool:
     """Whether ``host`` is an IPv4 or IPv6 address literal."""
+    return ip_literal(host) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address if it is an IPv4 or IPv6 literal, else None. Cached: a probe
+    asks it of the same name several times (admission, resolve, SNI, the certificate's
+    name check), and the parse, failing twice for a host name, costs more than a lookup."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def parse_target(text: str, default_port: int) -> tuple[str, int]:

@@ -8,6 +8,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -27,6 +28,13 @@ YIELD_EVERY = 1 << 16  # plain /metrics: let other work run after each 64 KiB wr
 # bcrypt checks: one at a time in their own thread (a flood of bad logins must not starve
 # the loop's default pool, which config reloads use), and at most this many waiting.
 AUTH_QUEUE = 4
+# A /metrics request arriving while another one's answer is still being written, at most
+# this long after that one's rendering, gets the same rendering: a burst of requests (500
+# at once) costs one rendering, not one each (the process collectors' /proc reads, the
+# changed shards' compression), which kept the loop busy for a second. Requests that do not
+# overlap (every scraper, each test) always get a fresh one; so an answer is at most this
+# old, far below any scrape interval.
+SHARE_RENDER = 0.25
 
 
 class WebAuth(Protocol):
@@ -62,6 +70,16 @@ _REFUSAL_STATUS = {
 }
 
 
+@dataclass(eq=False, slots=True)
+class _Rendered:
+    """One rendering of /metrics, shared by the requests of a burst (``SHARE_RENDER``)."""
+
+    pieces: list[gzipjoin.Piece]
+    made: float  # loop time
+    writing: int = 0  # answers being written from it
+    gzipped: list[bytes] | None = None  # the pieces joined, once a request asked for gzip
+
+
 class Routes:
     """The answers of the HTTP server (``Server`` adds the connections): one method per
     path, and ``_send`` / ``_head`` to write an answer."""
@@ -70,6 +88,7 @@ class Routes:
     web: WebAuth | None
     _auth_pool: ThreadPoolExecutor | None
     _auth_waiting: int
+    _rendered: _Rendered | None
 
     def metrics_pieces(self) -> list[gzipjoin.Piece]:
         """The /metrics body as compressed pieces: the targets', then the exporter's own."""
@@ -169,14 +188,40 @@ class Routes:
         finally:
             self._auth_waiting -= 1
 
+    def _rendering(self) -> _Rendered:
+        """The rendering for a new /metrics answer: the one being written, if recent, else a
+        new one. The caller counts itself in ``writing`` and must call ``_done`` after."""
+        now = asyncio.get_running_loop().time()
+        r = self._rendered
+        if r is None or r.writing == 0 or now - r.made > SHARE_RENDER:
+            r = self._rendered = _Rendered(self.metrics_pieces(), now)
+        r.writing += 1
+        return r
+
+    def _done(self, r: _Rendered) -> None:
+        r.writing -= 1
+        if r.writing == 0 and self._rendered is r:
+            self._rendered = None  # hold no copy between scrapes
+
     async def _metrics(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        rendered = self._rendering()
+        try:
+            await self._write_metrics(request, writer, rendered)
+        finally:
+            self._done(rendered)
+
+    async def _write_metrics(
+        self, request: Request, writer: asyncio.StreamWriter, rendered: _Rendered
+    ) -> None:
         gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
-        pieces = self.metrics_pieces()
+        pieces = rendered.pieces
         extra = {"Vary": "Accept-Encoding"}
         body: Iterator[bytes]
         if gzipped:
             extra["Content-Encoding"] = "gzip"
-            chunks = gzipjoin.join(pieces)
+            if rendered.gzipped is None:
+                rendered.gzipped = gzipjoin.join(pieces)
+            chunks = rendered.gzipped
             length = sum(map(len, chunks))
             body = write_chunks(chunks)
         else:
@@ -265,4 +310,5 @@ class Routes:
             extra["Content-Encoding"] = "gzip"
         head = self._head(request, status, content_type, len(data), extra, keep_alive=keep_alive)
         writer.write(head if request is not None and request.method == "HEAD" else head + data)
-        await asyncio.wait_for(writer.drain(), RESPONSE_TIMEOUT)
+        async with asyncio.timeout(RESPONSE_TIMEOUT):  # wait_for would make a task per answer
+            await writer.drain()

@@ -23,7 +23,7 @@ from ..httplimits import (
     raise_fd_limit,
 )
 from .request import MAX_LINE, BadRequest, read_request
-from .routes import App, Routes, WebAuth
+from .routes import App, Routes, WebAuth, _Rendered
 
 log = logging.getLogger(__name__)
 # A slow or stalled client must not hold a connection for ever.
@@ -77,6 +77,7 @@ class Server(Routes):
         self._trim = malloc_trim()
         self._peak = 0  # most connections open at once since the last trim
         self._trim_handle: asyncio.TimerHandle | None = None
+        self._rendered: _Rendered | None = None  # while an answer is written from it
 
     @property
     def port(self) -> int:
@@ -209,6 +210,8 @@ class Server(Routes):
             return False
         conn, _ = self._idle.popitem(last=False)
         self._conns.discard(conn)
+        # The abort alone ends its task (its read or handshake fails at once). Cancelling it
+        # made asyncio 3.11 log an error with a traceback for each (streams.py asks a
+        # cancelled task for its exception): a flood of evictions filled the log.
         conn.writer.transport.abort()
-        conn.task.cancel()
         return True

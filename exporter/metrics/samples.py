@@ -19,6 +19,8 @@ from .catalogue import EXTENSIONS, MECHANISMS, PER_TARGET
 from .text import escape, fmt
 
 _INDEX = {spec.name: i for i, spec in enumerate(PER_TARGET)}
+# The histogram's ``le`` labels in Go's spelling, formatted once rather than per target.
+_CANARY_LE = tuple(floatToGoString(bound) for bound in CANARY_BUCKETS)
 
 
 def phase_plan(entry: Entry) -> tuple[Phase, ...]:
@@ -60,14 +62,17 @@ class _Lines:
         self.out[_INDEX[name]].append(f"{name}{{{self.base}{extra}}} {fmt(value)}\n")
 
 
-def render_target(entry: Entry) -> tuple[str, ...]:
-    """One string per PER_TARGET family (possibly empty) for this target."""
+def render_target(entry: Entry, *, counters: bool = True) -> tuple[str, ...]:
+    """One string per PER_TARGET family (possibly empty) for this target; without
+    ``counters``, the counter and histogram families stay empty (what /probe leaves out,
+    not worth formatting at every request)."""
     lines = _Lines(entry)
     plan = phase_plan(entry)
-    lines.add("smtp_probes_total", entry.probes)
-    failures = dict(entry.failures)
-    for phase in plan:
-        lines.add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+    if counters:
+        lines.add("smtp_probes_total", entry.probes)
+        failures = dict(entry.failures)
+        for phase in plan:
+            lines.add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
     r = entry.result
     if r is not None:
         _probe(lines, r, plan)
@@ -77,7 +82,7 @@ def render_target(entry: Entry) -> tuple[str, ...]:
         _posture(lines, r.posture)
     if entry.canary is not None:
         _canary(lines, entry.canary)
-    _canary_history(lines, entry)
+    _canary_history(lines, entry, counters)
     return tuple("".join(family) for family in lines.out)
 
 
@@ -193,12 +198,12 @@ def _canary(lines: _Lines, c: CanaryResult) -> None:
         lines.add("smtp_canary_last_round_trip_seconds", c.round_trip_seconds)
 
 
-def _canary_history(lines: _Lines, entry: Entry) -> None:
+def _canary_history(lines: _Lines, entry: Entry, counters: bool) -> None:
     """What the store keeps across canaries: last delivery, counters, round-trip histogram."""
     if entry.last_delivered is not None:
         lines.add("smtp_canary_last_delivered_timestamp_seconds", entry.last_delivered)
     canary = entry.target.module.canary
-    if canary is None or canary.imap is None:
+    if not counters or canary is None or canary.imap is None:
         return
     # Counters and the histogram from the start, so rates and quantiles never flicker.
     lines.add("smtp_canary_late_arrivals_total", entry.canaries_late)
@@ -206,8 +211,8 @@ def _canary_history(lines: _Lines, entry: Entry) -> None:
     name, base = "smtp_canary_round_trip_seconds", lines.base
     out = lines.out[_INDEX[name]]
     counts = entry.round_trip_buckets or (0,) * len(CANARY_BUCKETS)
-    for bound, n in zip(CANARY_BUCKETS, counts, strict=True):
-        out.append(f'{name}_bucket{{{base},le="{floatToGoString(bound)}"}} {n}\n')
+    for le, n in zip(_CANARY_LE, counts, strict=True):
+        out.append(f'{name}_bucket{{{base},le="{le}"}} {n}\n')
     out.append(f'{name}_bucket{{{base},le="+Inf"}} {entry.round_trip_count}\n')
     out.append(f"{name}_sum{{{base}}} {fmt(entry.round_trip_sum)}\n")
     out.append(f"{name}_count{{{base}}} {entry.round_trip_count}\n")
@@ -220,10 +225,19 @@ _COUNTERS = {i for i, spec in enumerate(PER_TARGET) if spec.type in ("counter", 
 def render_probe(entries: list[Entry], discoveries: Sequence[Discovery] = ()) -> str:
     """The /probe answer: these results' gauges (counters mean nothing for one probe), and
     for an mx: target its lookup's."""
-    blocks = [render_target(e) for e in entries]
+    blocks = [render_target(e, counters=False) for e in entries]
     out = []
-    for i, spec in enumerate(PER_TARGET):
-        lines = "".join(b[i] for b in blocks)
-        if lines and i not in _COUNTERS:
-            out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n{lines}")
+    for i, head in _PROBE_HEADS:
+        lines = blocks[0][i] if len(blocks) == 1 else "".join(b[i] for b in blocks)
+        if lines:
+            out.append(head)
+            out.append(lines)
     return "".join(out) + discovery_text(discoveries)
+
+
+# (family index, HELP and TYPE lines) of the families a /probe answer may hold: the gauges.
+_PROBE_HEADS = tuple(
+    (i, f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n")
+    for i, spec in enumerate(PER_TARGET)
+    if i not in _COUNTERS
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -26,8 +27,22 @@ class Extensions:
 NO_EXTENSIONS = Extensions(host=None, keywords=(), auth_mechanisms=(), size_limit=None)
 
 
+# A server answers EHLO with the same lines probe after probe: parsed once. Only short
+# replies are kept, so what the cache holds stays small whatever servers send.
+EHLO_CACHE_SIZE = 256
+EHLO_CACHE_MAX_CHARS = 2048
+
+
 def parse_ehlo(reply: Reply) -> Extensions:
-    """Parse a 250 EHLO reply such as::
+    """``_parse_ehlo`` of the reply's lines, from the cache when they are short."""
+    lines = reply.lines
+    if sum(map(len, lines)) <= EHLO_CACHE_MAX_CHARS:
+        return _parse_ehlo_cached(lines)
+    return _parse_ehlo(lines)
+
+
+def _parse_ehlo(lines: tuple[str, ...]) -> Extensions:
+    """Parse the lines of a 250 EHLO reply such as::
 
         250-mail.example.com Hello
         250-SIZE 35882577
@@ -37,11 +52,11 @@ def parse_ehlo(reply: Reply) -> Extensions:
 
     The old ``AUTH=`` form (pre-RFC 4954 Outlook clients) is merged into AUTH.
     """
-    first = reply.lines[0].split() if reply.lines else []
+    first = lines[0].split() if lines else []
     keywords: dict[str, None] = {}
     mechanisms: dict[str, None] = {}
     size: int | None = None
-    for line in reply.lines[1:]:
+    for line in lines[1:]:
         word, _, params = line.partition(" ")
         if word.upper().startswith("AUTH="):
             word, params = "AUTH", word[5:] + " " + params
@@ -63,3 +78,6 @@ def parse_ehlo(reply: Reply) -> Extensions:
         auth_mechanisms=tuple(mechanisms),
         size_limit=size,
     )
+
+
+_parse_ehlo_cached = functools.lru_cache(maxsize=EHLO_CACHE_SIZE)(_parse_ehlo)

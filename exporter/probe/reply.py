@@ -88,46 +88,57 @@ class ReplyReader:
         return bool(self._buf or self._lines or self._ready or self._error)
 
     def _feed(self, data: bytes) -> None:
-        start = len(self._buf)
-        self._buf += data
-        # Only the new bytes can hold a line end we have not seen yet.
-        pos = self._buf.find(b"\n", start)
-        begin = 0
-        while pos != -1:
-            raw = bytes(self._buf[begin:pos])
-            begin = pos + 1
-            self._line(raw[:-1] if raw.endswith(b"\r") else raw)
-            pos = self._buf.find(b"\n", begin)
-        del self._buf[:begin]
-        if len(self._buf) > MAX_LINE:
+        buf = self._buf
+        start = len(buf)
+        buf += data
+        # Only the new bytes can hold a line end we have not seen yet. Every complete line
+        # is taken in one split: an EHLO reply comes as one chunk of a dozen lines.
+        end = buf.rfind(b"\n", start)
+        if end != -1:
+            complete = bytes(buf[:end]).split(b"\n")
+            del buf[: end + 1]
+            for raw in complete:
+                self._line(raw[:-1] if raw[-1:] == b"\r" else raw)
+        if len(buf) > MAX_LINE:
             raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
 
     def _line(self, raw: bytes) -> None:
         if len(raw) > MAX_LINE:
             raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
-        if len(raw) < 3 or not raw[:3].isdigit() or raw[0:1] not in b"2345":
+        head = raw[:3]
+        if len(head) < 3 or not head.isdigit() or raw[0] not in _CLASSES:
             raise ProtocolError(f"malformed reply line {_preview(raw)}")
         sep = raw[3:4]
-        if sep not in (b"", b" ", b"-"):
+        if sep not in _SEPARATORS:
             raise ProtocolError(f"malformed reply line {_preview(raw)}")
-        code = int(raw[:3])
+        code = int(head)
         if self._code is None:
             self._code = code
         elif code != self._code:
             raise ProtocolError(f"reply code changed from {self._code} to {code} mid-reply")
-        if len(self._lines) >= MAX_REPLY_LINES:
+        lines = self._lines
+        if len(lines) >= MAX_REPLY_LINES:
             raise ProtocolError(f"reply longer than {MAX_REPLY_LINES} lines")
-        self._lines.append(_clean(raw[4:]))
+        lines.append(_clean(raw[4:]))
         if sep != b"-":
             if len(self._ready) >= MAX_PENDING:
                 raise ProtocolError("server sent replies nobody asked for")
-            self._ready.append(Reply(code, tuple(self._lines)))
+            self._ready.append(Reply(code, tuple(lines)))
             self._code = None
             self._lines = []
 
 
+_CLASSES = b"2345"  # the first digit of a reply code (RFC 5321 4.2.1)
+_SEPARATORS = (b"", b" ", b"-")
+
+
 def _clean(raw: bytes) -> str:
-    return _CONTROL.sub("?", raw.decode("utf-8", errors="replace")).strip()
+    text = raw.decode("utf-8", errors="replace")
+    # isprintable() is False for every character _CONTROL matches (and for a few more,
+    # such as TAB, which the substitution then leaves alone): most lines skip the regex.
+    if not text.isprintable():
+        text = _CONTROL.sub("?", text)
+    return text.strip()
 
 
 def _preview(raw: bytes, limit: int = 40) -> str:

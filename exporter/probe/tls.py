@@ -33,6 +33,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from ..config import ip_literal
 from ..results import CertInfo, TLSInfo
 
 # OpenSSL bounds the chain's size in bytes (max_cert_list); this bounds what we parse.
@@ -83,10 +84,7 @@ def inspect(obj: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSInf
 def matches_hostname(name: str, sans: Sequence[str]) -> bool:
     """RFC 6125 matching against subjectAltName entries (the CN is not consulted, as in
     browsers). A wildcard stands for exactly one whole left-most label."""
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        ip = None
+    ip = ip_literal(name)
     if ip is not None:
         return any(san == f"IP:{ip}" for san in sans)
     host = name.lower().rstrip(".")

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..config import ip_literal
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import FailureKind, Phase
 from .reply import Reply, ReplyReader
@@ -101,11 +102,8 @@ async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
     """The address to connect to: ``host`` itself if it is an IP literal, else the first
     address the system resolver returns for the requested family (on the task's
     ``resolver_lane``, by default the scheduled probes' one)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
+    ip = ip_literal(host)
+    if ip is not None:
         if (ip_protocol == "ip4" and ip.version != 4) or (ip_protocol == "ip6" and ip.version != 6):
             raise ProbeError(
                 Phase.RESOLVE, FailureKind.DNS, f"{host} is not an {ip_protocol} address"
@@ -140,10 +138,7 @@ async def addresses(host: str, port: int, ip_protocol: str = "auto") -> list[str
 
 
 def ipaddress_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
+    return ip_literal(host)
 
 
 async def _connect(protocol: asyncio.Protocol, address: str, port: int) -> None:
@@ -177,7 +172,11 @@ class _Closing(asyncio.Protocol):
 
 
 class Connection(_Closing):
-    """One SMTP client connection: send command lines, await complete replies."""
+    """One SMTP client connection: send command lines, await complete replies.
+
+    TLS runs in this protocol, over memory BIOs, rather than in asyncio's SSLProtocol
+    (``loop.start_tls``): a probe's few short records do not need its buffering and flow
+    control, which cost more CPU per probe than the rest of the dialogue's Python."""
 
     def __init__(self) -> None:
         self._reader = ReplyReader()
@@ -188,6 +187,8 @@ class Connection(_Closing):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.tls_object: ssl.SSLObject | None = None
+        self._tls: _TLS | None = None
+        self._lost: Exception | None = None  # what connection_lost was given
 
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -197,6 +198,13 @@ class Connection(_Closing):
     def data_received(self, data: bytes) -> None:
         if self._broken is not None:
             return
+        if self._tls is not None:
+            data = self._tls.received(data)
+            if self._tls.closed is not None:
+                self._closed = self._closed or self._tls.closed
+            if not data:
+                self._wake()
+                return
         try:
             self._reader.feed(data)
         except ProtocolError as exc:
@@ -210,6 +218,12 @@ class Connection(_Closing):
         for waiter in (self._waiter, self._drain_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc
+        if self._tls is not None:
+            self._tls.stop_shutdown_timer()
+        super().connection_lost(exc)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -258,7 +272,17 @@ class Connection(_Closing):
                 raise ReplyError(phase, early.code, early.enhanced, str(early))
             raise ProtocolError(f"unsolicited reply before command: {str(early)[:60]!r}", phase)
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(line.encode("utf-8") + b"\r\n")
+            self._write(line.encode("utf-8") + b"\r\n")
+
+    def _write(self, data: bytes | memoryview) -> None:
+        assert self._transport is not None
+        if self._tls is None:
+            self._transport.write(data)
+            return
+        self._tls.send(data)
+        if self._tls.closed is not None:  # the TLS session failed: the next read says so
+            self._closed = self._closed or self._tls.closed
+            self._transport.abort()
 
     async def send_data(self, data: bytes, phase: Phase) -> None:
         """Write a message body with flow control, so a server that reads slowly cannot make
@@ -267,7 +291,7 @@ class Connection(_Closing):
         for pos in range(0, len(view), 65536):
             if self._closed is not None or self._transport is None:
                 raise ProbeError(phase, FailureKind.CLOSED, self._closed or "not connected")
-            self._transport.write(view[pos : pos + 65536])
+            self._write(view[pos : pos + 65536])
             while self._write_paused and self._closed is None:
                 self._drain_waiter = asyncio.get_running_loop().create_future()
                 try:
@@ -284,30 +308,58 @@ class Connection(_Closing):
         dropping it, so the monitor shows it."""
         plain = self._ready_for_tls()
         try:
-            transport = await asyncio.get_running_loop().start_tls(
-                plain,
-                self,
-                context,
-                server_hostname=server_name,
-                ssl_shutdown_timeout=_SSL_SHUTDOWN_SECONDS,
-            )
+            tls = _TLS(context, server_name, plain)
         except ssl.SSLError as exc:
             raise TLSError(Phase.TLS_HANDSHAKE, FailureKind.TLS, _describe(exc)) from exc
-        except (ConnectionError, EOFError) as exc:
-            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.CLOSED, _describe(exc)) from exc
-        except OSError as exc:
-            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.NETWORK, _describe(exc)) from exc
-        if transport is None:
-            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.CLOSED, "connection closed")
-        self._transport = transport
-        obj = transport.get_extra_info("ssl_object")
-        if self._closed is not None or obj is None:
-            raise ProbeError(Phase.TLS_HANDSHAKE, FailureKind.CLOSED, self._closed or "no TLS")
-        self.tls_object = obj
-        return obj
+        self._tls = tls
+        tls.handshake()  # the ClientHello; data_received moves the handshake on from here
+        while not tls.ready:
+            if tls.error is not None:
+                plain.abort()
+                raise TLSError(Phase.TLS_HANDSHAKE, FailureKind.TLS, _describe(tls.error))
+            if self._closed is not None:
+                raise ProbeError(Phase.TLS_HANDSHAKE, *self._cut_during_handshake())
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        # Records that came with the server's last flight (none from an SMTP server, which
+        # waits for our EHLO): into the reader, as any later data.
+        pending = tls.received(b"")
+        if pending:
+            self.data_received_plain(pending)
+        self.tls_object = tls.obj
+        return tls.obj
+
+    def _cut_during_handshake(self) -> tuple[FailureKind, str]:
+        """The kind and detail of a connection that ended mid-handshake, worded as they
+        were when asyncio's SSLProtocol ran the handshake (tlsscan tells a refusal by
+        closing from a failure by them)."""
+        exc = self._lost
+        if exc is None:  # the server's FIN: SSLProtocol raised ConnectionResetError
+            return FailureKind.CLOSED, "ConnectionResetError"
+        if isinstance(exc, ConnectionError):
+            return FailureKind.CLOSED, _describe(exc)
+        return FailureKind.NETWORK, _describe(exc)
+
+    def data_received_plain(self, data: bytes) -> None:
+        """Decrypted bytes into the reply reader (as ``data_received`` does)."""
+        try:
+            self._reader.feed(data)
+        except ProtocolError as exc:
+            self._broken = exc.detail
+            if self._transport is not None:
+                self._transport.abort()
+        self._wake()
 
     def close(self, *, graceful: bool) -> None:
         if self._transport is None:
+            return
+        if graceful and self._tls is not None and self._tls.ready:
+            # close_notify, then the socket once the server's close_notify (or its FIN)
+            # arrives, or after _SSL_SHUTDOWN_SECONDS: what loop.start_tls's transport did.
+            self._tls.shutdown()
             return
         if graceful:
             self._transport.close()
@@ -342,6 +394,107 @@ class Connection(_Closing):
                 self._closed or "connection closed by server",
             )
         return self._transport
+
+
+class _TLS:
+    """A client TLS session over memory BIOs, on top of a plain transport: records in
+    through ``received``, out as soon as OpenSSL produces them. Errors are recorded
+    (``error`` during the handshake, ``closed`` after it), never raised, so the connection's
+    reader reports them in the phase that was reading."""
+
+    __slots__ = ("_in", "_out", "_shutdown_timer", "_transport", "closed", "error", "obj", "ready")
+
+    def __init__(
+        self, context: ssl.SSLContext, server_name: str | None, transport: asyncio.Transport
+    ) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._transport = transport
+        self.obj = context.wrap_bio(self._in, self._out, server_hostname=server_name)
+        self.ready = False
+        self.error: ssl.SSLError | None = None
+        self.closed: str | None = None
+        self._shutdown_timer: asyncio.TimerHandle | None = None
+
+    def _flush(self) -> None:
+        if self._out.pending and not self._transport.is_closing():
+            self._transport.write(self._out.read())
+
+    def handshake(self) -> None:
+        """One step of the handshake, with whatever records have arrived."""
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            self.error = exc
+        else:
+            self.ready = True
+        self._flush()
+
+    def received(self, data: bytes) -> bytes:
+        """Feed records from the server; the application bytes they carried."""
+        if self.error is not None or self.closed is not None:
+            return b""  # nothing more is read: nothing more is buffered
+        if data:
+            self._in.write(data)
+        if not self.ready:
+            self.handshake()
+            return b""
+        if self._shutdown_timer is not None:
+            self._finish_shutdown()
+            return b""
+        chunks = []
+        while True:
+            try:
+                chunk = self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except ssl.SSLError as exc:
+                self.closed = f"connection lost: {_describe(exc)}"
+                break
+            if not chunk:  # the server's close_notify
+                self.closed = "connection closed by server"
+                break
+            chunks.append(chunk)
+        self._flush()  # anything OpenSSL answers on its own (a key update, an alert)
+        return b"".join(chunks)
+
+    def send(self, data: bytes | memoryview) -> None:
+        try:
+            self.obj.write(data)
+        except ssl.SSLError as exc:
+            self.closed = self.closed or f"connection lost: {_describe(exc)}"
+            return
+        self._flush()
+
+    def shutdown(self) -> None:
+        """Send close_notify; close the transport once the server has answered with its
+        own, or closed, or after _SSL_SHUTDOWN_SECONDS."""
+        self._shutdown_timer = asyncio.get_running_loop().call_later(
+            _SSL_SHUTDOWN_SECONDS, self._transport.abort
+        )
+        self._finish_shutdown()
+
+    def _finish_shutdown(self) -> None:
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            self._flush()  # our close_notify; the server's is still to come
+            return
+        except (ssl.SSLError, ValueError):
+            self.stop_shutdown_timer()
+            self._transport.abort()
+            return
+        self._flush()
+        self.stop_shutdown_timer()
+        self._transport.close()
+
+    def stop_shutdown_timer(self) -> None:
+        if self._shutdown_timer is not None:
+            self._shutdown_timer.cancel()
 
 
 class RawConnection(_Closing):
