@@ -23,7 +23,7 @@ import exporter.probe
 from exporter import config
 from exporter.app import Exporter
 from exporter.cli import setup_logging
-from exporter.probe import Deadline
+from exporter.deadline import Deadline
 from exporter.results import ProbeResult
 from exporter.scheduler import job_id
 

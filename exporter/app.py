@@ -21,14 +21,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import config
+from .deadline import Deadline
 from .errors import ConfigError, ProbeError
 from .http import RESERVED_FDS, Server
 from .metrics import Renderer, render_probe
-from .probe.deadline import Deadline
-from .probe.transport import addresses
 from .runner import Refusal, RefusalKind, run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
+from .smtp.transport import addresses
 from .store import Entry, ResultStore
 from .targets import Discovery, static_expansion
 

@@ -16,8 +16,8 @@ import time
 from email.message import EmailMessage
 
 from .config import CanaryConfig, Target
+from .deadline import Deadline
 from .imapcheck import TOKEN_HEADER, Sweep, find_and_delete, new_token, owner_id
-from .probe.deadline import Deadline
 from .results import CanaryResult
 from .send.client import SendFailure, SMTPClient
 from .send.config import SMTPConfig

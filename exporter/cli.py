@@ -50,7 +50,7 @@ async def probe_all(
     that has one, through targets whose probe passed."""
     from .canary import run_canary
     from .discovery import make_resolver
-    from .domain import check_domain, domain_checks
+    from .maildomain import check_domain, domain_checks
     from .runner import run_target
 
     gate = asyncio.Semaphore(concurrency)

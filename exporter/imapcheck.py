@@ -34,7 +34,7 @@ from typing import Any
 # Where they were declared before the config package: kept importable from here.
 from .config.features import parse_imap_config as parse_imap_config
 from .config.model import IMAPConfig, IMAPTLSMode
-from .probe.deadline import Deadline
+from .deadline import Deadline
 from .results import FailureKind, IMAPFailure, IMAPPhase
 
 TOKEN_HEADER = "X-SMTP-Health-Canary"

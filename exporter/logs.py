@@ -49,7 +49,7 @@ def timestamp(record: logging.LogRecord) -> str:
 
 
 def source(record: logging.LogRecord) -> str:
-    """``probe/smtp.py:88`` for our own modules, ``file.py:12`` for a library's."""
+    """``smtp/session.py:88`` for our own modules, ``file.py:12`` for a library's."""
     path = os.path.abspath(record.pathname)
     if path.startswith(_PACKAGE_DIR + os.sep):
         name = os.path.relpath(path, _PACKAGE_DIR).replace(os.sep, "/")

@@ -36,16 +36,16 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import domain, probe
+from . import maildomain, probe
 from .canary import run_canary
 from .config import Config, DNSConfig, Target
+from .deadline import Deadline
 from .discovery import expand, make_resolver
-from .domain import DomainSpec, check_domain, domain_checks
-from .probe.deadline import Deadline
-from .probe.transport import ResolverLane, resolver_lane
+from .maildomain import DomainSpec, check_domain, domain_checks
 from .results import FailureKind, ProbeResult
 from .runner import probe_expansion
 from .selfmetrics import ExporterMetrics
+from .smtp.transport import ResolverLane, resolver_lane
 from .store import DomainKey, ResultStore
 from .targets import Discovery, in_shard, offset_fraction, static_expansion
 
@@ -88,7 +88,7 @@ class ProbeScheduler:
         self._targets: dict[str, Target] = {}
         self._scheduled: dict[str, float] = {}  # job id -> when APScheduler meant it to run
         self._domains: dict[str, tuple[DomainKey, DomainSpec]] = {}
-        self._dns_cache = domain.DNSCache(self._resolver)
+        self._dns_cache = maildomain.DNSCache(self._resolver)
         self._scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=dt.UTC,
@@ -112,7 +112,7 @@ class ProbeScheduler:
         mine = [t for t in config.targets if in_shard(t, self._shard)]
         wanted = {job_id(t): t for t in mine}
         self._resolver = make_resolver(config.dns)
-        self._dns_cache = domain.DNSCache(self._resolver)
+        self._dns_cache = maildomain.DNSCache(self._resolver)
         self._apply_domains(mine)
         for jid in list(self._targets):
             if jid not in wanted:

@@ -12,10 +12,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter.config import DNSConfig, DomainChecks
+from exporter.deadline import Deadline
 from exporter.discovery import make_resolver
-from exporter.domain import DNSCache, check
-from exporter.domain.results import DomainResult
-from exporter.probe.deadline import Deadline
+from exporter.maildomain import DNSCache, check
+from exporter.maildomain.results import DomainResult
 
 from .servers.dns import DNSServer
 

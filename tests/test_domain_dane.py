@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter.config import DomainChecks
-from exporter.domain.dane import tlsa_matches, tlsa_problem
-from exporter.domain.results import DomainCheck
 from exporter.embedded import EmbeddedSMTPServer
+from exporter.maildomain.dane import tlsa_matches, tlsa_problem
+from exporter.maildomain.results import DomainCheck
 
 from .domain_support import reasons, run_check
 

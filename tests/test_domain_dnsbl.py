@@ -6,8 +6,8 @@ import time
 
 from exporter import report
 from exporter.config import DomainChecks
-from exporter.domain.dnsbl import query_name
-from exporter.domain.results import DNSBLEntry, DomainCheck
+from exporter.maildomain.dnsbl import query_name
+from exporter.maildomain.results import DNSBLEntry, DomainCheck
 
 from .domain_support import reasons, run_check
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.domain.dnscache import DNSCache, Status
-from exporter.probe.deadline import Deadline
+from exporter.deadline import Deadline
+from exporter.maildomain.dnscache import DNSCache, Status
 
 from .domain_support import resolver_for, run_check
 

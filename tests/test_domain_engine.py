@@ -4,9 +4,9 @@ server, one STARTTLS MX; and the engine's import boundary."""
 from __future__ import annotations
 
 from exporter import config
-from exporter.domain import enabled_checks
-from exporter.domain.results import DomainCheck
 from exporter.embedded import EmbeddedSMTPServer
+from exporter.maildomain import enabled_checks
+from exporter.maildomain.results import DomainCheck
 
 from .domain_support import reasons, run_check, server_context_for, tlsa_3_1_1
 from .servers.https import HTTPSServer, Response

@@ -10,8 +10,8 @@ import pytest
 import trustme
 
 from exporter.config import DomainChecks
-from exporter.domain.mtasts import mx_matches, parse_policy, parse_sts_txt
-from exporter.domain.results import DomainCheck
+from exporter.maildomain.mtasts import mx_matches, parse_policy, parse_sts_txt
+from exporter.maildomain.results import DomainCheck
 
 from .domain_support import reasons, run_check
 from .servers.https import HTTPSServer, Response

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from exporter.config import DomainChecks
-from exporter.domain.records import parse_dmarc, parse_tlsrpt
-from exporter.domain.results import DomainCheck
-from exporter.domain.spf import parse_spf
+from exporter.maildomain.records import parse_dmarc, parse_tlsrpt
+from exporter.maildomain.results import DomainCheck
+from exporter.maildomain.spf import parse_spf
 
 from .domain_support import reasons, run_check
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Secret
+from exporter.deadline import Deadline
 from exporter.errors import ConfigError
 from exporter.imapcheck import (
     TOKEN_HEADER,
@@ -32,7 +33,6 @@ from exporter.imapcheck import (
     parse_imap_config,
 )
 from exporter.imapcheck import new_token as canary_token
-from exporter.probe.deadline import Deadline
 from exporter.results import FailureKind
 from tests.servers.imapfault import IMAPFaultServer
 from tests.servers.mailstack import MailStack

@@ -19,11 +19,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 # first part below ``exporter.`` (a package counts as a whole); "" is ``exporter/__init__.py``.
 LAYERS: list[tuple[str, ...]] = [
     ("", "results", "yamlguard", "gzipjoin", "logs", "embedded"),  # values, helpers, demo
-    ("errors",),  # the exception tree (carries Phase and FailureKind)
+    ("errors", "deadline"),  # the exception tree; one deadline per run
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
-    ("probe",),  # the SMTP client and the probe built on it
-    ("send", "domain", "imapcheck", "discovery"),  # built on the client / DNS / IMAP
+    ("smtp",),  # the SMTP client: transport, reply, ESMTP, SASL, TLS, session
+    ("probe",),  # the health check built on the client
+    ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck
     ("runner", "report"),  # one run of a target; the --once report
     ("store", "selfmetrics"),  # latest results; the exporter's own instruments
@@ -133,7 +134,8 @@ def test_no_import_cycles() -> None:
             "exporter.probe",
             ("prometheus_client", "apscheduler", "yaml", "exporter.metrics", "exporter.store"),
         ),
-        ("exporter.domain", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
+        ("exporter.smtp", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
+        ("exporter.maildomain", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.send", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.report", ("prometheus_client", "apscheduler", "exporter.store")),
         ("exporter.runner", ("prometheus_client", "apscheduler", "exporter.store")),
@@ -164,7 +166,7 @@ def test_engine_imports_none_of(engine: str, forbidden: tuple[str, ...]) -> None
 def test_probe_imports_neither_prometheus_nor_apscheduler():
     """The probe, the domain checks and the --once report are plain engines."""
     code = (
-        "import sys, exporter.probe, exporter.domain, exporter.report\n"
+        "import sys, exporter.probe, exporter.maildomain, exporter.report\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('prometheus_client', 'apscheduler'))\n"
         "print(','.join(bad))"

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.errors import ProtocolError
-from exporter.probe.esmtp import parse_ehlo
-from exporter.probe.reply import MAX_LINE, MAX_PENDING, MAX_REPLY_LINES, Reply, ReplyReader
+from exporter.smtp.esmtp import parse_ehlo
+from exporter.smtp.reply import MAX_LINE, MAX_PENDING, MAX_REPLY_LINES, Reply, ReplyReader
 
 
 def feed_all(data: bytes, chunks: list[int] | None = None) -> list[Reply]:

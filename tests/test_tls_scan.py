@@ -24,8 +24,9 @@ from cryptography.x509 import ocsp
 
 from exporter import probe
 from exporter.config import Module, PostureConfig, Target, TLSMode
-from exporter.probe import Deadline, tlsscan
+from exporter.deadline import Deadline
 from exporter.results import FailureKind, Phase
+from exporter.smtp import tlsscan
 
 from .servers.fault import FaultServer
 

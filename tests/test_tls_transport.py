@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from exporter.probe import tls
-from exporter.probe.transport import Connection
 from exporter.results import Phase
+from exporter.smtp import tls
+from exporter.smtp.transport import Connection
 
 
 @dataclass

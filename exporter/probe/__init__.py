@@ -9,10 +9,10 @@ import logging
 import time
 
 from ..config import Target
+from ..deadline import Deadline
 from ..errors import ProbeError, ReplyError
 from ..results import Failure, FailureKind, Phase, ProbeResult
-from .deadline import Deadline
-from .smtp import Session
+from ..smtp.session import Session
 
 __all__ = ["Deadline", "run"]
 

@@ -10,7 +10,7 @@ it grew from, so code written against that keeps working::
 The names, signatures, return shapes and string forms are that pipeline's (see README, "The
 send library"); everything added since is optional and keyword-only or after its fields.
 
-Connections, TLS and AUTH are the probe's own code (``exporter.probe.smtp.Session``), so
+Connections, TLS and AUTH are the SMTP client's (``exporter.smtp.session.Session``), so
 the same deadline discipline and hostile-server hardening apply to sending.
 """
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 from ..config import Target
 from ..errors import ProbeError, ReplyError
-from ..probe.smtp import Session
 from ..results import FailureKind, Phase
+from ..smtp.session import Session
 from .config import SMTPConfig
 from .message import Envelope, dot_stuff
 

@@ -32,9 +32,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from ..config import Target, TLSMode, is_ip
+from ..deadline import Deadline
 from ..errors import ProbeError, TLSError
 from ..results import SCAN_VERSIONS, FailureKind, Phase, TLSScan
-from .deadline import Deadline
 from .tls import chain_der
 from .transport import Connection, RawConnection, resolve
 

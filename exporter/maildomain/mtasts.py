@@ -14,7 +14,7 @@ import os
 import re
 import ssl
 
-from ..probe.deadline import Deadline
+from ..deadline import Deadline
 from ..results.domain import DomainCheck, Finding, MTASTSResult, MXHost
 from .dnscache import DNSCache, Status
 from .records import clip, host_addresses, parse_tags, selected_records, selection_problem

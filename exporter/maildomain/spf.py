@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..probe.deadline import Deadline
+from ..deadline import Deadline
 from ..results.domain import DomainCheck, Finding, SPFResult
 from .dnscache import DNSCache, Status
 from .records import MAX_RECORD_SHOWN, clip

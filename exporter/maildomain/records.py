@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..probe.deadline import Deadline
+from ..deadline import Deadline
 from ..results.domain import (
     DMARCResult,
     DomainCheck,

@@ -2,7 +2,7 @@
 validated them (AD bit), and whether the certificate the MX presents after STARTTLS
 matches one of them.
 
-The STARTTLS session is the probe engine's own (``probe.smtp.Session``) with certificate
+The STARTTLS session is the SMTP client's own (``smtp.session.Session``) with certificate
 verification off: DANE is the check. Usages 3 (DANE-EE: the leaf) and 2 (DANE-TA: a
 certificate of the presented chain that issued it, and the leaf names the MX host) are
 matched, with selectors 0 (certificate) / 1 (SubjectPublicKeyInfo) and matching types
@@ -22,11 +22,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..config import Module, Target, TLSMode
+from ..deadline import Deadline
 from ..errors import ProbeError
-from ..probe.deadline import Deadline
-from ..probe.smtp import Session
-from ..probe.tls import chain_der, matches_hostname
 from ..results.domain import DANEHost, DomainCheck, Finding, MXHost
+from ..smtp.session import Session
+from ..smtp.tls import chain_der, matches_hostname
 from .dnscache import DNSCache, Status
 
 MAX_TLSA = 20  # TLSA records looked at per MX host

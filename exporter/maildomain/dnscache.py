@@ -27,7 +27,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from ..probe.deadline import Deadline
+from ..deadline import Deadline
 
 MAX_ENTRIES = 4096
 MAX_TTL = 86400.0

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import ipaddress
 
-from ..probe.deadline import Deadline
+from ..deadline import Deadline
 from ..results.domain import DNSBLEntry, DomainCheck, Finding, MXHost
 from .dnscache import DNSCache, Status
 from .records import clip

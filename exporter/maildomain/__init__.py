@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import dns.asyncresolver
 
 from ..config import DomainChecks, Target, default_ehlo_name
-from ..probe.deadline import Deadline
+from ..deadline import Deadline
 from ..results.domain import (
     RECORD_CHECKS,
     DomainCheck,

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ..config import Target, TLSMode, is_ip
+from ..deadline import Deadline
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
 from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, Posture, TLSInfo
 from . import sasl, tls, tlsscan
-from .deadline import Deadline
 from .esmtp import NO_EXTENSIONS, Extensions, parse_ehlo
 from .reply import Reply
 from .transport import Connection, resolve
