@@ -21,14 +21,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import config
+from .admission import allowed_concrete, mx_refusal
 from .deadline import Deadline
-from .errors import ConfigError, ProbeError
+from .errors import ConfigError
 from .http import RESERVED_FDS, Server
 from .metrics import Renderer, render_probe
 from .runner import Refusal, RefusalKind, run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
-from .smtp.transport import addresses
 from .store import Entry, ResultStore
 from .targets import Discovery, static_expansion
 
@@ -256,7 +256,7 @@ class Exporter:
             restricted = self._restricted(cfg, tgt)
             discoveries: list[Discovery] = []
             if tgt.mx:
-                if restricted and (why := self._mx_refusal(mod, tgt, None)) is not None:
+                if restricted and (why := mx_refusal(mod, tgt, None)) is not None:
                     return self._forbidden(mod, target, why)  # before any lookup
                 scheduler = self.scheduler
                 run = await run_target(
@@ -264,9 +264,7 @@ class Exporter:
                     scheduler.resolver,
                     lambda c: scheduler.probe_on_demand(c, deadline),
                     deadline.remaining(),
-                    admit=(lambda d: self._mx_refusal(mod, tgt, d.concrete))
-                    if restricted
-                    else None,
+                    admit=(lambda d: mx_refusal(mod, tgt, d.concrete)) if restricted else None,
                 )
                 if run.refused is not None:
                     return self._forbidden(mod, target, run.refused)
@@ -275,7 +273,7 @@ class Exporter:
                 discoveries.append(run.discovery)
             else:
                 concrete = (
-                    await self._allowed_concrete(mod, tgt, deadline)
+                    await allowed_concrete(mod, tgt, deadline)
                     if restricted
                     else (static_expansion(tgt), "")  # no DNS to wait for
                 )
@@ -317,73 +315,6 @@ class Exporter:
         key = (target.module.name, target.mx, target.host.rstrip(".").lower(), target.port)
         return key in self._configured[1]
 
-    async def _allowed_concrete(
-        self, mod: config.Module, target: config.Target, deadline: Deadline
-    ) -> tuple[tuple[config.Target, ...] | None, str]:
-        """The targets to probe for a host that is not configured with a module that
-        restricts /probe, or None and why not. A host allowed by ``networks`` only is
-        resolved here and probed at the address checked (a second lookup could answer
-        differently: DNS rebinding), with the certificate still checked against the name."""
-        allow = mod.probe_allow or config.ProbeAllow()
-        if allow.host_allowed(target.host, target.port):
-            return static_expansion(target), ""
-        if not allow.networks:
-            return None, "it is not a target configured with the module"
-        if config.is_ip(target.host):
-            if allow.address_allowed(target.host):
-                return static_expansion(target), ""
-            return None, f"{target.host} is not in probe_allow.networks"
-        try:
-            found = await asyncio.wait_for(
-                addresses(target.host, target.port, mod.ip_protocol), deadline.remaining()
-            )
-        except (ProbeError, TimeoutError) as exc:
-            detail = exc.detail if isinstance(exc, ProbeError) else "resolver timeout"
-            return None, f"its address could not be checked against probe_allow.networks: {detail}"
-        families = ("ip4", "ip6") if mod.ip_protocol == "both" else (mod.ip_protocol,)
-        picked: list[tuple[str, str]] = []
-        for family in families:
-            wanted = [a for a in found if family == "auto" or _family(a) == family]
-            if wanted:
-                picked.append((family, wanted[0]))
-        if not picked:
-            return None, f"{target.host} has no address to check against probe_allow.networks"
-        for _, address in picked:
-            if not allow.address_allowed(address):
-                return None, f"{target.host} resolves to {address}, not in probe_allow.networks"
-        server_name = mod.tls_server_name or target.host
-        out = []
-        for family, address in picked:
-            labels = target.labels
-            if mod.ip_protocol == "both":
-                labels = tuple(sorted(dict((*labels, ("ip_protocol", family))).items()))
-            module = replace(
-                mod,
-                tls_server_name=server_name,
-                ip_protocol=family if mod.ip_protocol == "both" else mod.ip_protocol,
-            )
-            out.append(replace(target, host=address, module=module, labels=labels))
-        return tuple(out), ""
-
-    @staticmethod
-    def _mx_refusal(
-        mod: config.Module, target: config.Target, concrete: tuple[config.Target, ...] | None
-    ) -> str | None:
-        """Why an mx: target may not be probed with ``mod`` (None: it may): its domain
-        matches ``probe_allow.hosts``, or every MX host matches them or every address
-        probed lies in ``probe_allow.networks``. ``concrete`` None: before the MX lookup,
-        refuse only what no answer could make allowed."""
-        allow = mod.probe_allow or config.ProbeAllow()
-        if allow.host_allowed(target.host, target.port):
-            return None
-        if not allow.hosts and not allow.networks:
-            return "it is not a target configured with the module"
-        for c in concrete or ():
-            mx_host = dict(c.labels).get("mx_host", target.host)
-            if not (allow.host_allowed(mx_host, c.port) or allow.address_allowed(c.host)):
-                return f"MX host {mx_host} ({c.host}) is not in probe_allow"
-        return None
-
     def _forbidden(self, mod: config.Module, target: str, why: str) -> Refusal:
         self.own.probe_refused.labels("forbidden").inc()
         log.warning("/probe refused: target %r with module %r: %s", target, mod.name, why)
@@ -420,10 +351,6 @@ class Exporter:
         self.own.reload_ok.set(1 if ok else 0)
         if ok:
             self.own.reload_time.set(time.time())
-
-
-def _family(address: str) -> str:
-    return "ip6" if ":" in address else "ip4"
 
 
 def _bracket(host: str) -> str:

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("probe",),  # the health check built on the client
     ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck
-    ("runner", "report"),  # one run of a target; the --once report
+    ("runner", "report", "admission"),  # one run of a target; --once report; /probe allow-list
     ("store", "selfmetrics"),  # latest results; the exporter's own instruments
     ("scheduler", "metrics", "httpsd"),  # write the store / render it / list targets
     ("webconfig", "httplimits"),  # the HTTP server's TLS, basic auth and limits
