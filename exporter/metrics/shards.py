@@ -114,15 +114,3 @@ def _headers() -> tuple[gzipjoin.Piece, ...]:
         gzipjoin.deflate(f"# HELP {s.name} {s.help}\n# TYPE {s.name} {s.type}\n".encode())
         for s in PER_TARGET
     )
-
-
-def _encode(block: tuple[str, ...]) -> Block:
-    return tuple(text.encode() for text in block)
-
-
-@functools.cache
-def _headers() -> tuple[gzipjoin.Piece, ...]:
-    return tuple(
-        gzipjoin.deflate(f"# HELP {s.name} {s.help}\n# TYPE {s.name} {s.type}\n".encode())
-        for s in PER_TARGET
-    )

@@ -205,14 +205,7 @@ class Connection(_Closing):
             if not data:
                 self._wake()
                 return
-        try:
-            self._reader.feed(data)
-        except ProtocolError as exc:
-            self._broken = exc.detail
-            if self._transport is not None:
-                # Stop reading at once: the bound holds only if nothing more is buffered.
-                self._transport.abort()
-        self._wake()
+        self.data_received_plain(data)
 
     def _wake(self) -> None:
         for waiter in (self._waiter, self._drain_waiter):
@@ -344,12 +337,13 @@ class Connection(_Closing):
         return FailureKind.NETWORK, _describe(exc)
 
     def data_received_plain(self, data: bytes) -> None:
-        """Decrypted bytes into the reply reader (as ``data_received`` does)."""
+        """Plain (or already decrypted) bytes into the reply reader."""
         try:
             self._reader.feed(data)
         except ProtocolError as exc:
             self._broken = exc.detail
             if self._transport is not None:
+                # Stop reading at once: the bound holds only if nothing more is buffered.
                 self._transport.abort()
         self._wake()
 
