@@ -1,4 +1,4 @@
-"""The probe's TLS layer (exporter/probe/transport.py, TLS over memory BIOs): a real TLS
+"""The probe's TLS layer (exporter/smtp/transport.py, TLS over memory BIOs): a real TLS
 server on 127.0.0.1 in a thread, speaking just enough SMTP, that records how the client
 ended the TLS session."""
 
