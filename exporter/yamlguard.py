@@ -110,6 +110,17 @@ def check(text: str, loader: Any) -> str | None:
                 problem = done(size, None)
             if problem is not None:
                 return f"{problem}{line(event)}; each key may appear once in a mapping"
-    except yaml.YAMLError:
-        return None
+    except yaml.YAMLError as exc:
+        # libyaml 0.2.5 (PyYAML 6.0.4's wheels) refuses deep flow nesting itself, while
+        # scanning ahead of the events above: the same refusal, said the same way.
+        if "maximum nesting depth" in str(exc):
+            where = stack[-1].child_path() if stack else ""
+            where = where if len(where) <= 80 else where[:77] + "..."
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark is not None else ""
+            return (
+                f"{where or 'document'}: nested deeper than {MAX_YAML_DEPTH} levels{at}; "
+                f"at most {MAX_YAML_DEPTH} are accepted"
+            )
+        return None  # the loader reports the syntax error, where a reader looks for it
     return None
