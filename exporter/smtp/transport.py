@@ -14,7 +14,6 @@ import concurrent.futures
 import contextvars
 import errno
 import functools
-import ipaddress
 import socket
 import ssl
 import threading
@@ -109,13 +108,7 @@ async def resolve(host: str, port: int, ip_protocol: str = "auto") -> str:
                 Phase.RESOLVE, FailureKind.DNS, f"{host} is not an {ip_protocol} address"
             )
         return str(ip)
-    lane = _LANE.get() or scheduled_lane()
-    try:
-        infos = await lane.getaddrinfo(host, port, _FAMILIES[ip_protocol])
-    except socket.gaierror as exc:
-        raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {exc.strerror}") from exc
-    except (OSError, UnicodeError) as exc:
-        raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {_describe(exc)}") from exc
+    infos = await _lookup(host, port, ip_protocol)
     if not infos:
         raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: no addresses")
     return str(infos[0][4][0])
@@ -125,20 +118,21 @@ async def addresses(host: str, port: int, ip_protocol: str = "auto") -> list[str
     """Every address of ``host`` for the family (``both``: either), on the task's lane;
     raises ``ProbeError`` as ``resolve`` does."""
     family = "auto" if ip_protocol == "both" else ip_protocol
-    if ipaddress_or_none(host) is not None:
+    if ip_literal(host) is not None:
         return [await resolve(host, port, family)]
+    infos = await _lookup(host, port, family)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def _lookup(host: str, port: int, family: str) -> list[Any]:
+    """getaddrinfo on the task's resolver lane; its errors are the resolve phase's."""
     lane = _LANE.get() or scheduled_lane()
     try:
-        infos = await lane.getaddrinfo(host, port, _FAMILIES[family])
+        return list(await lane.getaddrinfo(host, port, _FAMILIES[family]))
     except socket.gaierror as exc:
         raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {exc.strerror}") from exc
     except (OSError, UnicodeError) as exc:
         raise ProbeError(Phase.RESOLVE, FailureKind.DNS, f"{host}: {_describe(exc)}") from exc
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def ipaddress_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    return ip_literal(host)
 
 
 async def _connect(protocol: asyncio.Protocol, address: str, port: int) -> None:
