@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .model import (
     AUTH_MECHANISMS,
     DEFAULT_PORTS,
+    PROTOCOL_PORTS,
     IP_PROTOCOLS,
     RESERVED_LABELS,
     AuthConfig,
@@ -40,6 +41,7 @@ from .model import (
 __all__ = [
     "AUTH_MECHANISMS",
     "DEFAULT_PORTS",
+    "PROTOCOL_PORTS",
     "IP_PROTOCOLS",
     "RESERVED_LABELS",
     "AuthConfig",

@@ -83,6 +83,11 @@ class TLSMode(StrEnum):
 
 
 DEFAULT_PORTS = {TLSMode.NONE: 25, TLSMode.STARTTLS: 587, TLSMode.IMPLICIT: 465}
+# The usual ports of the other protocols, by TLS mode (RFC 8314: 993 and 995 for implicit TLS).
+PROTOCOL_PORTS = {
+    "imap": {TLSMode.NONE: 143, TLSMode.STARTTLS: 143, TLSMode.IMPLICIT: 993},
+    "pop3": {TLSMode.NONE: 110, TLSMode.STARTTLS: 110, TLSMode.IMPLICIT: 995},
+}
 AUTH_MECHANISMS = ("auto", "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "XOAUTH2")
 IP_PROTOCOLS = ("auto", "ip4", "ip6", "both")
 # Labels the exporter sets itself; a target's extra labels may not shadow them.
@@ -220,6 +225,7 @@ class Module:
     """How to probe: everything except where."""
 
     name: str = field(metadata=DERIVED)  # the key under ``modules:``
+    protocol: str = "smtp"  # smtp | imap | pop3 (exporter.results.Protocol values)
     tls: TLSMode = TLSMode.STARTTLS
     port: int | None = None  # None: the TLS mode's usual port
     tls_required: bool = True
@@ -236,10 +242,16 @@ class Module:
     # None: /probe takes any target, unless the module carries credentials (then only its
     # configured targets); set: its configured targets and these.
     probe_allow: ProbeAllow | None = None
+    # IMAP: the mailbox the probe opens (read-only, with EXAMINE, unless mailbox_select).
+    mailbox: str = "INBOX"
+    mailbox_select: bool = False
 
     @property
     def default_port(self) -> int:
-        return self.port or DEFAULT_PORTS[self.tls]
+        if self.port:
+            return self.port
+        ports = PROTOCOL_PORTS.get(self.protocol, DEFAULT_PORTS)
+        return ports[self.tls]
 
     @property
     def carries_credentials(self) -> bool:

@@ -10,8 +10,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+class Protocol(StrEnum):
+    """The protocol a module probes (``protocol:``); SMTP unless a module says otherwise."""
+
+    SMTP = "smtp"
+    IMAP = "imap"
+    POP3 = "pop3"
+
+
 class Phase(StrEnum):
-    """The steps of one SMTP health check, in the order they run."""
+    """The steps of one health check, in the order they run: SMTP's, then the steps only
+    IMAP and POP3 have (those share connect, greeting, starttls, tls_handshake, auth, noop
+    and quit with SMTP, so a phase means the same thing whatever the protocol)."""
 
     MX_LOOKUP = "mx_lookup"  # an mx: target's MX records, before any host is probed
     RESOLVE = "resolve"
@@ -31,14 +41,54 @@ class Phase(StrEnum):
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
+    # IMAP and POP3 only.
+    CAPABILITY = "capability"  # IMAP CAPABILITY, POP3 CAPA
+    CAPABILITY_TLS = "capability_tls"  # the same, asked again over TLS
+    SELECT = "select"  # IMAP SELECT / EXAMINE of the configured mailbox
+    STAT = "stat"  # POP3 STAT
+    LOGOUT = "logout"  # IMAP LOGOUT (POP3 ends with QUIT, as SMTP does)
 
 
 # The SMTP session's own steps (what a concrete target's probe times).
-PROBE_PHASES = tuple(
-    p
-    for p in Phase
-    if p not in (Phase.MX_LOOKUP, Phase.POSTURE, Phase.MAIL, Phase.RCPT, Phase.DATA)
+PROBE_PHASES = (
+    Phase.RESOLVE,
+    Phase.CONNECT,
+    Phase.GREETING,
+    Phase.EHLO,
+    Phase.STARTTLS,
+    Phase.TLS_HANDSHAKE,
+    Phase.EHLO_TLS,
+    Phase.AUTH,
+    Phase.NOOP,
+    Phase.QUIT,
 )
+# The IMAP and POP3 probes' steps, in order (implicit TLS: tls_handshake right after connect).
+IMAP_PHASES = (
+    Phase.RESOLVE,
+    Phase.CONNECT,
+    Phase.GREETING,
+    Phase.CAPABILITY,
+    Phase.STARTTLS,
+    Phase.TLS_HANDSHAKE,
+    Phase.CAPABILITY_TLS,
+    Phase.AUTH,
+    Phase.SELECT,
+    Phase.NOOP,
+    Phase.LOGOUT,
+)
+POP3_PHASES = (
+    Phase.RESOLVE,
+    Phase.CONNECT,
+    Phase.GREETING,
+    Phase.CAPABILITY,
+    Phase.STARTTLS,
+    Phase.TLS_HANDSHAKE,
+    Phase.CAPABILITY_TLS,
+    Phase.AUTH,
+    Phase.STAT,
+    Phase.QUIT,
+)
+PHASES_OF = {Protocol.SMTP: PROBE_PHASES, Protocol.IMAP: IMAP_PHASES, Protocol.POP3: POP3_PHASES}
 
 
 class FailureKind(StrEnum):
@@ -211,6 +261,15 @@ class AuthInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    """What an IMAP SELECT / EXAMINE or a POP3 STAT reported about the mailbox."""
+
+    name: str  # the IMAP mailbox selected; "" for POP3 (which has one)
+    messages: int
+    size_bytes: int | None = None  # POP3 STAT's octet count; IMAP does not say
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """Everything one probe of one target found. ``success`` is true only if every
     configured phase passed."""
@@ -234,6 +293,10 @@ class ProbeResult:
     last_reply_code: int | None = None
     labels: tuple[tuple[str, str], ...] = ()  # the target's labels (mx_host, ip_protocol, ...)
     posture: Posture = field(default_factory=Posture)
+    # IMAP and POP3 probes: ``extensions`` holds the CAPABILITY / CAPA names (upper case) and
+    # ``auth_mechanisms`` the SASL mechanisms offered; ``last_reply_code`` stays None.
+    protocol: Protocol = Protocol.SMTP
+    mailbox: MailboxInfo | None = None
 
     @property
     def success(self) -> bool:
