@@ -15,8 +15,8 @@ from ..errors import ConfigError
 from .model import (
     AUTH_MECHANISMS,
     DEFAULT_PORTS,
-    PROTOCOL_PORTS,
     IP_PROTOCOLS,
+    PROTOCOL_PORTS,
     RESERVED_LABELS,
     AuthConfig,
     CanaryConfig,
@@ -41,8 +41,8 @@ from .model import (
 __all__ = [
     "AUTH_MECHANISMS",
     "DEFAULT_PORTS",
-    "PROTOCOL_PORTS",
     "IP_PROTOCOLS",
+    "PROTOCOL_PORTS",
     "RESERVED_LABELS",
     "AuthConfig",
     "CanaryConfig",
