@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .. import __version__
+from ..report.common import mailbox_text
 from ..results import display_name
 from ..store import ResultStore
 
@@ -18,6 +19,8 @@ def landing_page(store: ResultStore) -> str:
             status, detail = "pending", ""
         elif r.success:
             status, detail = "up", f"{r.duration_seconds * 1000:.0f} ms"
+            if r.mailbox is not None:  # IMAP, POP3: what the mailbox holds
+                detail += f", {r.protocol.value.upper()} {mailbox_text(r)}"
         else:
             assert r.failure is not None
             status = "down"

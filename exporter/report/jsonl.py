@@ -69,6 +69,7 @@ def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any
     f = r.failure
     return {
         "target": r.target,
+        "protocol": r.protocol.value,
         "labels": dict(r.labels),
         "host": r.host,
         "module": r.module,
@@ -94,6 +95,9 @@ def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any
             "success": r.auth.success,
             "mechanism": r.auth.mechanism,
         },
+        # IMAP: SELECT / EXAMINE's count; POP3: STAT's count and size. null: SMTP, or not
+        # reached.
+        "mailbox": None if r.mailbox is None else _plain(r.mailbox),
         "canary": canary_dict(canary),
         "posture": {
             "auth_advertised_before_tls": r.posture.auth_advertised_before_tls,
