@@ -394,16 +394,10 @@ def _mailbox_families(p: str, name: str) -> tuple[MetricSpec, ...]:
         MetricSpec(
             f"{p}_tls_info",
             "gauge",
-            f"TLS version and cipher of the last {name} probe.",
-            ("version", "cipher"),
+            f"TLS version and cipher of the last {name} probe, and the leaf certificate presented.",
+            ("version", "cipher", "subject", "issuer", "serial", "fingerprint_sha256"),
         ),
-        MetricSpec(
-            f"{p}_tls_cert_info",
-            "gauge",
-            "The leaf certificate presented.",
-            ("subject", "issuer", "serial", "fingerprint_sha256"),
-        ),
-        MetricSpec(
+        MetricSpec(  # with the module's metrics_detail only, as SMTP's (#17)
             f"{p}_tls_leaf_cert_expiry_timestamp_seconds",
             "gauge",
             "notAfter of the leaf certificate.",
@@ -448,7 +442,10 @@ IMAP: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("imap_probes_total", "counter", "IMAP probes completed since the exporter started."),
     MetricSpec(
-        "imap_probe_failures_total", "counter", "Failed IMAP probes by failing phase.", ("phase",)
+        "imap_probe_failures_total",
+        "counter",
+        "Failed IMAP probes (by failing phase with metrics_detail).",
+        ("phase",),
     ),
 )
 POP3: tuple[MetricSpec, ...] = (
@@ -459,7 +456,10 @@ POP3: tuple[MetricSpec, ...] = (
     MetricSpec("pop3_mailbox_size_bytes", "gauge", "Size of the maildrop, as STAT reported it."),
     MetricSpec("pop3_probes_total", "counter", "POP3 probes completed since the exporter started."),
     MetricSpec(
-        "pop3_probe_failures_total", "counter", "Failed POP3 probes by failing phase.", ("phase",)
+        "pop3_probe_failures_total",
+        "counter",
+        "Failed POP3 probes (by failing phase with metrics_detail).",
+        ("phase",),
     ),
 )
 # A target's block holds every per-target family, whatever its protocol.

@@ -4,6 +4,11 @@ Families of their own rather than a ``protocol`` label on ``smtp_*``: every exis
 ``smtp_*`` query keeps its meaning, and each family's phase and kind values are those of one
 protocol. The shapes are SMTP's (``samples``), so a query or alert reads like its SMTP twin.
 ``samples.render_target`` hands an IMAP or POP3 entry here with its line buffer.
+
+The series budget of #17 applies as to SMTP: one failure counter (by phase with the
+module's ``metrics_detail``), the leaf certificate on ``<p>_tls_info`` (its own expiry with
+``metrics_detail``), the capability inventory as one ``_info`` series, and no timestamp in
+a ``/probe`` answer (the probe ran at the scrape).
 """
 
 from __future__ import annotations
@@ -42,26 +47,33 @@ def phase_plan(entry: Entry) -> tuple[Phase, ...]:
 
 
 def render_mailbox(lines: Lines, entry: Entry, counters: bool) -> None:
-    """Every ``<protocol>_*`` sample of an IMAP or POP3 target into ``lines``."""
+    """Every ``<protocol>_*`` sample of an IMAP or POP3 target into ``lines``; without
+    ``counters`` (a /probe answer), no counter and no timestamp."""
     p = entry.target.module.protocol
-    plan = phase_plan(entry)
+    # The module key comes with the series budget (#17); a Module without it has no detail.
+    detail = getattr(entry.target.module, "metrics_detail", False)
     if counters:
         lines.add(f"{p}_probes_total", entry.probes)
         failures = dict(entry.failures)
-        # A failure in a phase outside the plan (IMAP PREAUTH skips the login, say) still
-        # counts: its series appears with the first one.
-        for phase in (*plan, *(f for f in failures if f not in plan)):
-            lines.add(f"{p}_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+        if detail:
+            plan = phase_plan(entry)
+            # A failure in a phase outside the plan (IMAP PREAUTH skips the login, say)
+            # still counts: its series appears with the first one.
+            for phase in (*plan, *(f for f in failures if f not in plan)):
+                lines.add(f"{p}_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+        else:
+            # One series from the start, so increase() sees the first failure too.
+            lines.add(f"{p}_probe_failures_total", sum(failures.values()))
     r = entry.result
     if r is None:
         return
-    _probe(lines, p, r)
+    _probe(lines, p, r, counters)
     if r.tls is not None:
-        _tls(lines, p, r.tls)
+        _tls(lines, p, r.tls, detail)
     _session(lines, p, entry, r)
 
 
-def _probe(lines: Lines, p: str, r: ProbeResult) -> None:
+def _probe(lines: Lines, p: str, r: ProbeResult, scheduled: bool) -> None:
     lines.add(f"{p}_probe_success", 1 if r.success else 0)
     lines.add(f"{p}_probe_duration_seconds", r.duration_seconds)
     # Only the phases that ran, as for SMTP: a 0 for a phase never reached reads as a result.
@@ -75,19 +87,23 @@ def _probe(lines: Lines, p: str, r: ProbeResult) -> None:
     )
     if r.address:
         lines.add(f"{p}_probe_ip_protocol", 6 if ":" in r.address else 4)
-    lines.add(f"{p}_probe_timestamp_seconds", r.started_at)
+    if scheduled:  # /probe probes when it is scraped: the sample's own timestamp says when
+        lines.add(f"{p}_probe_timestamp_seconds", r.started_at)
 
 
-def _tls(lines: Lines, p: str, tls: TLSInfo) -> None:
-    lines.add(f"{p}_tls_info", 1, f',version="{escape(tls.version)}",cipher="{escape(tls.cipher)}"')
+def _tls(lines: Lines, p: str, tls: TLSInfo, detail: bool) -> None:
+    # One info series for the session and its leaf: they change together.
     leaf = tls.leaf
-    if leaf is not None:
-        lines.add(
-            f"{p}_tls_cert_info",
-            1,
-            f',subject="{escape(leaf.subject)}",issuer="{escape(leaf.issuer)}",'
-            f'serial="{leaf.serial}",fingerprint_sha256="{leaf.sha256}"',
-        )
+    cert = (
+        f',subject="{escape(leaf.subject)}",issuer="{escape(leaf.issuer)}",'
+        f'serial="{leaf.serial}",fingerprint_sha256="{leaf.sha256}"'
+        if leaf is not None
+        else ',subject="",issuer="",serial="",fingerprint_sha256=""'
+    )
+    lines.add(
+        f"{p}_tls_info", 1, f',version="{escape(tls.version)}",cipher="{escape(tls.cipher)}"{cert}'
+    )
+    if leaf is not None and detail:
         lines.add(f"{p}_tls_leaf_cert_expiry_timestamp_seconds", leaf.not_after)
     if tls.earliest_not_after is not None:
         lines.add(f"{p}_tls_earliest_cert_expiry_timestamp_seconds", tls.earliest_not_after)
@@ -107,9 +123,10 @@ def _session(lines: Lines, p: str, entry: Entry, r: ProbeResult) -> None:
     if r.extensions or r.failure is None:
         # One series for the whole inventory; names outside the fixed lists are left out, so
         # a server's announcement can neither add series nor put free text in a label.
+        # Sorted, space-separated, as smtp_capabilities_info: the same set reads the same.
         offered = set(r.extensions)
-        caps = ",".join(c for c in CAPABILITIES[Protocol(p)] if c in offered)
-        mechs = ",".join(m for m in MECHANISMS if m in r.auth_mechanisms)
+        caps = " ".join(sorted(c for c in CAPABILITIES[Protocol(p)] if c in offered))
+        mechs = " ".join(sorted(m for m in MECHANISMS if m in r.auth_mechanisms))
         lines.add(f"{p}_capabilities_info", 1, f',capabilities="{caps}",mechanisms="{mechs}"')
     box = r.mailbox
     if box is None:
