@@ -16,8 +16,9 @@ from typing import Generic, Protocol, TypeVar
 from ..errors import ProbeError, ProtocolError, TLSError
 from ..results import FailureKind, Phase
 from .describe import describe
+from .memtls import MemoryTLS
+from .raw import Closing, RawConnection, connect
 
-_SSL_SHUTDOWN_SECONDS = 2.0
 Item = TypeVar("Item")
 _Co = TypeVar("_Co", covariant=True)
 
@@ -36,37 +37,7 @@ class Reader(Protocol[_Co]):
         """Whether bytes were received that no popped item accounts for."""
 
 
-async def connect(protocol: asyncio.Protocol, address: str, port: int) -> None:
-    """Connect ``protocol``; a refusal or network error is the connect phase's failure."""
-    try:
-        await asyncio.get_running_loop().create_connection(lambda: protocol, address, port)
-    except ConnectionRefusedError as exc:
-        raise ProbeError(Phase.CONNECT, FailureKind.REFUSED, f"{address}:{port} refused") from exc
-    except OSError as exc:
-        raise ProbeError(Phase.CONNECT, FailureKind.NETWORK, describe(exc)) from exc
-
-
-class _Closing(asyncio.Protocol):
-    """Records why the connection ended (the first reason wins) and wakes the reader."""
-
-    _closed: str | None
-
-    def _wake(self) -> None:
-        raise NotImplementedError
-
-    def eof_received(self) -> bool:
-        self._closed = self._closed or "connection closed by server"
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = self._closed or (
-            f"connection lost: {describe(exc)}" if exc else "connection closed by server"
-        )
-        self._wake()
-
-
-class Connection(_Closing, Generic[Item]):
+class Connection(Closing, Generic[Item]):
     """One client connection: send command lines, await complete items from a sans-IO
     ``Reader`` (SMTP replies, IMAP responses, POP3 responses) fed with every byte received.
 
@@ -83,7 +54,7 @@ class Connection(_Closing, Generic[Item]):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.tls_object: ssl.SSLObject | None = None
-        self._tls: _TLS | None = None
+        self._tls: MemoryTLS | None = None
         self._lost: Exception | None = None  # what connection_lost was given
 
     # --- asyncio.Protocol -------------------------------------------------------------
@@ -187,7 +158,7 @@ class Connection(_Closing, Generic[Item]):
         dropping it, so the monitor shows it."""
         plain = self._ready_for_tls()
         try:
-            tls = _TLS(context, server_name, plain)
+            tls = MemoryTLS(context, server_name, plain)
         except ssl.SSLError as exc:
             raise TLSError(Phase.TLS_HANDSHAKE, FailureKind.TLS, describe(exc)) from exc
         self._tls = tls
@@ -274,166 +245,3 @@ class Connection(_Closing, Generic[Item]):
                 self._closed or "connection closed by server",
             )
         return self._transport
-
-
-class _TLS:
-    """A client TLS session over memory BIOs, on top of a plain transport: records in
-    through ``received``, out as soon as OpenSSL produces them. Errors are recorded
-    (``error`` during the handshake, ``closed`` after it), never raised, so the connection's
-    reader reports them in the phase that was reading."""
-
-    __slots__ = ("_in", "_out", "_shutdown_timer", "_transport", "closed", "error", "obj", "ready")
-
-    def __init__(
-        self, context: ssl.SSLContext, server_name: str | None, transport: asyncio.Transport
-    ) -> None:
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self._transport = transport
-        self.obj = context.wrap_bio(self._in, self._out, server_hostname=server_name)
-        self.ready = False
-        self.error: ssl.SSLError | None = None
-        self.closed: str | None = None
-        self._shutdown_timer: asyncio.TimerHandle | None = None
-
-    def _flush(self) -> None:
-        if self._out.pending and not self._transport.is_closing():
-            self._transport.write(self._out.read())
-
-    def handshake(self) -> None:
-        """One step of the handshake, with whatever records have arrived."""
-        try:
-            self.obj.do_handshake()
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLError as exc:
-            self.error = exc
-        else:
-            self.ready = True
-        self._flush()
-
-    def received(self, data: bytes) -> bytes:
-        """Feed records from the server; the application bytes they carried."""
-        if self.error is not None or self.closed is not None:
-            return b""  # nothing more is read: nothing more is buffered
-        if data:
-            self._in.write(data)
-        if not self.ready:
-            self.handshake()
-            return b""
-        if self._shutdown_timer is not None:
-            self._finish_shutdown()
-            return b""
-        chunks = []
-        while True:
-            try:
-                chunk = self.obj.read(65536)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                chunk = b""
-            except ssl.SSLError as exc:
-                self.closed = f"connection lost: {describe(exc)}"
-                break
-            if not chunk:  # the server's close_notify
-                self.closed = "connection closed by server"
-                break
-            chunks.append(chunk)
-        self._flush()  # anything OpenSSL answers on its own (a key update, an alert)
-        return b"".join(chunks)
-
-    def send(self, data: bytes | memoryview) -> None:
-        try:
-            self.obj.write(data)
-        except ssl.SSLError as exc:
-            self.closed = self.closed or f"connection lost: {describe(exc)}"
-            return
-        self._flush()
-
-    def shutdown(self) -> None:
-        """Send close_notify; close the transport once the server has answered with its
-        own, or closed, or after _SSL_SHUTDOWN_SECONDS."""
-        self._shutdown_timer = asyncio.get_running_loop().call_later(
-            _SSL_SHUTDOWN_SECONDS, self._transport.abort
-        )
-        self._finish_shutdown()
-
-    def _finish_shutdown(self) -> None:
-        try:
-            self.obj.unwrap()
-        except ssl.SSLWantReadError:
-            self._flush()  # our close_notify; the server's is still to come
-            return
-        except (ssl.SSLError, ValueError):
-            self.stop_shutdown_timer()
-            self._transport.abort()
-            return
-        self._flush()
-        self.stop_shutdown_timer()
-        self._transport.close()
-
-    def stop_shutdown_timer(self) -> None:
-        if self._shutdown_timer is not None:
-            self._shutdown_timer.cancel()
-
-
-class RawConnection(_Closing):
-    """Bytes in, bytes out, at most ``limit`` bytes buffered: for reading TLS records of a
-    handshake that Python's ssl module cannot make (an OCSP status request)."""
-
-    def __init__(self, limit: int = 65536) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._limit = limit
-        self._received = 0
-        self._closed: str | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    @classmethod
-    async def open(cls, address: str, port: int, limit: int = 65536) -> RawConnection:
-        conn = cls(limit)
-        await connect(conn, address, port)
-        return conn
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > self._limit:
-            self._closed = f"server sent more than {self._limit} bytes"
-            if self._transport is not None:
-                self._transport.abort()
-        else:
-            self._buffer += data
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
-
-    async def read_exactly(self, n: int, phase: Phase) -> bytes:
-        """The next ``n`` bytes, or the ``ProbeError`` that explains why they never came."""
-        while len(self._buffer) < n:
-            if self._closed is not None:
-                kind = FailureKind.NETWORK if "lost" in self._closed else FailureKind.CLOSED
-                if "more than" in self._closed:
-                    kind = FailureKind.PROTOCOL
-                raise ProbeError(phase, kind, self._closed)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return data
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()

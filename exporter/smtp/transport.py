@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import ProtocolError, ReplyError
 from ..net.connection import Connection as _Connection
-from ..net.connection import RawConnection, connect
+from ..net.raw import RawConnection, connect
 from ..net.resolve import addresses, resolve
 from ..results import Phase
 from .reply import Reply, ReplyReader
