@@ -240,6 +240,19 @@ def test_scripted_stls_then_capa_again(server_context, ca_file):
     assert script.received[:3] == ["CAPA", "STLS", "CAPA"]
 
 
+def test_scripted_stls_injection_is_refused(server_context, ca_file):
+    """Plaintext after the +OK to STLS (a man in the middle's command, CVE-2011-0411's
+    kind): the probe stops before TLS and before any credential."""
+    script = Script(
+        tls=server_context, handlers={"STLS": lambda _: b"+OK begin TLS\r\n-ERR injected\r\n"}
+    )
+    r = scripted(script, tls=TLSMode.STARTTLS, tls_ca_file=ca_file)
+    f = r.failure
+    assert f is not None and f.kind is FailureKind.PROTOCOL, f
+    assert f.phase in (Phase.STARTTLS, Phase.TLS_HANDSHAKE)
+    assert r.tls is None and not r.auth.attempted
+
+
 def _echo(status: bytes) -> Handler:
     """A -ERR handler that echoes the command's argument back, as careless servers do."""
     return lambda arg: status + b" no such thing: " + arg.encode() + b"\r\n"
