@@ -43,7 +43,7 @@ class POP3Session:
         self.module = target.module
         self.phase = Phase.RESOLVE
         self.timings: list[PhaseTiming] = []
-        self.conn: Connection | None = None
+        self.conn: Connection[Response] | None = None
         self.reader = POP3Reader()
         self.address: str | None = None
         self.tls: TLSInfo | None = None
