@@ -7,12 +7,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol as Interface
 
 from ..config import Target
 from ..deadline import Deadline
 from ..errors import ProbeError, ReplyError
 from ..pop3.session import POP3Session
-from ..results import Failure, FailureKind, Phase, ProbeResult, Protocol
+from ..results import (
+    AuthInfo,
+    Failure,
+    FailureKind,
+    MailboxInfo,
+    Phase,
+    PhaseTiming,
+    ProbeResult,
+    Protocol,
+    TLSInfo,
+)
 from ..smtp.session import Session
 
 __all__ = ["Deadline", "run"]
@@ -81,8 +92,31 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
     )
 
 
+class MailboxSession(Interface):
+    """What ``run`` reads of an IMAP or POP3 session (DESIGN18's session surface)."""
+
+    phase: Phase
+    timings: list[PhaseTiming]
+    address: str | None
+    tls: TLSInfo | None
+    auth: AuthInfo
+    mailbox: MailboxInfo | None
+
+    @property
+    def extensions(self) -> tuple[str, ...]: ...
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]: ...
+
+    async def execute(self) -> None: ...
+
+    def redact(self, text: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
 async def _run_mailbox(
-    session: POP3Session, protocol: Protocol, target: Target, deadline: Deadline
+    session: MailboxSession, protocol: Protocol, target: Target, deadline: Deadline
 ) -> ProbeResult:
     """An IMAP or POP3 probe: the session's phases under the one deadline, then its result
     (no posture checks, no reply codes: a NO, BAD or -ERR is a ``reply`` failure with the
