@@ -64,8 +64,10 @@ async def _serve(script: Script, reader: asyncio.StreamReader, writer: asyncio.S
                 writer.write(script.handlers[verb](arg))
             elif verb == "CAPA":
                 capa = script.capa
-                if in_tls:
-                    capa = script.capa_tls or [c for c in capa or [] if c != "STLS"]
+                if in_tls and script.capa_tls is not None:
+                    capa = script.capa_tls
+                elif in_tls and capa is not None:
+                    capa = [c for c in capa if c != "STLS"]
                 if capa is None:
                     writer.write(b"-ERR unknown command\r\n")
                 else:
@@ -238,6 +240,20 @@ def test_scripted_stls_then_capa_again(server_context, ca_file):
     assert r.extensions == ("USER", "SASL", "TOP")
     assert r.auth_mechanisms == ("PLAIN", "SCRAM-SHA-1")
     assert script.received[:3] == ["CAPA", "STLS", "CAPA"]
+
+
+def test_scripted_no_capa_stls_is_tried(server_context, ca_file):
+    """Without CAPA nothing says whether STLS exists: the probe asks, and its answer
+    decides (TLS, or tls_unavailable when TLS is required)."""
+    script = Script(capa=None, tls=server_context)
+    r = scripted(script, tls=TLSMode.STARTTLS, tls_ca_file=ca_file)
+    assert r.success, r.failure
+    assert r.tls is not None and r.auth.mechanism == "LOGIN"
+    assert script.received[:3] == ["CAPA", "STLS", "CAPA"]
+    r = scripted(Script(capa=None), tls=TLSMode.STARTTLS, tls_ca_file=ca_file)
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.STARTTLS, FailureKind.TLS_UNAVAILABLE)
+    assert "-ERR unknown command" in f.detail
 
 
 def test_scripted_stls_injection_is_refused(server_context, ca_file):
