@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "deadline"),  # the exception tree; one deadline per run
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
-    ("smtp",),  # the SMTP client: transport, reply, ESMTP, SASL, TLS, session
+    ("smtp", "imap"),  # the SMTP and IMAP clients: transport, readers, SASL, TLS, sessions
     ("probe",),  # the health check built on the client
     ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck
