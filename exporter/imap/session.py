@@ -68,6 +68,7 @@ class IMAPSession:
         self.auth = AuthInfo()
         self.capabilities: tuple[str, ...] = ()  # as last advertised before authentication
         self.authenticated = False  # logged in, or PREAUTH
+        self.after_login: tuple[str, ...] | None = None  # listed by the login's completion
         self.mailbox: MailboxInfo | None = None
         self.logout_ok = False
         self.logging_out = False
@@ -114,7 +115,7 @@ class IMAPSession:
             await self._greeting()
         if not self.capabilities:
             with self.step(Phase.CAPABILITY):
-                self.capabilities = await self._capability(Phase.CAPABILITY)
+                self.capabilities = await self.capability(Phase.CAPABILITY)
         if module.tls is TLSMode.STARTTLS:
             await self._starttls()
         if module.auth is not None and not self.authenticated:
@@ -154,7 +155,8 @@ class IMAPSession:
         if greeting.code is not None and greeting.code.upper().startswith("CAPABILITY "):
             self.capabilities = parse_capabilities(greeting.code[11:])
 
-    async def _capability(self, phase: Phase) -> tuple[str, ...]:
+    async def capability(self, phase: Phase) -> tuple[str, ...]:
+        """Ask for the capabilities (CAPABILITY) and return them."""
         self._seen_capabilities = None
         self.check(await self.command("CAPABILITY", phase), phase)
         if self._seen_capabilities is None:
@@ -185,7 +187,7 @@ class IMAPSession:
         with self.step(Phase.CAPABILITY_TLS):
             # RFC 9051 §6.2.1: forget everything learnt before TLS.
             self.capabilities = ()
-            self.capabilities = await self._capability(Phase.CAPABILITY_TLS)
+            self.capabilities = await self.capability(Phase.CAPABILITY_TLS)
 
     async def _handshake(self) -> None:
         assert self.conn is not None
@@ -225,6 +227,7 @@ class IMAPSession:
             )
         self.auth = AuthInfo(attempted=True, mechanism=mechanism)
         username, password = auth.username, auth.password.reveal()
+        self._seen_capabilities = None
         try:
             if mechanism == "LOGIN":
                 done = await self.command_parts(
@@ -237,6 +240,8 @@ class IMAPSession:
         self.check(done, Phase.AUTH)
         self.auth = AuthInfo(attempted=True, success=True, mechanism=mechanism)
         self.authenticated = True
+        # Servers list more once logged in (UIDPLUS, say), often in the OK itself.
+        self.after_login = self._seen_capabilities
 
     async def _authenticate(self, mechanism: str, username: str, password: str) -> Completion:
         """One SASL exchange over AUTHENTICATE (RFC 9051 §6.2.2), with SASL-IR (RFC 4959)
