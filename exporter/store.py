@@ -210,7 +210,9 @@ class ResultStore:
             new = self._entries[key] = replace(
                 old, result=result, probes=old.probes + 1, failures=tuple(failures.items())
             )
-            for timing in result.phases:
+            # smtp_probe_phase_seconds is SMTP's: IMAP and POP3 phases stay out of it (#18).
+            phases = result.phases if target.module.protocol == "smtp" else ()
+            for timing in phases:
                 hist = self._histograms.setdefault((target.module.name, timing.phase), Histogram())
                 hist.observe(timing.seconds)
         self._notify(new)
