@@ -8,9 +8,12 @@ clients against real Dovecot are checked on every surface by tests/test_failure_
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +38,8 @@ from exporter.results import (
 from exporter.runner import Run
 from exporter.store import Entry, ResultStore
 from exporter.targets import static_expansion
+
+from .exporter_harness import RunningExporter
 
 NOW = time.time()
 IMAP_STARTTLS = (
@@ -439,3 +444,50 @@ def test_config_check_accepts_imap_and_pop3(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "4 modules, 5 targets" in proc.stdout
+
+
+# --------------------------------------------------------------------------- /probe, --once
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_probe_endpoint_and_once_with_an_imap_module(tmp_path):
+    """/probe runs an IMAP module through the runner (here against a closed port: a real
+    refusal, no server needed), and refuses an mx: target for it; --once reports it."""
+    with socket.socket() as held:  # bound, not listening: connect() is refused
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        cfg = tmp_path / "c.yml"
+        cfg.write_text(
+            "modules:\n  imap: {protocol: imap, tls: implicit, timeout: 5s}\n"
+            f"targets:\n  - {{target: '127.0.0.1:{port}', module: imap, interval: 1h}}\n"
+        )
+        exp = RunningExporter(cfg).start()
+        try:
+            status, body = _get(f"{exp.url}/probe?target=mx:example.com&module=imap")
+            assert status == 400 and "mx: targets are probed over SMTP" in body, body
+            status, body = _get(f"{exp.url}/probe?target=127.0.0.1:{port}&module=imap")
+            assert status == 200, body
+            got = samples(body)
+            assert ("imap_probe_success", 0) in [(n, v) for n, _, v in got]
+            failed = [lb for n, lb, v in got if n == "imap_probe_failed_phase" and v == 1]
+            assert [(f["phase"], f["kind"]) for f in failed] == [("connect", "connection_refused")]
+            assert not [n for n, _, _ in got if n.startswith("smtp_")], got
+        finally:
+            exp.stop()
+        proc = subprocess.run(
+            [sys.executable, "-m", "exporter", "--once", "--config.file", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    row = proc.stdout.splitlines()[1].split()
+    assert row[1:4] == ["imap", "imap", "FAIL"], proc.stdout
+    assert "connect: connection_refused:" in proc.stdout
