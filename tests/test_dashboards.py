@@ -26,6 +26,7 @@ import json
 import math
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -598,24 +599,62 @@ def test_every_expression_returns_data_with_a_canary_through_postfix(
         f'  - {{target: "127.0.0.1:{mailstack.submission_port}", module: submission,'
         " interval: 1s}\n"
     )
-    config = exporter_config(
-        tmp_path,
-        ca_file,
-        good.port,
-        bad.port,
-        modules + posture.modules,
-        submission + posture.targets,
-        posture.top,
+    # IMAP and POP3 (#18): logins to the real Dovecot (STARTTLS; implicit TLS), one it
+    # refuses and a POP3 port that refuses, so the panels listing failures have some.
+    login = f"{{username: probe, password_file: {smtp_pw}}}"
+    wrong_pw = tmp_path / "wrong-pw"
+    wrong_pw.write_text("not-the-password\n")
+    modules += (
+        f"  imap: {{protocol: imap, tls: starttls, tls_ca_file: {mailstack.ca_file},"
+        f" timeout: 2s, auth: {login}}}\n"
+        f"  pop3s: {{protocol: pop3, tls: implicit, tls_ca_file: {mailstack.ca_file},"
+        f" timeout: 2s, auth: {login}}}\n"
+        "  pop3down: {protocol: pop3, tls: implicit, timeout: 1s}\n"
+        f"  imapbad: {{protocol: imap, tls: implicit, tls_ca_file: {mailstack.ca_file},"
+        f" timeout: 3s, auth: {{username: probe, password_file: {wrong_pw}}}}}\n"
     )
-    targets = [
-        f"127.0.0.1:{good.port}",
-        f"127.0.0.1:{bad.port}",
-        f"127.0.0.1:{mailstack.submission_port}",
-        *posture.names,
-    ]
-    prove_expressions(
-        tmp_path, config, targets, targets[1], imap=True, timeout=40, alerts=posture.alerts
-    )
+    with socket.socket() as closed:  # bound, not listening: connect() is refused
+        closed.bind(("127.0.0.1", 0))
+        mailbox = [
+            (f"127.0.0.1:{mailstack.imap_port}", "imap"),
+            (f"127.0.0.1:{mailstack.pop3s_port}", "pop3s"),
+            (f"127.0.0.1:{closed.getsockname()[1]}", "pop3down"),
+            (f"127.0.0.1:{mailstack.imaps_port}", "imapbad"),
+        ]
+        submission += "".join(
+            f'  - {{target: "{t}", module: {m}, interval: 3s}}\n' for t, m in mailbox
+        )
+        config = exporter_config(
+            tmp_path,
+            ca_file,
+            good.port,
+            bad.port,
+            modules + posture.modules,
+            submission + posture.targets,
+            posture.top,
+        )
+        targets = [
+            f"127.0.0.1:{good.port}",
+            f"127.0.0.1:{bad.port}",
+            f"127.0.0.1:{mailstack.submission_port}",
+            *(t for t, _ in mailbox),
+            *posture.names,
+        ]
+        alerts = posture.alerts | {
+            ("MailboxTargetDown", mailbox[2][0]),
+            ("MailboxTargetDown", mailbox[3][0]),
+            ("MailboxAuthFailing", mailbox[3][0]),
+        }
+        prove_expressions(
+            tmp_path,
+            config,
+            targets,
+            targets[1],
+            imap=True,
+            mailbox=True,
+            timeout=40,
+            alerts=alerts,
+        )
 
 
 def test_without_filtering_keeps_matchers_and_strings():
