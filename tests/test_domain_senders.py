@@ -262,7 +262,8 @@ def test_mx_without_ptr_and_unreachable(dns_server):
     r = run_check(dns, "s.test", checks)
     (mx,) = r.reverse_dns
     assert (mx.ptr_names, mx.forward_confirmed, mx.name_matches) == ((), False, None)
-    assert mx.error is not None and mx.error.startswith("connect:")
+    assert mx.error is None and mx.greeting_error is not None
+    assert mx.greeting_error.startswith("connect:")
     found = reasons(r, "reverse_dns")
     assert found[0] == (
         "reverse DNS: 127.0.0.1 (MX mx1.s.test) has no PTR record (receivers refuse or junk "

@@ -94,7 +94,7 @@ async def _one(
     greeting, ehlo, error = await read_names(address, port, ehlo_name, deadline)
     if error is not None:
         finding(f"no greeting from {address}:{port} (MX {mx_host}): {error}")
-        return replace(result, greeting_name=greeting, ehlo_name=ehlo, error=error), out
+        return replace(result, greeting_name=greeting, ehlo_name=ehlo, greeting_error=error), out
     said = [n for n in (greeting, ehlo) if n]
     matches = bool(said) and confirmed is not None and all(normalize(n) == confirmed for n in said)
     if not matches:

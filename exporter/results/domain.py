@@ -138,7 +138,8 @@ class ReverseDNS:
     # The greeting and EHLO names are the forward-confirmed PTR name; None when not
     # compared (a sending address, or no greeting read).
     name_matches: bool | None = None
-    error: str | None = None  # PTR lookup failed, or the greeting could not be read
+    error: str | None = None  # the PTR lookup failed: nothing else is known
+    greeting_error: str | None = None  # the greeting could not be read
 
 
 @dataclass(frozen=True, slots=True)
