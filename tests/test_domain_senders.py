@@ -5,17 +5,20 @@ the greeting / EHLO name of a real SMTP server compared with its PTR name."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from exporter import cli
 from exporter.config import DomainChecks
 from exporter.embedded import EmbeddedSMTPServer, free_port
 from exporter.maildomain.dkim import parse_key_record
 from exporter.maildomain.results import DomainCheck
 
 from .domain_support import reasons, run_check
+from .exporter_harness import RunningExporter, wait_for
 
 MX = """
 s.test. 300 IN MX 10 mx1.s.test.
@@ -270,3 +273,128 @@ def test_mx_without_ptr_and_unreachable(dns_server):
         "its mail)"
     )
     assert found[1].startswith("reverse DNS: no greeting from 127.0.0.1:")
+
+
+# --------------------------------------------------------------------------- surfaces
+
+
+@pytest.fixture
+def senders_config(dns_server, key_records, tmp_path):
+    """sender.test: MX mx1.sender.test at 127.0.0.1 (aiosmtpd, which says
+    embedded.localhost), whose PTR is mx1.sender.test (forward-confirmed: the greeting names
+    another host); DKIM selectors s1 (2048-bit RSA), old (revoked), weak (1024 bits, t=y);
+    a sending address 192.0.2.9 without PTR."""
+    weak = key_records["rsa1024"].replace("v=DKIM1;", "v=DKIM1; t=y;")
+    with EmbeddedSMTPServer(tls="none") as mx:
+        dns = dns_server(
+            f"""
+sender.test. 300 IN MX 10 mx1.sender.test.
+mx1.sender.test. 300 IN A 127.0.0.1
+1.0.0.127.in-addr.arpa. 300 IN PTR mx1.sender.test.
+s1._domainkey.sender.test. 300 IN TXT {txt(key_records["rsa2048"])}
+old._domainkey.sender.test. 300 IN TXT {txt(key_records["revoked"])}
+weak._domainkey.sender.test. 300 IN TXT {txt(weak)}
+"""
+        )
+        config = tmp_path / "config.yml"
+        config.write_text(
+            f"""
+dns: {{nameservers: ["{dns.address}:{dns.port}"], timeout: 1s}}
+modules:
+  m:
+    tls: none
+    tls_required: false
+    timeout: 2s
+    domain:
+      name: sender.test
+      interval: 1m
+      records: false
+      dkim_selectors: [s1, old, weak]
+      reverse_dns: true
+      sending_addresses: [192.0.2.9]
+      smtp_port: {mx.port}
+targets:
+  - {{target: "127.0.0.1:{mx.port}", module: m, interval: 5s}}
+"""
+        )
+        yield config
+
+
+def test_sender_checks_in_metrics(senders_config):
+    exporter = RunningExporter(senders_config).start()
+    try:
+        base = {"domain": "sender.test", "module": "m"}
+        assert wait_for(
+            lambda: exporter.value("smtp_domain_check_success", **base) == 1, timeout=20
+        )
+        samples = exporter.samples()
+
+        def value(name: str, **labels: str) -> float | None:
+            want = {**base, **labels}
+            hits = [v for (n, lab), v in samples.items() if n == name and dict(lab) == want]
+            assert len(hits) <= 1, (name, labels)
+            return hits[0] if hits else None
+
+        for sel, present, valid, testing, revoked in [
+            ("s1", 1, 1, 0, 0),
+            ("old", 1, 0, 0, 1),
+            ("weak", 1, 1, 1, 0),
+        ]:
+            got = [
+                value(f"smtp_domain_dkim_{m}", selector=sel)
+                for m in ("key_present", "key_valid", "testing", "revoked")
+            ]
+            assert got == [present, valid, testing, revoked], sel
+        assert value("smtp_domain_dkim_key_size", selector="s1", key_type="rsa") == 2048
+        assert value("smtp_domain_dkim_key_size", selector="weak", key_type="rsa") == 1024
+        assert not any(
+            n == "smtp_domain_dkim_key_size" and dict(lab)["selector"] == "old"
+            for n, lab in samples
+        )
+        mx = {"address": "127.0.0.1", "mx_host": "mx1.sender.test"}
+        assert value("smtp_domain_ptr_present", **mx) == 1
+        assert value("smtp_domain_ptr_forward_confirmed", **mx) == 1
+        assert value("smtp_domain_ptr_greeting_match", **mx) == 0
+        out = {"address": "192.0.2.9"}
+        assert value("smtp_domain_ptr_present", **out) == 0
+        assert value("smtp_domain_ptr_forward_confirmed", **out) == 0
+        assert value("smtp_domain_ptr_greeting_match", **out) is None
+        assert value("smtp_domain_findings", check="dkim") == 3  # revoked, weak, t=y
+        assert value("smtp_domain_findings", check="reverse_dns") == 2  # no PTR, greeting
+    finally:
+        exporter.stop()
+
+
+def test_sender_checks_in_once_output(senders_config, capsys):
+    args = ["--config.file", str(senders_config), "--once"]
+    assert cli.main(args) == 0  # findings are not failures
+    table = capsys.readouterr().out
+    header = next(line for line in table.splitlines() if line.startswith("DOMAIN"))
+    assert header.split()[-2:] == ["DKIM", "PTR"]
+    row = next(line for line in table.splitlines() if line.startswith("sender.test"))
+    assert "2/3 ok, old REVOKED, weak weak 1024" in row, row
+    assert "1/2 FCrDNS, 127.0.0.1 greeting embedded.localhost, 192.0.2.9 NO PTR" in row, row
+    assert "sender.test: reverse_dns: reverse DNS: sending address 192.0.2.9 has no PTR" in table
+    assert "sender.test: dkim: DKIM: selector weak has t=y" in table
+
+    assert cli.main([*args, "--output", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (domain,) = [obj for obj in lines if obj.get("type") == "domain"]
+    assert [(k["selector"], k["valid"], k["key_size"]) for k in domain["dkim"]] == [
+        ("s1", True, 2048),
+        ("old", False, None),
+        ("weak", True, 1024),
+    ]
+    assert [
+        (p["address"], p["mx_host"], p["confirmed_name"], p["greeting_name"], p["name_matches"])
+        for p in domain["reverse_dns"]
+    ] == [
+        ("127.0.0.1", "mx1.sender.test", "mx1.sender.test", "embedded.localhost", False),
+        ("192.0.2.9", None, None, None, None),
+    ]
+
+    # A revoked key in use and an address without PTR stop mail: CRITICAL.
+    assert cli.main([*args, "--output", "nagios"]) == 2
+    nagios = capsys.readouterr().out
+    assert nagios.startswith("SMTP CRITICAL - 1 of 1 targets OK, 0 of 1 domains OK")
+    assert "[CRITICAL] sender.test: dkim: DKIM: selector old is revoked" in nagios
