@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -19,6 +20,7 @@ from exporter.maildomain.results import DomainCheck
 
 from .domain_support import reasons, run_check
 from .exporter_harness import RunningExporter, wait_for
+from .test_dashboards import require_tool
 
 MX = """
 s.test. 300 IN MX 10 mx1.s.test.
@@ -361,6 +363,16 @@ def test_sender_checks_in_metrics(senders_config):
         assert value("smtp_domain_ptr_greeting_match", **out) is None
         assert value("smtp_domain_findings", check="dkim") == 3  # revoked, weak, t=y
         assert value("smtp_domain_findings", check="reverse_dns") == 2  # no PTR, greeting
+        # The PTR families mix series with and without mx_host: still a valid exposition.
+        text = exporter.get("/metrics")[1]
+        proc = subprocess.run(
+            [require_tool("promtool"), "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     finally:
         exporter.stop()
 
