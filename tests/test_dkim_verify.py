@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from exporter.canary_verdicts import key_names, verify_dkim
+from exporter.canary_verdicts import dkim_summary, key_names, verify_dkim
 from exporter.deadline import Deadline
 from exporter.maildomain import DNSCache
 from exporter.maildomain.dnscache import Status
@@ -106,8 +106,9 @@ def test_pass(dns_server, keys):
 
 def test_wrong_key_in_dns(dns_server, keys):
     dns = dns_server(f"s1._domainkey.sender.test. 300 IN TXT {keys['other'].record()}\n")
-    (sig,) = verify_via_dns(dns, sign(MESSAGE, keys["signer"]))
+    (sig,) = results = verify_via_dns(dns, sign(MESSAGE, keys["signer"]))
     assert sig.result is AuthResult.FAIL and sig.domain == "sender.test"
+    assert dkim_summary(results) == (AuthResult.FAIL, False)
     assert sig.reason
 
 
@@ -154,8 +155,34 @@ def test_two_signatures_and_alignment(dns_server, keys):
         (AuthResult.PASS, "mailer.example.net", False),
         (AuthResult.PASS, "sender.test", True),
     ]
+    assert dkim_summary(results) == (AuthResult.PASS, True)
 
 
 def test_unsigned_message():
     assert verify_dkim(MESSAGE, lambda name: pytest.fail(f"asked for {name}")) == ()
+    assert dkim_summary(()) == (None, None)
     assert key_names(MESSAGE) == []
+
+
+def test_ed25519_without_pynacl_is_neutral():
+    """dkimpy verifies ed25519 (RFC 8463) only with PyNaCl, which the exporter does not
+    install: such a signature is reported as one this installation cannot check."""
+    signed = (
+        b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=sender.test; s=ed;\r\n"
+        b" h=from:to:subject; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\r\n"
+        b" b=AAAA\r\n" + MESSAGE
+    )
+    record = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    (sig,) = verify_dkim(
+        signed, lambda name: record if name == "ed._domainkey.sender.test" else None
+    )
+    try:
+        import nacl  # noqa: F401
+    except ImportError:
+        assert (sig.result, sig.reason) == (
+            AuthResult.NEUTRAL,
+            "ed25519 signature: PyNaCl not installed",
+        )
+    else:  # the signature is made up: with PyNaCl it cannot verify
+        assert sig.result in (AuthResult.FAIL, AuthResult.PERMERROR)
+    assert (sig.domain, sig.selector) == ("sender.test", "ed")

@@ -12,6 +12,7 @@ domain checks' DNS cache: ``key_names`` says which) and loads the public suffix 
 
 from .authresults import (
     ParsedHeader,
+    dkim_summary,
     headers_of,
     id_matches,
     parse_header,
@@ -26,6 +27,7 @@ __all__ = [
     "ParsedHeader",
     "PublicSuffixList",
     "aligned",
+    "dkim_summary",
     "headers_of",
     "id_matches",
     "key_names",

@@ -246,23 +246,32 @@ def read_verdicts(
     )
     dmarc = next(iter(first("dmarc")), None)
     signatures = tuple(_signature(r, from_domain, psl) for r in first("dkim"))
-    dkim = None
-    if signatures:
-        results = [s.result for s in signatures]
-        dkim = AuthResult.PASS if AuthResult.PASS in results else results[0]
-    passing = [s for s in signatures if s.result is AuthResult.PASS]
+    dkim, dkim_aligned = dkim_summary(signatures)
     return AuthVerdicts(
         found=True,
         authserv_id=hop[0].authserv_id,
         spf=spf.result if spf else None,
         dkim=dkim,
         dmarc=dmarc.result if dmarc else None,
-        dkim_aligned=(any(s.aligned for s in passing) if from_domain else None),
+        dkim_aligned=dkim_aligned if from_domain else None,
         from_domain=from_domain,
         spf_domain=_domain_of(spf.prop("smtp.mailfrom") or spf.prop("smtp.helo")) if spf else None,
         signatures=signatures,
         ignored=total - len(used or {0}),
     )
+
+
+def dkim_summary(
+    signatures: Sequence[DKIMSignature],
+) -> tuple[AuthResult | None, bool | None]:
+    """One DKIM verdict for a message: ``pass`` if any signature passed, else the first
+    result (None: unsigned); and whether a passing signature aligns with From (None when
+    unsigned)."""
+    if not signatures:
+        return None, None
+    results = [s.result for s in signatures]
+    verdict = AuthResult.PASS if AuthResult.PASS in results else results[0]
+    return verdict, any(s.aligned for s in signatures if s.result is AuthResult.PASS)
 
 
 def _signature(
