@@ -154,7 +154,7 @@ def parse_header(value: str) -> ParsedHeader | None:
         if not words:
             return None
         authserv_id = _unquote(words[0]).lower()
-        if len(words) > 1 and words[1].isdigit():
+        if len(words) > 1 and re.fullmatch(r"[0-9]{1,9}", words[1]):
             version = int(words[1])
     for part in parts[1 : MAX_RESULTS + 1]:
         if part.strip().lower() == "none":
