@@ -9,6 +9,8 @@ import base64
 
 import dkim
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -160,6 +162,9 @@ def test_two_signatures_and_alignment(dns_server, keys):
 
 def test_unsigned_message():
     assert verify_dkim(MESSAGE, lambda name: pytest.fail(f"asked for {name}")) == ()
+    # A message dkimpy cannot parse: its signature is a permerror, not an exception.
+    (broken,) = verify_dkim(b"DKIM-Signature: v=1; d=a.test; s=s\r\n0\r\n\r\nx", lambda n: None)
+    assert broken.result is AuthResult.PERMERROR
     assert dkim_summary(()) == (None, None)
     assert key_names(MESSAGE) == []
 
@@ -186,3 +191,16 @@ def test_ed25519_without_pynacl_is_neutral():
     else:  # the signature is made up: with PyNaCl it cannot verify
         assert sig.result in (AuthResult.FAIL, AuthResult.PERMERROR)
     assert (sig.domain, sig.selector) == ("sender.test", "ed")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_any_signature_and_key_give_a_result(tag_text, record):
+    """dkimpy raises on malformed messages in places of its own choosing: every input still
+    gives one result per signature, never an exception."""
+    message = (
+        f"DKIM-Signature: v=1; a=rsa-sha256; d=a.test; s=s; {tag_text}\r\n"
+        "From: a@a.test\r\n\r\nbody\r\n"
+    ).encode("utf-8", "surrogatepass")
+    results = verify_dkim(message, lambda name: record)
+    assert len(results) <= 1 and all(r.result in AuthResult for r in results)

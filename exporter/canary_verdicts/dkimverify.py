@@ -97,8 +97,9 @@ def _verify_one(
             return None
         return answer.encode() if isinstance(answer, str) else answer
 
-    d = dkim.DKIM(message, logger=logger, minkey=MIN_KEY_BITS)
+    d: dkim.DKIM | None = None
     try:
+        d = dkim.DKIM(message, logger=logger, minkey=MIN_KEY_BITS)
         ok = d.verify(idx=idx, dnsfunc=dnsfunc)
     except dkim.NaClNotFoundError:
         return _result(
@@ -110,6 +111,9 @@ def _verify_one(
         changed = isinstance(exc, dkim.ValidationError) and "body hash mismatch" in str(exc)
         result = AuthResult.FAIL if changed else AuthResult.PERMERROR
         return _result(d, result, str(exc)[:200], from_domain, psl)
+    except Exception as exc:  # dkimpy is not hardened against every malformed input
+        reason = f"dkimpy could not process it: {type(exc).__name__}: {exc}"[:200]
+        return _result(d, AuthResult.PERMERROR, reason, from_domain, psl)
     if ok:
         return _result(d, AuthResult.PASS, None, from_domain, psl)
     if "error" in lookup:
@@ -123,12 +127,13 @@ def _verify_one(
 
 
 def _result(
-    d: dkim.DKIM,
+    d: dkim.DKIM | None,
     result: AuthResult,
     reason: str | None,
     from_domain: str | None,
     psl: PublicSuffixList | None,
 ) -> DKIMSignature:
+    # None: the message did not parse; no signature_fields: the signature did not.
     fields = getattr(d, "signature_fields", None) or {}
     domain = _text(fields.get(b"d"))
     identity = _text(fields.get(b"i"))
