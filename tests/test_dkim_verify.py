@@ -9,8 +9,6 @@ import base64
 
 import dkim
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -18,6 +16,8 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.canary_verdicts import dkim_summary, key_names, verify_dkim
 from exporter.deadline import Deadline
