@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from ..config import Target
 from ..deadline import Deadline
@@ -20,12 +21,17 @@ log = logging.getLogger(__name__)
 MAX_DETAIL = 256
 
 
-async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
-    """Probe ``target`` once, ending by ``deadline`` (default: the module's timeout)."""
+async def run(
+    target: Target,
+    deadline: Deadline | None = None,
+    wire: Callable[[str], None] | None = None,
+) -> ProbeResult:
+    """Probe ``target`` once, ending by ``deadline`` (default: the module's timeout).
+    ``wire``, if given, hears the redacted transcript (``/probe?debug=true``)."""
     deadline = deadline or Deadline.after(target.module.timeout)
     started_at = time.time()
     start = time.perf_counter()
-    session = Session(target)
+    session = Session(target, wire)
     failure: Failure | None = None
     try:
         async with asyncio.timeout_at(deadline.at):
@@ -47,6 +53,8 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
     finally:
         session.close()
+    if failure is not None and wire is not None:
+        session.note(f"failed in phase {failure.phase}: {failure.kind}: {failure.detail}")
     if _should_scan(target, session, failure):
         await session.tls_scan(deadline)
     findings = session.posture.findings
