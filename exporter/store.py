@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .config import Target
-from .results import CanaryResult, Phase, ProbeResult
+from .results import CanaryResult, Failure, Phase, ProbeResult
 from .results.domain import DomainResult
 from .targets import Discovery, static_expansion
 
@@ -27,6 +27,24 @@ CANARY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 # address families) share those and differ in their labels.
 Origin = tuple[str, str]
 TargetKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+# Past results kept per target for the landing page: a few, in a compact form (Outcome),
+# so 10,000 targets hold well under a kilobyte each (bench/memory.py, "+ring").
+RECENT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One past probe as the landing page shows it: when, how long, what failed."""
+
+    started_at: float  # unix seconds
+    duration_seconds: float
+    failure: Failure | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.failure is None
 
 
 def key_of(target: Target) -> TargetKey:
@@ -52,6 +70,30 @@ class Entry:
     round_trip_count: int = 0
     canaries_swept: int = 0
     canaries_late: int = 0
+    # The last RECENT results, oldest first, and the last failure, kept however many
+    # successes follow it (blackbox_exporter's history keeps failures apart the same way).
+    recent: tuple[Outcome, ...] = ()
+    last_failure: Outcome | None = None
+
+    def recorded(self, result: ProbeResult) -> Entry:
+        """This entry with ``result`` as the latest: counts, ring and last failure."""
+        failures = dict(self.failures)
+        failure = result.failure
+        if failure is not None:
+            failures[failure.phase] = failures.get(failure.phase, 0) + 1
+            # A target failing the same way every probe shares one Failure in its ring.
+            last = self.last_failure
+            if last is not None and last.failure == failure:
+                failure = last.failure
+        outcome = Outcome(result.started_at, result.duration_seconds, failure)
+        return replace(
+            self,
+            result=result,
+            probes=self.probes + 1,
+            failures=tuple(failures.items()),
+            recent=(*self.recent, outcome)[-RECENT:],
+            last_failure=outcome if failure is not None else self.last_failure,
+        )
 
 
 # A mail domain is checked once per module that asks for it: (domain, module name).
@@ -137,14 +179,8 @@ class ResultStore:
             lookup = discovery.lookup
             if lookup is not None:
                 t = discovery.target
-                old = self._carry(t)
                 assert lookup.failure is not None
-                failures = dict(old.failures)
-                phase = lookup.failure.phase
-                failures[phase] = failures.get(phase, 0) + 1
-                entries[key_of(t)] = replace(
-                    old, result=lookup, probes=old.probes + 1, failures=tuple(failures.items())
-                )
+                entries[key_of(t)] = self._carry(t).recorded(lookup)
             self._entries = entries
             self._discoveries[origin] = discovery
             self.layout_version += 1
@@ -153,9 +189,13 @@ class ResultStore:
         """The entry for ``t``, keeping its history; a changed definition keeps the counters
         but not a stale result. Caller holds the lock."""
         old = self._entries.get(key_of(t))
-        if old is not None and old.target == t:
+        if old is None:
+            return Entry(t)
+        if old.target == t:
             return old
-        return Entry(t, None, old.probes if old else 0, old.failures if old else ())
+        return Entry(
+            t, None, old.probes, old.failures, recent=old.recent, last_failure=old.last_failure
+        )
 
     def set_domains(self, keys: Iterable[DomainKey]) -> None:
         """The mail domains now configured: new ones wait for their first check, removed
@@ -204,12 +244,7 @@ class ResultStore:
             old = self._entries.get(key)
             if old is None or old.target != target:
                 return None
-            failures = dict(old.failures)
-            if result.failure is not None:
-                failures[result.failure.phase] = failures.get(result.failure.phase, 0) + 1
-            new = self._entries[key] = replace(
-                old, result=result, probes=old.probes + 1, failures=tuple(failures.items())
-            )
+            new = self._entries[key] = old.recorded(result)
             for timing in result.phases:
                 hist = self._histograms.setdefault((target.module.name, timing.phase), Histogram())
                 hist.observe(timing.seconds)

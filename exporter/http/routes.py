@@ -149,7 +149,11 @@ class Routes:
             await self._send(writer, request, 200, body, "application/json")
         elif path == "/":
             await self._send(
-                writer, request, 200, landing_page(self.app.store), "text/html; charset=utf-8"
+                writer,
+                request,
+                200,
+                landing_page(self.app.store, self.app.config),
+                "text/html; charset=utf-8",
             )
         elif path == "/-/healthy":
             await self._send(writer, request, 200, "Healthy\n")
