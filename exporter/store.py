@@ -8,12 +8,13 @@ all of them again.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .config import Target
-from .results import CanaryResult, Failure, Phase, ProbeResult
+from .results import CanaryResult, FailureKind, Phase, ProbeResult
 from .results.domain import DomainResult
 from .targets import Discovery, static_expansion
 
@@ -29,22 +30,32 @@ Origin = tuple[str, str]
 TargetKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-# Past results kept per target for the landing page: a few, in a compact form (Outcome),
-# so 10,000 targets hold well under a kilobyte each (bench/memory.py, "+ring").
+# Past results kept per target for the landing page: a few, packed into bytes (``_RING``:
+# time, duration, failed phase and kind) rather than objects: 10,000 targets' rings take
+# ~2 MB where Outcome objects took 8-14 MB (bench/memory.py, "+ring").
 RECENT = 10
+_RING = struct.Struct("<dfBB")  # started_at, duration_seconds, phase, kind (NONE: passed)
+_PHASES = tuple(Phase)
+_KINDS = tuple(FailureKind)
+_PHASE_INDEX = {p: i for i, p in enumerate(_PHASES)}
+_KIND_INDEX = {k: i for i, k in enumerate(_KINDS)}
+_NONE = 255
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One past probe as the landing page shows it: when, how long, what failed."""
+    """One past probe as the landing page shows it: when, how long, what failed. ``detail``
+    is kept for the last failure only; the ring keeps the phase and kind."""
 
     started_at: float  # unix seconds
     duration_seconds: float
-    failure: Failure | None = None
+    phase: Phase | None = None  # None: it passed
+    kind: FailureKind | None = None
+    detail: str = ""
 
     @property
     def success(self) -> bool:
-        return self.failure is None
+        return self.phase is None
 
 
 def key_of(target: Target) -> TargetKey:
@@ -70,29 +81,47 @@ class Entry:
     round_trip_count: int = 0
     canaries_swept: int = 0
     canaries_late: int = 0
-    # The last RECENT results, oldest first, and the last failure, kept however many
-    # successes follow it (blackbox_exporter's history keeps failures apart the same way).
-    recent: tuple[Outcome, ...] = ()
+    # The last RECENT results, oldest first (``recent``), and the last failure, kept however
+    # many successes follow it (blackbox_exporter's history keeps failures apart the same way).
+    ring: bytes = b""
     last_failure: Outcome | None = None
+
+    @property
+    def recent(self) -> tuple[Outcome, ...]:
+        """The last RECENT results, oldest first."""
+        return tuple(
+            Outcome(
+                at,
+                seconds,
+                None if p == _NONE else _PHASES[p],
+                None if k == _NONE else _KINDS[k],
+            )
+            for at, seconds, p, k in _RING.iter_unpack(self.ring)
+        )
 
     def recorded(self, result: ProbeResult) -> Entry:
         """This entry with ``result`` as the latest: counts, ring and last failure."""
         failures = dict(self.failures)
-        failure = result.failure
-        if failure is not None:
-            failures[failure.phase] = failures.get(failure.phase, 0) + 1
-            # A target failing the same way every probe shares one Failure in its ring.
-            last = self.last_failure
-            if last is not None and last.failure == failure:
-                failure = last.failure
-        outcome = Outcome(result.started_at, result.duration_seconds, failure)
+        f = result.failure
+        last = self.last_failure
+        if f is None:
+            packed = _RING.pack(result.started_at, result.duration_seconds, _NONE, _NONE)
+        else:
+            failures[f.phase] = failures.get(f.phase, 0) + 1
+            packed = _RING.pack(
+                result.started_at,
+                result.duration_seconds,
+                _PHASE_INDEX[f.phase],
+                _KIND_INDEX[f.kind],
+            )
+            last = Outcome(result.started_at, result.duration_seconds, f.phase, f.kind, f.detail)
         return replace(
             self,
             result=result,
             probes=self.probes + 1,
             failures=tuple(failures.items()),
-            recent=(*self.recent, outcome)[-RECENT:],
-            last_failure=outcome if failure is not None else self.last_failure,
+            ring=(self.ring + packed)[-RECENT * _RING.size :],
+            last_failure=last,
         )
 
 
@@ -194,7 +223,7 @@ class ResultStore:
         if old.target == t:
             return old
         return Entry(
-            t, None, old.probes, old.failures, recent=old.recent, last_failure=old.last_failure
+            t, None, old.probes, old.failures, ring=old.ring, last_failure=old.last_failure
         )
 
     def set_domains(self, keys: Iterable[DomainKey]) -> None:

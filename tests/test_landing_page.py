@@ -88,16 +88,21 @@ def test_ring_keeps_the_last_results_and_the_last_failure(results):
     store.record(target, closed)
     (entry,) = store.entries()
     assert [o.success for o in entry.recent] == [False, False, False]
-    # The same failure twice is one object in the ring (a failing fleet costs no more).
-    assert entry.recent[1].failure is entry.recent[2].failure
+    assert [(o.phase, o.kind) for o in entry.recent] == [
+        (Phase.AUTH, FailureKind.REPLY),
+        (Phase.CONNECT, FailureKind.REFUSED),
+        (Phase.CONNECT, FailureKind.REFUSED),
+    ]
+    assert entry.recent[0].started_at == auth.started_at
     for _ in range(RECENT + 5):
         store.record(target, ok)
     (entry,) = store.entries()
     assert len(entry.recent) == RECENT and all(o.success for o in entry.recent)
     # Recovered long ago, the last failure is still there, with its time and reason.
-    assert entry.last_failure is not None and entry.last_failure.failure is not None
-    assert entry.last_failure.failure.phase is Phase.CONNECT
+    assert entry.last_failure is not None and entry.last_failure.phase is Phase.CONNECT
+    assert closed.failure is not None and entry.last_failure.detail == closed.failure.detail
     assert entry.last_failure.started_at == closed.started_at
+    assert [o.started_at for o in entry.recent] == [ok.started_at] * RECENT
     assert entry.probes == RECENT + 8 and dict(entry.failures) == {Phase.AUTH: 1, Phase.CONNECT: 2}
 
 
@@ -113,7 +118,8 @@ def test_ring_and_last_failure_survive_a_changed_definition(results):
     store.set_targets([changed])
     (entry,) = store.entries()
     assert entry.result is None and len(entry.recent) == 2
-    assert entry.last_failure is not None and entry.last_failure.failure == auth.failure
+    assert auth.failure is not None and entry.last_failure is not None
+    assert entry.last_failure.detail == auth.failure.detail
 
 
 def test_page_shows_state_history_and_escapes_everything(results):

@@ -102,20 +102,17 @@ def _e(text: str) -> str:
 
 
 def _failure_text(o: Outcome, now: float) -> str:
-    f = o.failure
-    assert f is not None
-    return _e(f"{_ago(now - o.started_at)} ago: {f.phase}/{f.kind}: {f.detail}")
+    return _e(f"{_ago(now - o.started_at)} ago: {o.phase}/{o.kind}: {o.detail}")
 
 
 def _ring(recent: tuple[Outcome, ...], now: float) -> str:
     """The ring, oldest first: a mark per result, a failure's phase and kind on hover."""
     marks = []
     for o in recent:
-        f = o.failure
-        if f is None:
+        if o.phase is None:
             marks.append("&#x2713;")
         else:
-            title = _e(f"{_ago(now - o.started_at)} ago: {f.phase}/{f.kind}")
+            title = _e(f"{_ago(now - o.started_at)} ago: {o.phase}/{o.kind}")
             marks.append(f'<span class=x title="{title}">&#x2717;</span>')
     return "".join(marks)
 
