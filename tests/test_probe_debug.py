@@ -180,3 +180,32 @@ def test_transcript_bounds_and_escapes():
     assert "\\x1b[31mred\\x0d\\x0a" in text and "\x1b" not in text
     assert len(text.encode()) <= MAX_BYTES + 100
     assert text.rstrip().endswith("more lines not kept]") and t.dropped > 0
+
+
+MX_ZONE = """
+good.test. 300 IN MX 10 mx1.good.test.
+mx1.good.test. 300 IN A 127.0.0.1
+"""
+
+
+def test_debug_of_mx_targets_shows_the_lookup_and_each_host(dns_server, smtp_server, tmp_path):
+    dns = dns_server(MX_ZONE)
+    server = smtp_server("none", users={})
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(
+        f'dns: {{nameservers: ["127.0.0.1:{dns.port}"], timeout: 2s}}\n'
+        f"modules:\n  mx: {{tls: none, tls_required: false, port: {server.port}, timeout: 5s}}\n"
+        "targets: []\n"
+    )
+    exp = RunningExporter(cfg).start()
+    try:
+        status, _, body = get(exp, "target=mx:good.test&module=mx&debug=true")
+        assert status == 200
+        assert "* MX lookup of good.test: mx1.good.test" in body
+        assert "--- mx:good.test mx1.good.test" in body and "C: EHLO" in body
+        status, _, body = get(exp, "target=mx:missing.test&module=mx&debug=true")
+        assert status == 200
+        assert "* MX lookup of missing.test: nxdomain" in body
+        assert "probe failed" in body and "phase mx_lookup, kind nxdomain" in body
+    finally:
+        exp.stop()
