@@ -209,3 +209,18 @@ def test_debug_of_mx_targets_shows_the_lookup_and_each_host(dns_server, smtp_ser
         assert "probe failed" in body and "phase mx_lookup, kind nxdomain" in body
     finally:
         exp.stop()
+
+
+def test_debug_notes_the_tls_scan(smtp_server, ca_file, tmp_path):
+    server = smtp_server(users={})
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(
+        f"modules:\n  scan: {{tls: starttls, tls_ca_file: {ca_file}, timeout: 10s,"
+        " posture: {tls_scan: true}}\ntargets: []\n"
+    )
+    exp = RunningExporter(cfg).start()
+    try:
+        status, _, body = get(exp, f"target=127.0.0.1:{server.port}&module=scan&debug=true")
+    finally:
+        exp.stop()
+    assert status == 200 and "* TLS scan: tried " in body and "accepted TLSv1" in body, body

@@ -57,7 +57,17 @@ async def run(
         session.note(f"failed in phase {failure.phase}: {failure.kind}: {failure.detail}")
     if _should_scan(target, session, failure):
         await session.tls_scan(deadline)
+        scan = session.posture.tls_scan
+        if wire is not None and scan is not None:
+            session.note(
+                f"TLS scan: tried {' '.join(scan.tested) or 'none'}, accepted "
+                f"{' '.join(scan.accepted) or 'none'}; key {scan.key_type} {scan.key_bits} "
+                f"bits; signature {scan.signature_algorithm}"
+                + (f"; incomplete: {scan.error}" if scan.error else "")
+            )
     findings = session.posture.findings
+    if wire is not None and findings:
+        session.note("posture findings: " + "; ".join(findings))
     if failure is None and findings and target.module.posture.fail_on_findings:
         # Every protocol phase passed: the posture is what failed, in a phase of its own,
         # so the failure is not blamed on the handshake or STARTTLS that worked.
