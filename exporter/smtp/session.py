@@ -63,10 +63,12 @@ class Session:
         target, module = self.target, self.module
         with self.step(Phase.RESOLVE):
             self.address = await resolve(target.host, target.port, module.ip_protocol)
-        if self.wire is not None:
-            self.note(f"resolved {target.host} to {self.address}")
+            if self.wire is not None:
+                self.note(f"resolved {target.host} to {self.address}")
         with self.step(Phase.CONNECT):
             self.conn = await Connection.open(self.address, target.port)
+            if self.wire is not None:
+                self.note(f"connected to {self.address} port {target.port}")
         if module.tls is TLSMode.IMPLICIT:
             with self.step(Phase.TLS_HANDSHAKE):
                 await self._handshake()
