@@ -224,3 +224,16 @@ def test_debug_notes_the_tls_scan(smtp_server, ca_file, tmp_path):
     finally:
         exp.stop()
     assert status == 200 and "* TLS scan: tried " in body and "accepted TLSv1" in body, body
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_debug_masks_credentials_a_server_echoes(exporter, server_context, mechanism):
+    """The fault server answers AUTH with 535 echoing what it got, base64 and decoded."""
+    with FaultServer("auth_echo", ssl_context=server_context) as fault:
+        target = f"127.0.0.1:{fault.port}"
+        exp = exporter(f"targets: [{{target: '{target}'}}]", mechanism)
+        status, _, body = get(exp, f"target={target}&debug=true")
+    assert status == 200 and "S: 535 5.7.8 bad credentials" in body, body
+    assert "***" in body.partition("S: 535")[2].splitlines()[0]
+    for form in secret_forms():
+        assert form not in body, form
