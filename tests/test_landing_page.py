@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from exporter import probe
-from exporter.config import Target
+from exporter.config import Config, Target
 from exporter.embedded import free_port
 from exporter.http.page import COLUMNS, landing_page
 from exporter.results import FailureKind, Phase, ProbeResult
@@ -161,8 +161,19 @@ def test_page_shows_state_history_and_escapes_everything(results):
     assert int(good["cert days"]) > 300_000
     # Recovered, yet the last failure is shown with its time and reason.
     ago = int(now - closed.started_at)
-    assert good["last failure"].startswith(f"{ago}s ago: connect/{FailureKind.REFUSED}")
+    when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(closed.started_at))
+    assert closed.failure is not None
+    assert good["last failure"] == (
+        f"{when} ({ago}s ago) connect/{FailureKind.REFUSED}: {closed.failure.detail}"
+    )
     assert good["recent"] == "\u2717\u2713"
+    # With the running config: a configured target gets its debug link, others none.
+    cfg = Config({"test": base.module}, (base,))
+    parsed = Page(landing_page(store, cfg, now))
+    assert parsed.row(f"{SCRIPT}:25")["debug"] == ""
+    assert parsed.row(base.name)["debug"] == "probe now"
+    (link,) = parsed.links[-1:]
+    assert link == "probe?target=127.0.0.1%3A25&module=test&debug=true"
 
 
 @pytest.fixture

@@ -102,7 +102,8 @@ def _e(text: str) -> str:
 
 
 def _failure_text(o: Outcome, now: float) -> str:
-    return _e(f"{_ago(now - o.started_at)} ago: {o.phase}/{o.kind}: {o.detail}")
+    when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(o.started_at))
+    return _e(f"{when} ({_ago(now - o.started_at)} ago) {o.phase}/{o.kind}: {o.detail}")
 
 
 def _ring(recent: tuple[Outcome, ...], now: float) -> str:
