@@ -26,7 +26,7 @@ from .deadline import Deadline
 from .errors import ConfigError
 from .http import RESERVED_FDS, Server
 from .metrics import Renderer, render_probe
-from .report.transcript import Transcript, debug_text
+from .report.transcript import MAX_TRANSCRIPTS, Transcript, debug_text
 from .runner import Refusal, RefusalKind, run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
@@ -252,11 +252,17 @@ class Exporter:
         if refusal is not None:
             self.own.probe_refused.labels("busy").inc()
             return Refusal(RefusalKind.BUSY, refusal)
-        # /probe?debug=true: one transcript per concrete target probed.
+        # /probe?debug=true: one transcript per concrete target probed, for the first
+        # MAX_TRANSCRIPTS of them (an mx: domain may list hundreds of hosts).
         transcripts: dict[TargetKey, Transcript] | None = {} if debug else None
+        untold = 0
 
         def wire(c: config.Target) -> Transcript | None:
+            nonlocal untold
             if transcripts is None:
+                return None
+            if len(transcripts) >= MAX_TRANSCRIPTS:
+                untold += 1
                 return None
             t = transcripts[key_of(c)] = Transcript()
             return t
@@ -305,6 +311,8 @@ class Exporter:
             if e.result is not None
         ]
         notes = [f"deadline {budget:g}s", *(_discovery_note(d) for d in discoveries)]
+        if untold:
+            notes.append(f"{untold} more addresses probed than the {MAX_TRANSCRIPTS} logged")
         return debug_text(target, mod, probes, text, notes)
 
     def _with_last_canary(self, entry: Entry) -> Entry:

@@ -237,3 +237,32 @@ def test_debug_masks_credentials_a_server_echoes(exporter, server_context, mecha
     assert "***" in body.partition("S: 535")[2].splitlines()[0]
     for form in secret_forms():
         assert form not in body, form
+
+
+def test_debug_logs_a_bounded_number_of_addresses(dns_server, smtp_server, tmp_path, monkeypatch):
+    """An mx: domain with more hosts than MAX_TRANSCRIPTS (here lowered to 1): every host
+    is probed and reported, the first one logged, the rest counted."""
+    import exporter.app
+
+    monkeypatch.setattr(exporter.app, "MAX_TRANSCRIPTS", 1)
+    dns = dns_server(
+        "two.test. 300 IN MX 10 mx1.two.test.\n"
+        "two.test. 300 IN MX 20 mx2.two.test.\n"
+        "mx1.two.test. 300 IN A 127.0.0.1\n"
+        "mx2.two.test. 300 IN A 127.0.0.1\n"
+    )
+    server = smtp_server("none", users={})
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(
+        f'dns: {{nameservers: ["127.0.0.1:{dns.port}"], timeout: 2s}}\n'
+        f"modules:\n  mx: {{tls: none, tls_required: false, port: {server.port}, timeout: 5s}}\n"
+        "targets: []\n"
+    )
+    exp = RunningExporter(cfg).start()
+    try:
+        status, _, body = get(exp, "target=mx:two.test&module=mx&debug=true")
+    finally:
+        exp.stop()
+    assert status == 200
+    assert "* 1 more addresses probed than the 1 logged" in body
+    assert body.count("probe succeeded") == 2 and body.count("C: EHLO") == 1

@@ -9,7 +9,8 @@ certificate, each phase's time), every line stamped with the time since the prob
 Nothing secret can appear: the session masks every AUTH payload and 334 challenge
 whatever the mechanism, and any form of the password a server might echo (exporter.smtp.
 session); secrets in the module are ``Secret`` values, shown as ``<secret>``. A transcript
-is bounded in lines and bytes, whatever the server sends.
+is bounded in lines and bytes, whatever the server sends, and a request keeps at most
+``MAX_TRANSCRIPTS`` of them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ..results import ProbeResult, display_name
 
 MAX_LINES = 300  # an EHLO reply is a dozen lines; a whole probe, some forty
 MAX_LINE_CHARS = 512  # RFC 5321's reply line limit, with room for our prefix
-MAX_BYTES = 32 << 10  # per probed address: an mx: target with 20 hosts answers < 1 MB
+MAX_BYTES = 32 << 10  # per probed address
+MAX_TRANSCRIPTS = 32  # addresses logged per request (an mx: domain's): 1 MiB at most
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
