@@ -8,11 +8,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol as Interface
 
 from ..config import Target
 from ..deadline import Deadline
 from ..errors import ProbeError, ReplyError
-from ..results import Failure, FailureKind, Phase, ProbeResult
+from ..pop3.session import POP3Session
+from ..results import (
+    AuthInfo,
+    Failure,
+    FailureKind,
+    MailboxInfo,
+    Phase,
+    PhaseTiming,
+    ProbeResult,
+    Protocol,
+    TLSInfo,
+)
 from ..smtp.session import Session
 
 __all__ = ["Deadline", "run"]
@@ -29,6 +41,8 @@ async def run(
     """Probe ``target`` once, ending by ``deadline`` (default: the module's timeout).
     ``wire``, if given, hears the redacted transcript (``/probe?debug=true``)."""
     deadline = deadline or Deadline.after(target.module.timeout)
+    if target.module.protocol == Protocol.POP3:
+        return await _run_mailbox(POP3Session(target), Protocol.POP3, target, deadline)
     started_at = time.time()
     start = time.perf_counter()
     session = Session(target, wire)
@@ -93,6 +107,74 @@ async def run(
         last_reply_code=session.last_code,
         labels=target.labels,
         posture=session.posture,
+    )
+
+
+class MailboxSession(Interface):
+    """What ``run`` reads of an IMAP or POP3 session (DESIGN18's session surface)."""
+
+    phase: Phase
+    timings: list[PhaseTiming]
+    address: str | None
+    tls: TLSInfo | None
+    auth: AuthInfo
+    mailbox: MailboxInfo | None
+
+    @property
+    def extensions(self) -> tuple[str, ...]: ...
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]: ...
+
+    async def execute(self) -> None: ...
+
+    def redact(self, text: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+async def _run_mailbox(
+    session: MailboxSession, protocol: Protocol, target: Target, deadline: Deadline
+) -> ProbeResult:
+    """An IMAP or POP3 probe: the session's phases under the one deadline, then its result
+    (no posture checks, no reply codes: a NO, BAD or -ERR is a ``reply`` failure with the
+    server's text)."""
+    started_at = time.time()
+    start = time.perf_counter()
+    failure: Failure | None = None
+    try:
+        async with asyncio.timeout_at(deadline.at):
+            await session.execute()
+    except TimeoutError:
+        failure = Failure(
+            session.phase,
+            FailureKind.TIMEOUT,
+            f"no answer within the probe's {deadline.budget:g}s deadline",
+        )
+    except ProbeError as exc:
+        failure = Failure(exc.phase, exc.kind, _clip(session.redact(exc.detail)))
+    except Exception as exc:  # a bug of ours must not take the exporter down
+        log.exception("internal error probing %s", target.name)
+        failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
+    finally:
+        session.close()
+    return ProbeResult(
+        target=target.name,
+        module=target.module.name,
+        host=target.host,
+        port=target.port,
+        started_at=started_at,
+        duration_seconds=time.perf_counter() - start,
+        phases=tuple(session.timings),
+        failure=failure,
+        address=session.address,
+        tls=session.tls,
+        extensions=session.extensions,
+        auth_mechanisms=session.auth_mechanisms,
+        auth=session.auth,
+        labels=target.labels,
+        protocol=protocol,
+        mailbox=session.mailbox,
     )
 
 
