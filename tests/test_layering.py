@@ -22,7 +22,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "deadline"),  # the exception tree; one deadline per run
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
-    ("smtp", "imap"),  # the SMTP and IMAP clients: transport, readers, SASL, TLS, sessions
+    ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
+    (
+        "smtp",
+        "pop3",
+        "imap",
+    ),  # the SMTP client: transport, reply, ESMTP, TLS scan, session; POP3; IMAP
     ("probe",),  # the health check built on the client
     ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck
@@ -135,6 +140,7 @@ def test_no_import_cycles() -> None:
             ("prometheus_client", "apscheduler", "yaml", "exporter.metrics", "exporter.store"),
         ),
         ("exporter.smtp", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
+        ("exporter.pop3", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.maildomain", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.send", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.report", ("prometheus_client", "apscheduler", "exporter.store")),

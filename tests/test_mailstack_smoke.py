@@ -5,7 +5,9 @@ Only standard-library clients, so a failure here points at the stack, not at our
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
+import poplib
 import smtplib
 import socket
 import ssl
@@ -141,3 +143,106 @@ def test_imap_starttls_login(mailstack: MailStack) -> None:
         assert "STARTTLS" in imap.capabilities
         imap.starttls(ssl_context=_ctx(mailstack))
         imap.login("probe", mailstack.users["probe"])
+
+
+def test_imaps_login(mailstack: MailStack) -> None:
+    with imaplib.IMAP4_SSL(
+        mailstack.host, mailstack.imaps_port, ssl_context=_ctx(mailstack), timeout=10
+    ) as imap:
+        imap.login("probe", mailstack.users["probe"])
+        assert imap.select("INBOX", readonly=True)[0] == "OK"
+
+
+def test_pop3_stls_login_and_stat(mailstack: MailStack) -> None:
+    pop = poplib.POP3(mailstack.host, mailstack.pop3_port, timeout=10)
+    try:
+        assert pop.getwelcome().startswith(b"+OK")
+        capa = pop.capa()
+        assert "STLS" in capa and "USER" in capa
+        assert {"PLAIN", "SCRAM-SHA-256"} <= set(capa["SASL"])
+        pop.stls(_ctx(mailstack))
+        pop.user("probe")
+        pop.pass_(mailstack.users["probe"])
+        count, size = pop.stat()
+        assert count >= 0 and size >= 0
+        assert pop.quit().startswith(b"+OK")
+    finally:
+        pop.close()
+
+
+def test_pop3s_implicit_tls_and_wrong_password(mailstack: MailStack) -> None:
+    ctx = _ctx(mailstack)
+    pop = poplib.POP3_SSL(mailstack.host, mailstack.pop3s_port, context=ctx, timeout=10)
+    try:
+        pop.user("canary")
+        pop.pass_(mailstack.users["canary"])
+        pop.quit()
+    finally:
+        pop.close()
+    pop = poplib.POP3_SSL(mailstack.host, mailstack.pop3s_port, context=ctx, timeout=10)
+    try:
+        pop.user("canary")
+        with pytest.raises(poplib.error_proto, match="-ERR"):
+            pop.pass_("not-the-password")
+    finally:
+        pop.close()
+
+
+def _mailbox_tls_error(stack: MailStack, port: int, protocol: str, implicit: bool) -> ssl.SSLError:
+    """Open TLS (implicit, or STARTTLS/STLS) to a Dovecot port; return the TLS error."""
+    ctx = _ctx(stack)
+    try:
+        if protocol == "imap" and implicit:
+            imaplib.IMAP4_SSL(stack.host, port, ssl_context=ctx, timeout=10).shutdown()
+        elif protocol == "imap":
+            imap = imaplib.IMAP4(stack.host, port, timeout=10)
+            try:
+                imap.starttls(ssl_context=ctx)
+            finally:
+                # Not logout(): the failed handshake left no session (nor, maybe, a socket).
+                with contextlib.suppress(OSError):
+                    imap.shutdown()
+        elif implicit:
+            poplib.POP3_SSL(stack.host, port, context=ctx, timeout=10).close()
+        else:
+            pop = poplib.POP3(stack.host, port, timeout=10)
+            try:
+                pop.stls(ctx)
+            finally:
+                with contextlib.suppress(OSError):
+                    pop.close()
+    except ssl.SSLError as exc:
+        return exc
+    raise AssertionError(f"{protocol} port {port} presented a certificate that verified")
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_mailbox_expired_and_wronghost_certs(
+    mailstack: MailStack, protocol: str, implicit: bool
+) -> None:
+    port = mailstack.mailbox_port(protocol, implicit, "expired")
+    err = _mailbox_tls_error(mailstack, port, protocol, implicit)
+    assert isinstance(err, ssl.SSLCertVerificationError), err
+    assert err.verify_code == X509_V_ERR_CERT_HAS_EXPIRED, err.verify_message
+
+    port = mailstack.mailbox_port(protocol, implicit, "wronghost")
+    err = _mailbox_tls_error(mailstack, port, protocol, implicit)
+    assert isinstance(err, ssl.SSLCertVerificationError), err
+    assert err.verify_code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH)
+
+
+def test_mailbox_port_picks_listeners(mailstack: MailStack) -> None:
+    assert mailstack.mailbox_port("imap", False) == mailstack.imap_port
+    assert mailstack.mailbox_port("pop3", True) == mailstack.pop3s_port
+    assert mailstack.mailbox_port("pop3", False, "expired") == mailstack.expired_mailbox.pop3
+    assert mailstack.mailbox_port("imap", True, "wronghost") == mailstack.wronghost_mailbox.imaps
+    ports = [
+        mailstack.mailbox_port(p, i, c)
+        for p in ("imap", "pop3")
+        for i in (False, True)
+        for c in ("good", "expired", "wronghost")
+    ]
+    assert len(set(ports)) == 12
+    with pytest.raises(ValueError):
+        mailstack.mailbox_port("smtp", False)

@@ -61,7 +61,7 @@ class IMAPSession:
         self.module = target.module
         self.phase = Phase.RESOLVE
         self.timings: list[PhaseTiming] = []
-        self.conn: Connection | None = None
+        self.conn: Connection[Response] | None = None
         self.reader = IMAPReader() if max_line is None else IMAPReader(max_line=max_line)
         self.address: str | None = None
         self.tls: TLSInfo | None = None

@@ -13,18 +13,21 @@ Layout of ``MailStack.workdir``::
     postfix-spool/       queue_directory (pid/master.pid)
     postfix-data/        data_directory
     dovecot/             dovecot.conf, users, run/ (base_dir), state/
+    dc-exp/, dc-wrong/   the Dovecot instances presenting the expired and the wrong-host
+                         certificate: dovecot.conf, run/, state/ (users: dovecot/users)
     sasl/auth            Dovecot auth socket used by Postfix for SMTP AUTH
     mail/<user>/Maildir  delivered mail (owned by nobody)
-    logs/                postfix.log, dovecot.log, *-start.log
+    logs/                postfix.log, dovecot.log, dovecot-{expired,wronghost}.log,
+                         *-start.log
 
 The parts, one module each (imports run top to bottom, never back up)::
 
     stack.py         MailStack (what tests get) and the constants every part shares
     availability.py  postfix_available(): can a stack start here, or why not
     layout.py        Layout: where each part lives inside the work directory
-    ports.py         Ports: the seven loopback listeners, free_ports()
+    ports.py         Ports: the loopback listeners (SMTP, IMAP, POP3), free_ports()
     certs.py         the test CA and its leaves (good, expired, wrong host, weak)
-    dovecot.py       dovecot.conf, users
+    dovecot.py       dovecot.conf (IMAP, IMAPS, POP3, POP3S) of the three instances, users
     postfix.py       main.cf, master.cf, vmailbox, the weak profile
     processes.py     /proc bookkeeping: find, wait for, reap and kill the daemons
     readiness.py     start-up is done when every listener greets

@@ -14,6 +14,7 @@ from .stack import VMAIL_USER
 
 # Candidate locations of Dovecot's IMAP binary (Debian/Ubuntu, then Fedora/Arch style).
 _DOVECOT_IMAP_BINARIES = ("/usr/lib/dovecot/imap", "/usr/libexec/dovecot/imap")
+_DOVECOT_POP3_BINARIES = ("/usr/lib/dovecot/pop3", "/usr/libexec/dovecot/pop3")
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -34,10 +35,12 @@ def postfix_available() -> str | None:
     if missing:
         return (
             f"missing binaries {', '.join(missing)} "
-            "(apt-get install -y postfix dovecot-core dovecot-imapd)"
+            "(apt-get install -y postfix dovecot-core dovecot-imapd dovecot-pop3d)"
         )
     if not any(os.access(p, os.X_OK) for p in _DOVECOT_IMAP_BINARIES):
         return "Dovecot IMAP server not installed (apt-get install -y dovecot-imapd)"
+    if not any(os.access(p, os.X_OK) for p in _DOVECOT_POP3_BINARIES):
+        return "Dovecot POP3 server not installed (apt-get install -y dovecot-pop3d)"
     for user in ("postfix", "dovecot", "dovenull", VMAIL_USER):
         try:
             pwd.getpwnam(user)

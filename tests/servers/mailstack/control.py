@@ -10,6 +10,7 @@ import pwd
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ from pathlib import Path
 
 from .certs import make_certs, signed_with_sha1
 from .dovecot import write_dovecot_config
-from .layout import Layout
-from .ports import Ports, free_ports
+from .layout import DOVECOT_DIRS, Layout
+from .ports import Ports
 from .postfix import write_postfix_config
 from .processes import (
     Proc,
@@ -56,7 +57,7 @@ def _gone(p: Proc) -> bool:
 
 
 def _stop(rt: _Runtime) -> None:
-    """Stop Postfix then Dovecot, kill what is left of them, reap the orphans.
+    """Stop Postfix and the Dovecot instances, kill what is left of them, reap the orphans.
 
     Never raises: it runs in ``finally`` blocks and must get as far as it can.
     """
@@ -66,20 +67,30 @@ def _stop(rt: _Runtime) -> None:
     # The masters themselves are always included so that even crashed ones get reaped.
     known = {p.pid: p for p in [*rt.masters, *descendants(rt.masters)]}
     procs = list(known.values())
-    try:
-        for pidfile, cmd in (
-            (lay.pf_pidfile, ["postfix", "-c", str(lay.pf_etc), "stop"]),
-            (lay.dc_pidfile, ["doveadm", "-c", str(lay.dc_conf), "stop"]),
-        ):
+    stops = [("postfix", lay.pf_pidfile, ["postfix", "-c", str(lay.pf_etc), "stop"])]
+    for cert in DOVECOT_DIRS:
+        d = lay.dovecot(cert)
+        stops.append((f"dovecot-{cert}", d.pidfile, ["doveadm", "-c", str(d.conf), "stop"]))
+
+    def stop_one(name: str, pidfile: Path, cmd: list[str]) -> None:
+        try:
             pid = read_pidfile(pidfile)
             master = known.get(pid) if pid else None
             if master is None or not same_process(master):
-                continue
-            run_logged(cmd, lay.log_dir / "stop.log", STOP_TIMEOUT, lambda: reap(procs))
-            if not wait_until(lambda m=master: not same_process(m), STOP_TIMEOUT):
+                return
+            run_logged(cmd, lay.log_dir / f"stop-{name}.log", STOP_TIMEOUT, lambda: reap(procs))
+            if not wait_until(lambda: not same_process(master), STOP_TIMEOUT):
                 log.warning("mailstack: %s did not stop pid %d", cmd[0], master.pid)
-    except Exception:
-        log.exception("mailstack: graceful stop failed; killing recorded processes")
+        except Exception:
+            log.exception("mailstack: graceful stop of %s failed; killing its processes", name)
+
+    # All at once: each takes about a second (Dovecot's master waits for its children),
+    # and no daemon needs another to shut down.
+    threads = [threading.Thread(target=stop_one, args=stop, daemon=True) for stop in stops]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(2 * STOP_TIMEOUT + 1)
     # Children outlive their master briefly (Dovecot's log process drains its pipes
     # first); give them a moment and reap them as they go before resorting to signals.
     wait_until(lambda: (reap(procs), all(_gone(p) for p in procs))[1], 2.0)
@@ -132,7 +143,7 @@ def _start(workdir: Path, rt: _Runtime, weak: bool = False) -> MailStack:
     lay.mail_dir.chmod(0o755)
 
     certs = make_certs(lay.ca_dir, weak)
-    ports = Ports(*free_ports(7))
+    ports = Ports.pick()
     write_dovecot_config(lay, certs, ports, vmail.pw_uid, vmail.pw_gid)
     write_postfix_config(lay, certs, ports, vmail.pw_uid, vmail.pw_gid, weak)
     # Postfix re-reads a table file until its mtime is >= 2 s older than the start of
@@ -144,15 +155,17 @@ def _start(workdir: Path, rt: _Runtime, weak: bool = False) -> MailStack:
     t_cfg = time.monotonic()
 
     # Dovecot first: Postfix's SMTP AUTH talks to its auth socket.
-    dc_cmd = ["dovecot", "-c", str(lay.dc_conf)]
-    if run_logged(dc_cmd, lay.log_dir / "dovecot-start.log", START_TIMEOUT) != 0:
-        raise RuntimeError("dovecot failed to start")
-    wait_until(lambda: read_pidfile(lay.dc_pidfile) is not None, 5.0)
-    dc_pid = read_pidfile(lay.dc_pidfile)
-    dc = proc_of(dc_pid) if dc_pid else None
-    if dc is None:
-        raise RuntimeError("dovecot started but wrote no live master.pid")
-    rt.masters.append(dc)
+    for cert in DOVECOT_DIRS:
+        d = lay.dovecot(cert)
+        dc_cmd = ["dovecot", "-c", str(d.conf)]
+        if run_logged(dc_cmd, lay.log_dir / "dovecot-start.log", START_TIMEOUT) != 0:
+            raise RuntimeError(f"dovecot ({cert} certificate) failed to start")
+        wait_until(lambda d=d: read_pidfile(d.pidfile) is not None, 5.0)
+        dc_pid = read_pidfile(d.pidfile)
+        dc = proc_of(dc_pid) if dc_pid else None
+        if dc is None:
+            raise RuntimeError(f"dovecot ({cert} certificate) wrote no live master.pid")
+        rt.masters.append(dc)
 
     # "postfix start" returns only after the master has initialised (master -w).
     pf_cmd = ["postfix", "-c", str(lay.pf_etc), "start"]
@@ -190,6 +203,10 @@ def _start(workdir: Path, rt: _Runtime, weak: bool = False) -> MailStack:
         wronghost_port=ports.wronghost,
         imap_port=ports.imap,
         imaps_port=ports.imaps,
+        pop3_port=ports.pop3,
+        pop3s_port=ports.pop3s,
+        expired_mailbox=ports.expired_mailbox,
+        wronghost_mailbox=ports.wronghost_mailbox,
         users=dict(USERS),
         maildir_root=lay.mail_dir,
         weak=weak,
@@ -198,7 +215,8 @@ def _start(workdir: Path, rt: _Runtime, weak: bool = False) -> MailStack:
 
 
 def _start_failure_report(lay: Layout, exc: Exception) -> str:
-    logs = ("dovecot-start.log", "dovecot.log", "postfix-start.log", "postfix.log")
+    logs = ("dovecot-start.log", "dovecot.log", "dovecot-expired.log")
+    logs += ("dovecot-wronghost.log", "postfix-start.log", "postfix.log")
     return f"mail stack failed to start: {exc}\nwork directory: {lay.workdir}\n" + "\n".join(
         tail(lay.log_dir / name) for name in logs
     )
@@ -206,7 +224,8 @@ def _start_failure_report(lay: Layout, exc: Exception) -> str:
 
 def _port_clash(lay: Layout) -> bool:
     """True if start-up failed because another process grabbed one of our ports."""
-    for name in ("dovecot-start.log", "dovecot.log", "postfix-start.log", "postfix.log"):
+    names = ("dovecot-start.log", "dovecot.log", "dovecot-expired.log", "dovecot-wronghost.log")
+    for name in (*names, "postfix-start.log", "postfix.log"):
         with contextlib.suppress(OSError):
             text = (lay.log_dir / name).read_text(errors="replace")
             if os.strerror(errno.EADDRINUSE) in text:
@@ -216,7 +235,8 @@ def _port_clash(lay: Layout) -> bool:
 
 @contextlib.contextmanager
 def mail_stack(base: Path | None = None, *, weak: bool = False) -> Iterator[MailStack]:
-    """Start Dovecot then Postfix on free 127.0.0.1 ports and yield a MailStack.
+    """Start Dovecot (three instances: the good, the expired and the wrong-host
+    certificate) then Postfix on free 127.0.0.1 ports and yield a MailStack.
 
     ``weak=True`` starts a deliberately weak Postfix instead of the hardened one: AUTH
     offered and accepted before STARTTLS on the submission ports, an open relay for
@@ -226,7 +246,7 @@ def mail_stack(base: Path | None = None, *, weak: bool = False) -> Iterator[Mail
     The work directory is a fresh ``mailstack-*`` directory under ``base`` (default
     /tmp); every parent must be traversable by other users, so do not pass pytest's
     0700 tmp dirs.  Start-up waits until every listener answers (SMTP 220, TLS
-    handshake on implicit-TLS ports, IMAP OK).  On exit both daemons are stopped and
+    handshake on implicit-TLS ports, IMAP OK, POP3 +OK).  On exit every daemon is stopped and
     reaped.  A directory created under the default base is removed after a clean stop
     unless MAILSTACK_KEEP=1; with an explicit base it is kept.
 

@@ -5,6 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The Dovecot instances by the certificate they present; short directory names because
+# base_dir holds UNIX sockets (sun_path is 108 bytes).
+DOVECOT_DIRS = {"good": "dovecot", "expired": "dc-exp", "wronghost": "dc-wrong"}
+
+
+@dataclass(frozen=True)
+class DovecotPaths:
+    """Where one Dovecot instance lives: config, base_dir, state, log."""
+
+    dir: Path
+    log: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "dovecot.conf"
+
+    @property
+    def run(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run / "master.pid"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -29,6 +53,11 @@ class Layout:
     @property
     def pf_pidfile(self) -> Path:
         return self.pf_spool / "pid" / "master.pid"
+
+    def dovecot(self, cert: str) -> DovecotPaths:
+        """The Dovecot instance presenting certificate ``cert`` (good, expired, wronghost)."""
+        log = "dovecot.log" if cert == "good" else f"dovecot-{cert}.log"
+        return DovecotPaths(self.workdir / DOVECOT_DIRS[cert], self.log_dir / log)
 
     @property
     def dc_dir(self) -> Path:

@@ -1,11 +1,11 @@
-"""The seven loopback listeners and how their port numbers are picked."""
+"""The loopback listeners and how their port numbers are picked."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from .stack import HOST
+from .stack import HOST, MailboxPorts
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,24 @@ class Ports:
     wronghost: int
     imap: int
     imaps: int
+    pop3: int
+    pop3s: int
+    # The second and third Dovecot instances, presenting the expired and the wrong-host
+    # certificate (Dovecot picks a certificate by local address or SNI name, never by
+    # port, so a certificate of its own needs an instance of its own).
+    expired_mailbox: MailboxPorts
+    wronghost_mailbox: MailboxPorts
+
+    @classmethod
+    def pick(cls) -> Ports:
+        """Free ports for every listener."""
+        flat = [f for f in fields(cls) if f.type == "int"]
+        nested = len(fields(MailboxPorts))
+        numbers = free_ports(len(flat) + 2 * nested)
+        plain = numbers[: len(flat)]
+        exp = numbers[len(flat) : len(flat) + nested]
+        wrong = numbers[len(flat) + nested :]
+        return cls(*plain, MailboxPorts(*exp), MailboxPorts(*wrong))
 
 
 def free_ports(n: int) -> list[int]:

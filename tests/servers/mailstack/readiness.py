@@ -55,7 +55,18 @@ def wait_ready(
         "smtps": (ports.smtps, b"220", smtps_ctx),
         "imap": (ports.imap, b"* OK", None),
         "imaps": (ports.imaps, b"* OK", ctx),
+        "pop3": (ports.pop3, b"+OK", None),
+        "pop3s": (ports.pop3s, b"+OK", ctx),
     }
+    # The bad certificates are the point of these listeners: greeting is all that counts.
+    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    for cert, mp in (("expired", ports.expired_mailbox), ("wronghost", ports.wronghost_mailbox)):
+        checks[f"imap-{cert}"] = (mp.imap, b"* OK", None)
+        checks[f"imaps-{cert}"] = (mp.imaps, b"* OK", unverified)
+        checks[f"pop3-{cert}"] = (mp.pop3, b"+OK", None)
+        checks[f"pop3s-{cert}"] = (mp.pop3s, b"+OK", unverified)
     pending = dict(checks)
     while pending and time.monotonic() < deadline and running():
         for name, (port, prefix, tls) in list(pending.items()):
