@@ -74,7 +74,9 @@ from throughput import (
 from tests.servers.mailstack import MailStack, mail_stack, postfix_available
 
 DISCONNECT = re.compile(r"submission/smtpd\[\d+\]: disconnect from \S+ (.*)$")
-LOGGED_OUT = re.compile(r"imap\(probe\)<[^>]*><[^>]*>: (?:Info: )?(Logged out in=\d+ out=\d+)")
+LOGGED_OUT = re.compile(
+    r"imap\(probe\)<[^>]*><[^>]*>: (?:Info: )?(?:Disconnected: )?(Logged out in=\d+ out=\d+)"
+)
 IMAP_OK = re.compile(rb"^(?:smtp|imap)_probe_success\{[^}]*\} 1(?:\.0)?$", re.M)
 
 
@@ -245,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\npy-spy profile of the exporter answering {path}:")
             print(error or _profile.summarise(out, top=args.top))
         if args.cpu_profile:
-            cpu_profile(exporter_config(stack, work), path, work, args)
+            cpu_profile(ecfg, path, work, args)
     summary(windows, dialogues, args)
     shutil.rmtree(work, ignore_errors=True)
     return 0
