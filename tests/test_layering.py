@@ -140,6 +140,7 @@ def test_no_import_cycles() -> None:
             ("prometheus_client", "apscheduler", "yaml", "exporter.metrics", "exporter.store"),
         ),
         ("exporter.smtp", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
+        ("exporter.imap.mailbox", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.pop3", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.maildomain", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.send", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
