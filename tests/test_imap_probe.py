@@ -568,3 +568,24 @@ def test_untagged_bye_mid_session_is_a_reply_failure() -> None:
     assert f is not None and (f.phase, f.kind) == (Phase.NOOP, FailureKind.REPLY), f
     assert f.detail == "BYE [UNAVAILABLE] Server shutting down"
     assert r.mailbox is not None and r.mailbox.messages == 5  # what it learnt stays
+
+
+def test_xoauth2_error_report_is_answered_and_the_no_shown() -> None:
+    """Gmail's way: a rejected token gets a base64 JSON report as a challenge, the client
+    answers with an empty line, then the NO."""
+    report = base64.b64encode(b'{"status":"400","schemes":"Bearer"}')
+
+    def gmail(line: bytes) -> bytes | None:
+        if b"AUTHENTICATE XOAUTH2" in line:
+            return b"+ " + report + b"\r\n"
+        if line == b"\r\n":
+            return b"A1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n"
+        return ordinary(line)
+
+    greeting = b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=PLAIN] Gimap ready\r\n"
+    with scripted(greeting, gmail) as (port, received):
+        r = run(plain_target(port, mechanism="XOAUTH2", password="ya29.token-value"))
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.AUTH, FailureKind.REPLY), f
+    assert f.detail == "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+    assert received[-1] == b"\r\n" and "ya29" not in shown(r)
