@@ -589,3 +589,27 @@ def test_xoauth2_error_report_is_answered_and_the_no_shown() -> None:
     assert f is not None and (f.phase, f.kind) == (Phase.AUTH, FailureKind.REPLY), f
     assert f.detail == "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
     assert received[-1] == b"\r\n" and "ya29" not in shown(r)
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "SCRAM-SHA-256"])
+def test_dovecot_transcript_shows_the_dialogue_never_the_password(
+    mailstack: MailStack, mechanism: str
+) -> None:
+    lines: list[str] = []
+    t = dovecot(mailstack, mechanism=mechanism, password="probe-pass")
+    r = asyncio.run(probe.run(t, wire=lines.append))
+    assert r.success, r.failure
+    text = "\n".join(lines)
+    for sent in ("C: A1 STARTTLS", "C: A2 CAPABILITY", 'EXAMINE "INBOX"', "C: A5 NOOP"):
+        assert sent in text, text
+    assert "S: * OK [CAPABILITY IMAP4rev1" in text  # the greeting, as Dovecot sent it
+    assert "* BYE" in text and "* TLS TLSv1.3" in text and "* phase select ok in" in text
+    assert "probe-pass" not in text and sasl_forms("probe", "probe-pass").isdisjoint(lines)
+    login = next(line for line in lines if line.startswith("C: A3 "))
+    assert login.endswith("***"), login
+
+
+def sasl_forms(user: str, password: str) -> set[str]:
+    plain = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    return {f"C: {plain}", f"C: A3 AUTHENTICATE PLAIN {plain}"}
