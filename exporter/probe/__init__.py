@@ -45,7 +45,7 @@ async def run(
     if target.module.protocol == Protocol.POP3:
         return await _run_mailbox(POP3Session(target), Protocol.POP3, target, deadline)
     if target.module.protocol == Protocol.IMAP:
-        return await _run_mailbox(IMAPSession(target), Protocol.IMAP, target, deadline)
+        return await _run_mailbox(IMAPSession(target, wire), Protocol.IMAP, target, deadline)
     started_at = time.time()
     start = time.perf_counter()
     session = Session(target, wire)
