@@ -681,7 +681,7 @@ def test_once_table(observed: Observed, sc: Scenario) -> None:
         assert row["RESULT"] == ("FAIL" if sc.failed else "ok"), row
         if sc.mailbox:  # its protocol and, once logged in, the mailbox's count
             assert row["PROTO"] == sc.protocol, row
-            assert ("messages" in row["MAILBOX"]) == (not sc.failed), row
+            assert ("message" in row["MAILBOX"]) == (not sc.failed), row
         if sc.failed:
             assert row["FAILURE"].startswith(f"{sc.failed.phase}: {sc.failed.kind}: "), row
             assert sc.failed.reason in row["FAILURE"], row
@@ -742,7 +742,7 @@ def test_landing_page(observed: Observed, sc: Scenario) -> None:
         assert row.target.split()[0] == observed.targets[sc.name], row
         assert row.status == ("down" if sc.failing else "up"), row
         if sc.mailbox and not sc.failing:
-            assert f"{sc.protocol.upper()} " in row.detail and "messages" in row.detail, row
+            assert f"{sc.protocol.upper()} " in row.detail and "message" in row.detail, row
         if sc.failed:
             assert row.detail.startswith(f"{sc.failed.phase}: {sc.failed.kind}: "), row
             assert sc.failed.reason in row.detail, row

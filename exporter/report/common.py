@@ -56,7 +56,8 @@ def mailbox_text(r: ProbeResult) -> str:
     if box is None:
         return "-"
     size = f" ({box.size_bytes} B)" if box.size_bytes is not None else ""
-    return f"{box.messages} messages{size}" + (f" in {box.name}" if box.name else "")
+    noun = "message" if box.messages == 1 else "messages"
+    return f"{box.messages} {noun}{size}" + (f" in {box.name}" if box.name else "")
 
 
 def reason(result: ProbeResult) -> str:
