@@ -491,3 +491,35 @@ def test_probe_endpoint_and_once_with_an_imap_module(tmp_path):
     row = proc.stdout.splitlines()[1].split()
     assert row[1:4] == ["imap", "imap", "FAIL"], proc.stdout
     assert "connect: connection_refused:" in proc.stdout
+
+
+def test_adhoc_flags_probe_imap_and_pop3_and_name_the_flag_in_errors():
+    """``--once --target ... --protocol pop3``: the flags build the same module a file does
+    (default port by protocol and TLS mode), and a key refused for the protocol is reported
+    under its flag."""
+    run = [sys.executable, "-m", "exporter", "--once", "--target", "127.0.0.1"]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        proc = subprocess.run(
+            [*run[:-1], f"127.0.0.1:{port}", "--protocol", "pop3", "--output", "nagios"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"POP3 CRITICAL - 127.0.0.1:{port}: connect failed: "), proc
+    proc = subprocess.run(
+        [*run, "--protocol", "imap", "--ehlo-name", "a.example"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--ehlo-name: not for protocol imap" in proc.stderr, proc
+    proc = subprocess.run(
+        [*run, "--protocol", "pop3", "--mailbox", "Archive"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--mailbox: only for protocol imap" in proc.stderr, proc
