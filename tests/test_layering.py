@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
     ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
-    ("smtp", "pop3"),  # the SMTP client: transport, reply, ESMTP, TLS scan, session; POP3
+    ("smtp", "pop3", "imap"),  # the SMTP client: transport, reply, ESMTP, TLS scan, session; POP3, IMAP
     ("probe",),  # the health check built on the client
     ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck

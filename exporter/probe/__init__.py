@@ -12,6 +12,7 @@ from typing import Protocol as Interface
 from ..config import Target
 from ..deadline import Deadline
 from ..errors import ProbeError, ReplyError
+from ..imap.session import IMAPSession
 from ..pop3.session import POP3Session
 from ..results import (
     AuthInfo,
@@ -37,6 +38,8 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
     deadline = deadline or Deadline.after(target.module.timeout)
     if target.module.protocol == Protocol.POP3:
         return await _run_mailbox(POP3Session(target), Protocol.POP3, target, deadline)
+    if target.module.protocol == Protocol.IMAP:
+        return await _run_mailbox(IMAPSession(target), Protocol.IMAP, target, deadline)
     started_at = time.time()
     start = time.perf_counter()
     session = Session(target)
