@@ -1163,6 +1163,57 @@ def domain_panels(L: Layout, add: Any) -> None:
             size=(24, 7),
         )
     )
+    add(
+        table(
+            L,
+            "DKIM keys per selector",
+            "The key record at <selector>._domainkey.<domain> of each configured selector "
+            "(domain.dkim_selectors): present, usable (one well-formed record, not revoked, "
+            "RSA at least 1024 bits), key type and size in bits (RSA under 2048 is weak), "
+            "testing mode (t=y), revoked (empty p=).",
+            columns(
+                JOB,
+                "smtp_domain_dkim_key_present",
+                "smtp_domain_dkim_key_valid",
+                "smtp_domain_dkim_key_size",
+                "smtp_domain_dkim_testing",
+                "smtp_domain_dkim_revoked",
+            ),
+            keep=["domain", "module", "selector", *values(3), "key_type", *values(5)[3:]],
+            rename={
+                "Value #A": "present",
+                "Value #B": "usable",
+                "Value #C": "bits",
+                "key_type": "type",
+                "Value #D": "testing",
+                "Value #E": "revoked",
+            },
+            size=(12, 8),
+        )
+    )
+    add(
+        table(
+            L,
+            "Reverse DNS per address",
+            "Each MX address (domain.reverse_dns, with its MX host) and configured sending "
+            "address: a PTR record, forward-confirmed (a PTR name resolves back to the "
+            "address), and for MX addresses whether the SMTP greeting and EHLO reply name "
+            "that PTR name.",
+            columns(
+                JOB,
+                "smtp_domain_ptr_present",
+                "smtp_domain_ptr_forward_confirmed",
+                "smtp_domain_ptr_greeting_match",
+            ),
+            keep=["domain", "module", "address", "mx_host", *values(3)],
+            rename={
+                "Value #A": "PTR",
+                "Value #B": "forward-confirmed",
+                "Value #C": "greeting names it",
+            },
+            size=(12, 8),
+        )
+    )
 
 
 def slo_panels(L: Layout, add: Any) -> None:

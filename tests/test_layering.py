@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
     ("smtp", "pop3", "imap"),  # the SMTP client: transport, reply, ESMTP, TLS scan, session; POP3, IMAP
     ("probe",),  # the health check built on the client
-    ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
+    # also on it; mail-domain DNS; IMAP; Authentication-Results of a received message
+    ("send", "maildomain", "imapcheck", "discovery", "canary_verdicts"),
     ("canary",),  # send + imapcheck
     ("runner", "report", "admission"),  # one run of a target; --once report; /probe allow-list
     ("store", "selfmetrics"),  # latest results; the exporter's own instruments
