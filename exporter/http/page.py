@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .. import __version__
+from ..report.common import canaries_text, canary_findings
 from ..results import display_name
 from ..store import ResultStore
 
@@ -22,24 +23,35 @@ def landing_page(store: ResultStore) -> str:
             assert r.failure is not None
             status = "down"
             detail = f"{r.failure.phase}: {r.failure.kind}: {r.failure.detail}"
-        c = entry.canary
-        if status == "up" and c is not None and not c.success:
-            status, detail = "down", f"canary: {c.reason}"
+        canaries = entry.canaries
+        failed = next((c for c in canaries if not c.success), None)
+        if status == "up" and failed is not None:
+            via = "" if failed.route == "default" else f" ({failed.route})"
+            status, detail = "down", f"canary{via}: {failed.reason}"
+        # Delivered, but junked or not authenticated: a finding, beside the status.
+        findings = [
+            f"{c.route}: {f}" if c.route != "default" else f
+            for c in canaries
+            for f in canary_findings(c)
+        ]
+        canary = canaries_text(canaries) if canaries else ""
+        if findings:
+            canary += " (" + "; ".join(findings) + ")"
         name = display_name(entry.target.name, entry.target.labels)
         rows.append(
             f"<tr class={status}><td>{html.escape(name)}</td>"
             f"<td>{html.escape(entry.target.module.name)}</td><td>{status}</td>"
-            f"<td>{html.escape(detail)}</td></tr>"
+            f"<td>{html.escape(detail)}</td><td>{html.escape(canary)}</td></tr>"
         )
     # An mx: target has no entry until its MX records are looked up: list it anyway.
     for t in sorted(store.unexpanded(), key=lambda t: t.name):
         rows.append(
             f"<tr class=pending><td>{html.escape(t.name)}</td>"
             f"<td>{html.escape(t.module.name)}</td><td>pending</td>"
-            "<td>MX lookup not run yet</td></tr>"
+            "<td>MX lookup not run yet</td><td></td></tr>"
         )
     return _PAGE.format(
-        version=__version__, rows="\n".join(rows) or "<tr><td colspan=4>no targets</td></tr>"
+        version=__version__, rows="\n".join(rows) or "<tr><td colspan=5>no targets</td></tr>"
     )
 
 
@@ -50,7 +62,7 @@ _PAGE = """<!doctype html>
 <body><h1>SMTP health exporter</h1><p>version {version} &middot;
 <a href="metrics">metrics</a> &middot; <a href="-/healthy">healthy</a> &middot;
 <a href="-/ready">ready</a></p>
-<table><tr><th>target</th><th>module</th><th>status</th><th>last probe</th></tr>
+<table><tr><th>target</th><th>module</th><th>status</th><th>last probe</th><th>canary</th></tr>
 {rows}
 </table></body></html>
 """
