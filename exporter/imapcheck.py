@@ -181,16 +181,22 @@ class _State:
 
     def result(self) -> IMAPCheck:
         """What is known now; a late failure (in the logout, say) does not undo the rest."""
+        not_found = self.not_found
         if self.settled:
             failure = None
         elif self.concluded:
             failure = self.failure
+        elif self.step is IMAPPhase.SEARCH and self.polls and self.seen_at is None:
+            # The deadline fell on a poll after others had read the mailbox: it was
+            # readable and the canary not in it, which is "not delivered", not a failure
+            # to read it (a loaded server takes longer than the last poll's reserve).
+            failure, not_found = None, f"not found within {self.deadline.budget:g}s"
         else:
             failure = self.timeout_failure()
         if failure is not None:
             detail = _clean(self.session.redact(failure.detail), self.cfg) or ""
             failure = dataclasses.replace(failure, detail=detail)
-        error = failure.detail if failure is not None else self.not_found
+        error = failure.detail if failure is not None else not_found
         return IMAPCheck(
             found=self.seen_at is not None,
             seen_at=self.seen_at,

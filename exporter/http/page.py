@@ -34,24 +34,25 @@ def landing_page(store: ResultStore) -> str:
             for c in canaries
             for f in canary_findings(c)
         ]
-        canary = canaries_text(canaries) if canaries else ""
+        if status == "up" and canaries:
+            detail += f"; canary {canaries_text(canaries)}"
         if findings:
-            canary += " (" + "; ".join(findings) + ")"
+            detail += "; finding: " + "; ".join(findings)
         name = display_name(entry.target.name, entry.target.labels)
         rows.append(
             f"<tr class={status}><td>{html.escape(name)}</td>"
             f"<td>{html.escape(entry.target.module.name)}</td><td>{status}</td>"
-            f"<td>{html.escape(detail)}</td><td>{html.escape(canary)}</td></tr>"
+            f"<td>{html.escape(detail)}</td></tr>"
         )
     # An mx: target has no entry until its MX records are looked up: list it anyway.
     for t in sorted(store.unexpanded(), key=lambda t: t.name):
         rows.append(
             f"<tr class=pending><td>{html.escape(t.name)}</td>"
             f"<td>{html.escape(t.module.name)}</td><td>pending</td>"
-            "<td>MX lookup not run yet</td><td></td></tr>"
+            "<td>MX lookup not run yet</td></tr>"
         )
     return _PAGE.format(
-        version=__version__, rows="\n".join(rows) or "<tr><td colspan=5>no targets</td></tr>"
+        version=__version__, rows="\n".join(rows) or "<tr><td colspan=4>no targets</td></tr>"
     )
 
 
@@ -62,7 +63,7 @@ _PAGE = """<!doctype html>
 <body><h1>SMTP health exporter</h1><p>version {version} &middot;
 <a href="metrics">metrics</a> &middot; <a href="-/healthy">healthy</a> &middot;
 <a href="-/ready">ready</a></p>
-<table><tr><th>target</th><th>module</th><th>status</th><th>last probe</th><th>canary</th></tr>
+<table><tr><th>target</th><th>module</th><th>status</th><th>last probe</th></tr>
 {rows}
 </table></body></html>
 """
