@@ -87,7 +87,8 @@ class Verdict:
     found: bool = True  # an Authentication-Results header of the authserv_id
 
     def findings(self) -> bool:
-        return (
+        """Delivered, but not all well (a canary not delivered is a failure instead)."""
+        return self.placement is not None and (
             self.placement == "junk"
             or not self.found
             or any(r not in (None, "pass") for r in (self.spf, self.dkim, self.dmarc))
