@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from . import test_dashboards as dashboards
 from .conftest import _in_ci
 from .exporter_harness import RunningExporter, wait_for
 from .servers.deliverability import Deliverability, available, configs, deliverability_stack
@@ -242,6 +243,9 @@ class Observed:
     alerts: set[AlertSeen]
     descriptions: dict[tuple[str, str], str]
     maildir: Path
+    # Dashboard panel and alert expressions on the verdict metrics that returned no data.
+    expressions_without_data: list[str]
+    expressions_checked: int
 
 
 def all_reported(exp: RunningExporter) -> bool:
@@ -299,6 +303,21 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         metrics_text = exp.get("/metrics")[1]
         landing_page = exp.get("/")[1]
         wait_for(lambda: alerts_settled(prom), WAIT)
+        # The panels' and rules' expressions on the verdict metrics, as Grafana and
+        # Prometheus run them (tests/test_dashboards.py leaves them to this testbed).
+        checks = [
+            c
+            for c in dashboards.dashboard_checks("smtp", [target]) + dashboards.rule_checks()
+            if c.names() & dashboards.VERDICT_ONLY
+        ]
+        checks += [dashboards.Check(f"metric {n}", n) for n in sorted(dashboards.VERDICT_ONLY)]
+        left: list[str] = []
+
+        def all_have_data() -> bool:
+            left[:] = dashboards.failures(prom, checks)
+            return not left
+
+        wait_for(all_have_data, 30)
         with urllib.request.urlopen(f"{prom.url}/api/v1/alerts", timeout=10) as resp:
             active = yaml.safe_load(resp.read())["data"]["alerts"]
         result = Observed(
@@ -317,6 +336,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                 for a in active
             },
             maildir=bed.maildir,
+            expressions_without_data=left,
+            expressions_checked=len(checks),
         )
         report = matrix(result)
         (tmp / "canary-matrix.md").write_text(report)
@@ -528,6 +549,12 @@ def test_alerts(observed: Observed, row: Row) -> None:
     if row.name == "routes":
         said = observed.descriptions[("SMTPCanaryNoAuthResults", row.name)]
         assert "route elsewhere" in said, said
+
+
+def test_dashboard_and_alert_expressions_on_verdicts_return_data(observed: Observed) -> None:
+    # Every verdict metric in at least one panel or rule, each checked on its own too.
+    assert observed.expressions_checked >= 10
+    assert observed.expressions_without_data == []
 
 
 def test_no_alert_outside_the_rows(observed: Observed) -> None:
