@@ -175,6 +175,35 @@ def test_dovecot_certificate_for_another_name(mailstack: MailStack) -> None:
     assert r.success and r.tls is not None and not r.tls.hostname_match
 
 
+@pytest.mark.postfix
+@pytest.mark.parametrize(
+    ("cert", "kind"),
+    [("expired", FailureKind.TLS_VERIFY), ("wronghost", FailureKind.TLS_HOSTNAME)],
+)
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_dovecot_bad_certificates(
+    mailstack: MailStack, cert: str, kind: FailureKind, implicit: bool
+) -> None:
+    port = mailstack.mailbox_port("imap", implicit, cert)
+    tls = TLSMode.IMPLICIT if implicit else TLSMode.STARTTLS
+    t = target(mailstack.host, port, tls=tls, tls_ca_file=str(mailstack.ca_file))
+    r = run(t)
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.TLS_HANDSHAKE, kind), f
+    assert r.tls is not None and not r.auth.attempted  # the password never left
+    if cert == "expired":
+        assert "expired" in f.detail
+    else:
+        assert r.tls.verified and not r.tls.hostname_match
+        assert "wrong.example" in f.detail
+    # Not verifying: the certificate is still reported, and the login goes through.
+    t = target(mailstack.host, port, tls=tls, tls_ca_file=str(mailstack.ca_file), tls_verify=False)
+    r = run(t)
+    assert r.success, r.failure
+    assert r.tls is not None and not (r.tls.verified and r.tls.hostname_match)
+    assert r.mailbox is not None
+
+
 def examine_count(stack: MailStack, user: str, mailbox: str = "INBOX") -> int:
     ctx = ssl.create_default_context(cafile=str(stack.ca_file))
     with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ctx, timeout=10) as imap:

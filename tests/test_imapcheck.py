@@ -163,6 +163,19 @@ def test_wrong_ca_is_a_tls_error(mailstack: MailStack, ca_file: str) -> None:
     assert check.failure.phase is IMAPPhase.TLS_HANDSHAKE and check.polls == 0
 
 
+@pytest.mark.postfix
+@pytest.mark.parametrize(
+    ("cert", "kind"),
+    [("expired", FailureKind.TLS_VERIFY), ("wronghost", FailureKind.TLS_HOSTNAME)],
+)
+def test_bad_certificate_is_a_tls_error(mailstack: MailStack, cert: str, kind: FailureKind) -> None:
+    port = mailstack.mailbox_port("imap", True, cert)
+    cfg = dataclasses.replace(imap_config(mailstack, IMAPTLSMode.IMPLICIT), port=port)
+    check, _ = run(cfg, new_token(), 5.0)
+    assert check.failure is not None and check.failure.kind is kind, check
+    assert check.failure.phase is IMAPPhase.TLS_HANDSHAKE and check.polls == 0
+
+
 def append(
     stack: MailStack, value: str, *, header: str = TOKEN_HEADER, flags: str = "", at: float
 ) -> None:

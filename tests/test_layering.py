@@ -23,7 +23,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
     ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
-    ("smtp", "pop3", "imap"),  # the SMTP client: transport, reply, ESMTP, TLS scan, session; POP3, IMAP
+    (
+        "smtp",
+        "pop3",
+        "imap",
+    ),  # the SMTP client: transport, reply, ESMTP, TLS scan, session; POP3; IMAP
     ("probe",),  # the health check built on the client
     # also on it; mail-domain DNS; IMAP; Authentication-Results of a received message
     ("send", "maildomain", "imapcheck", "discovery", "canary_verdicts"),
@@ -137,6 +141,7 @@ def test_no_import_cycles() -> None:
             ("prometheus_client", "apscheduler", "yaml", "exporter.metrics", "exporter.store"),
         ),
         ("exporter.smtp", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
+        ("exporter.imap.mailbox", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.pop3", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.maildomain", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.send", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),

@@ -37,7 +37,8 @@ LITERAL_MINUS_MAX = 4096  # RFC 7888: the largest non-synchronizing literal LITE
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5", "XOAUTH2")
 AUTO = ("PLAIN", "LOGIN")
 
-_CAPABILITY_NAME = re.compile(r"[A-Z0-9][A-Z0-9=+._:/-]*")
+# A whole word (between whitespace) of atom characters, at most MAX_NAME long.
+_CAPABILITY_NAME = re.compile(r"(?<!\S)[A-Z0-9][A-Z0-9=+._:/-]{0,63}(?!\S)")  # 63: MAX_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class IMAPSession:
         self.module = target.module
         self.phase = Phase.RESOLVE
         self.timings: list[PhaseTiming] = []
-        self.conn: Connection | None = None
+        self.conn: Connection[Response] | None = None
         self.reader = IMAPReader() if max_line is None else IMAPReader(max_line=max_line)
         self.address: str | None = None
         self.tls: TLSInfo | None = None
@@ -416,13 +417,9 @@ def parse_capabilities(raw: bytes | str) -> tuple[str, ...]:
     """The capability names of a CAPABILITY response, upper case, bounded in count and size;
     anything that is not an atom is left out."""
     text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-    names: list[str] = []
-    for word in text.upper().split():
-        if len(word) <= MAX_NAME and _CAPABILITY_NAME.fullmatch(word) and word not in names:
-            names.append(word)
-            if len(names) >= MAX_CAPABILITIES:
-                break
-    return tuple(names)
+    # One C-level scan: Dovecot lists some 40 names after login, and a probe parses 2-3 lists.
+    names = dict.fromkeys(_CAPABILITY_NAME.findall(text.upper()))
+    return tuple(names)[:MAX_CAPABILITIES]
 
 
 def choose(capabilities: Sequence[str], wanted: Sequence[str]) -> str | None:
