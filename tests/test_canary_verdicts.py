@@ -8,6 +8,8 @@ the sender, comments, quoted strings, folding, several results per method."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.canary_verdicts import (
     DEFAULT_PSL,
@@ -260,6 +262,7 @@ def test_only_the_topmost_hop_counts():
     ("value", "expected"),
     [
         ("example.org; none", ("example.org", None, [])),
+        ("0\r\u00b2", ("0", None, [])),  # a Unicode digit is no version (found by hypothesis)
         ("example.org 1; spf=pass smtp.mailfrom=a@b.test", ("example.org", 1, [("spf", "pass")])),
         ('"quoted.example"; dkim=pass', ("quoted.example", None, [("dkim", "pass")])),
         ("x.test; spf=hardfail smtp.mailfrom=b.test", ("x.test", None, [("spf", "fail")])),
@@ -363,3 +366,17 @@ def test_system_public_suffix_list():
     )
     assert v.dkim_aligned is False
     assert PublicSuffixList.load(DEFAULT_PSL.with_name("missing.dat")) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_any_header_value_parses_or_is_none(value):
+    parsed = parse_header(value)
+    assert parsed is None or all(r.result in AuthResult for r in parsed.results)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from(["mx.r.test", "", "*.r.test"]))
+def test_any_header_block_gives_verdicts(data, authserv_id):
+    v = read_verdicts(b"Authentication-Results: mx.r.test; spf=pass\r\n" + data, authserv_id)
+    assert isinstance(v, AuthVerdicts) and v.ignored >= 0

@@ -205,6 +205,10 @@ BAD = [
         "modules.m.domain.dkim_selectors[1]: expected a DKIM selector, got 'a b'",
     ),
     (
+        "modules: {m: {domain: {dkim_selectors: [" + ", ".join(f"s{i}" for i in range(21)) + "]}}}",
+        "modules.m.domain.dkim_selectors: 21 selectors; at most 20",
+    ),
+    (
         "modules: {m: {domain: {sending_addresses: [192.0.2.1, mail.example.com]}}}",
         "modules.m.domain.sending_addresses[1]: expected an IP address, got 'mail.example.com'",
     ),

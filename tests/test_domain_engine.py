@@ -11,6 +11,9 @@ from exporter.maildomain.results import DomainCheck
 from .domain_support import reasons, run_check, server_context_for, tlsa_3_1_1
 from .servers.https import HTTPSServer, Response
 
+# RFC 8463's example public key (the raw 32 bytes, base64).
+ED25519_P = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+
 
 def test_every_check_on_one_domain(dns_server, ca, ca_file, tmp_path):
     mx_ctx, mx_leaf = server_context_for(ca, "mx1.all.test")
@@ -31,7 +34,7 @@ _mta-sts.all.test. 300 IN TXT "v=STSv1; id=1;"
 mta-sts.all.test. 300 IN A 127.0.0.1
 _25._tcp.mx1.all.test. 300 IN TLSA {tlsa_3_1_1(mx_leaf)}
 1.0.0.127.bl.test. 300 IN A 127.0.0.2
-sel._domainkey.all.test. 300 IN TXT "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+sel._domainkey.all.test. 300 IN TXT "v=DKIM1; k=ed25519; p={ED25519_P}"
 1.0.0.127.in-addr.arpa. 300 IN PTR embedded.localhost.
 embedded.localhost. 300 IN A 127.0.0.1
 """,

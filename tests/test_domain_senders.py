@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -19,6 +20,7 @@ from exporter.maildomain.results import DomainCheck
 
 from .domain_support import reasons, run_check
 from .exporter_harness import RunningExporter, wait_for
+from .test_dashboards import require_tool
 
 MX = """
 s.test. 300 IN MX 10 mx1.s.test.
@@ -361,6 +363,16 @@ def test_sender_checks_in_metrics(senders_config):
         assert value("smtp_domain_ptr_greeting_match", **out) is None
         assert value("smtp_domain_findings", check="dkim") == 3  # revoked, weak, t=y
         assert value("smtp_domain_findings", check="reverse_dns") == 2  # no PTR, greeting
+        # The PTR families mix series with and without mx_host: still a valid exposition.
+        text = exporter.get("/metrics")[1]
+        proc = subprocess.run(
+            [require_tool("promtool"), "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     finally:
         exporter.stop()
 
@@ -398,3 +410,25 @@ def test_sender_checks_in_once_output(senders_config, capsys):
     nagios = capsys.readouterr().out
     assert nagios.startswith("SMTP CRITICAL - 1 of 1 targets OK, 0 of 1 domains OK")
     assert "[CRITICAL] sender.test: dkim: DKIM: selector old is revoked" in nagios
+
+
+def test_mx_ptr_not_confirmed_skips_the_name_comparison(dns_server, mx_server):
+    """The PTR name is what the greeting says, but it resolves elsewhere: one finding (not
+    forward-confirmed), and no comparison with a name that does not count."""
+    dns = dns_server(
+        MX + "1.0.0.127.in-addr.arpa. 300 IN PTR embedded.localhost.\n"
+        "embedded.localhost. 300 IN A 127.0.0.9\n"
+    )
+    checks = DomainChecks(records=False, reverse_dns=True, smtp_port=mx_server.port)
+    r = run_check(dns, "s.test", checks)
+    (mx,) = r.reverse_dns
+    assert (mx.ptr_names, mx.forward_confirmed, mx.greeting_name, mx.name_matches) == (
+        ("embedded.localhost",),
+        False,
+        "embedded.localhost",
+        None,
+    )
+    assert reasons(r) == [
+        "reverse DNS: PTR of 127.0.0.1 (MX mx1.s.test) (embedded.localhost) does not resolve "
+        "back to it (not forward-confirmed)"
+    ]

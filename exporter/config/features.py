@@ -41,6 +41,7 @@ _SELECTOR = re.compile(
     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*"
 )
 MAX_SENDING_ADDRESSES = 32
+MAX_DKIM_SELECTORS = 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ROUTE = re.compile(r"[a-z0-9_-]{1,32}")
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 ftext
@@ -153,6 +154,11 @@ class FeatureSections(Validator):
                 self.error(join(path, key), f"expected 1-65535, got {ports[key]}")
                 ports[key] = default
         selectors = self._list(d, "dkim_selectors", path, "a DKIM selector", _SELECTOR.fullmatch)
+        if len(selectors) > MAX_DKIM_SELECTORS:
+            self.error(
+                join(path, "dkim_selectors"),
+                f"{len(selectors)} selectors; at most {MAX_DKIM_SELECTORS}",
+            )
         sending = self._list(d, "sending_addresses", path, "an IP address", is_ip)
         if len(sending) > MAX_SENDING_ADDRESSES:
             self.error(

@@ -95,13 +95,14 @@ async def _one(
     if error is not None:
         finding(f"no greeting from {address}:{port} (MX {mx_host}): {error}")
         return replace(result, greeting_name=greeting, ehlo_name=ehlo, greeting_error=error), out
+    if confirmed is None:  # nothing to compare with: the PTR finding says why
+        return replace(result, greeting_name=greeting, ehlo_name=ehlo), out
     said = [n for n in (greeting, ehlo) if n]
-    matches = bool(said) and confirmed is not None and all(normalize(n) == confirmed for n in said)
+    matches = bool(said) and all(normalize(n) == confirmed for n in said)
     if not matches:
-        ptr = confirmed or (names[0] if names else "no PTR")
         finding(
             f"{address} (MX {mx_host}) names itself {' / '.join(dict.fromkeys(said)) or '-'}"
-            f" in its greeting / EHLO, its forward-confirmed PTR name is {ptr}"
+            f" in its greeting / EHLO, its forward-confirmed PTR name is {confirmed}"
         )
     return replace(result, greeting_name=greeting, ehlo_name=ehlo, name_matches=matches), out
 

@@ -136,7 +136,7 @@ class ReverseDNS:
     greeting_name: str | None = None  # first word of the 220 greeting (MX addresses)
     ehlo_name: str | None = None  # first word of the 250 EHLO reply
     # The greeting and EHLO names are the forward-confirmed PTR name; None when not
-    # compared (a sending address, or no greeting read).
+    # compared (a sending address, no greeting read, or no forward-confirmed PTR name).
     name_matches: bool | None = None
     error: str | None = None  # the PTR lookup failed: nothing else is known
     greeting_error: str | None = None  # the greeting could not be read

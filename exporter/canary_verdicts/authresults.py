@@ -1,8 +1,5 @@
-"""What the receiving server thought of the canary: its ``Authentication-Results`` headers
-(RFC 8601) read into SPF, DKIM and DMARC verdicts, and DKIM alignment with the From domain.
-
-Pure functions, no I/O: header text in, ``AuthVerdicts`` out (the public suffix list is
-read by the caller, once).
+"""``Authentication-Results`` headers (RFC 8601) read into SPF, DKIM and DMARC verdicts,
+and DKIM alignment with the From domain. Header text in, ``AuthVerdicts`` out.
 
 Which headers count. Anyone can write an ``Authentication-Results`` header into a message
 before sending it, so only headers whose authserv-id is the configured one are read, and of
@@ -26,14 +23,12 @@ import email.utils
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from .results.verdicts import AuthResult, AuthVerdicts, DKIMSignature, MethodResult
+from ..results.verdicts import AuthResult, AuthVerdicts, DKIMSignature, MethodResult
+from .domains import PublicSuffixList, aligned
 
 MAX_HEADER_BLOCK = 256 * 1024  # bytes of header read; the rest is ignored
 MAX_RESULTS = 64  # resinfo items read per header
-# Debian's publicsuffix package puts the list here.
-DEFAULT_PSL = Path("/usr/share/publicsuffix/public_suffix_list.dat")
 _RESULTS = {r.value: r for r in AuthResult} | {"hardfail": AuthResult.FAIL}  # RFC 7208 legacy
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|=|[^\s="]+')
 
@@ -159,7 +154,7 @@ def parse_header(value: str) -> ParsedHeader | None:
         if not words:
             return None
         authserv_id = _unquote(words[0]).lower()
-        if len(words) > 1 and words[1].isdigit():
+        if len(words) > 1 and re.fullmatch(r"[0-9]{1,9}", words[1]):
             version = int(words[1])
     for part in parts[1 : MAX_RESULTS + 1]:
         if part.strip().lower() == "none":
@@ -172,75 +167,7 @@ def parse_header(value: str) -> ParsedHeader | None:
     return ParsedHeader(authserv_id, version, tuple(results))
 
 
-# --------------------------------------------------------------------------- domains
-
-
-@dataclass(frozen=True, slots=True)
-class PublicSuffixList:
-    """The rules of the public suffix list (publicsuffix.org), for organizational domains
-    (DMARC, RFC 7489 §3.2)."""
-
-    rules: frozenset[str]
-    wildcards: frozenset[str]  # "ck" for the rule "*.ck"
-    exceptions: frozenset[str]  # "www.ck" for the rule "!www.ck"
-
-    @classmethod
-    def parse(cls, text: str) -> PublicSuffixList:
-        rules, wildcards, exceptions = set(), set(), set()
-        for line in text.splitlines():
-            rule = line.strip().split(" ", 1)[0].lower()
-            if not rule or rule.startswith("//"):
-                continue
-            try:
-                rule = ".".join(
-                    label.encode("idna").decode("ascii") if not label.isascii() else label
-                    for label in rule.split(".")
-                )
-            except UnicodeError:
-                continue
-            if rule.startswith("!"):
-                exceptions.add(rule[1:])
-            elif rule.startswith("*."):
-                wildcards.add(rule[2:])
-            else:
-                rules.add(rule)
-        return cls(frozenset(rules), frozenset(wildcards), frozenset(exceptions))
-
-    @classmethod
-    def load(cls, path: Path = DEFAULT_PSL) -> PublicSuffixList | None:
-        """The list at ``path``, or None when it cannot be read."""
-        try:
-            return cls.parse(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    def public_suffix(self, domain: str) -> str:
-        labels = domain.split(".")
-        for i in range(len(labels)):
-            candidate = ".".join(labels[i:])
-            if candidate in self.exceptions:
-                return ".".join(labels[i + 1 :])
-            if candidate in self.rules or ".".join(labels[i + 1 :]) in self.wildcards:
-                return candidate
-        return labels[-1]  # the default rule "*"
-
-
-def organizational_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
-    """The public suffix plus one label; without a list, the last two labels (wrong for
-    ``example.co.uk``, whose suffix has two labels)."""
-    domain = domain.rstrip(".").lower()
-    labels = domain.split(".")
-    suffix_labels = len(psl.public_suffix(domain).split(".")) if psl is not None else 1
-    return ".".join(labels[-(suffix_labels + 1) :]) if len(labels) > suffix_labels else domain
-
-
-def aligned(a: str, b: str, psl: PublicSuffixList | None = None, *, strict: bool = False) -> bool:
-    """DMARC identifier alignment (RFC 7489 §3.1): equal domains (strict), or equal
-    organizational domains (relaxed)."""
-    a, b = a.rstrip(".").lower(), b.rstrip(".").lower()
-    if strict or a == b:
-        return a == b
-    return organizational_domain(a, psl) == organizational_domain(b, psl)
+# --------------------------------------------------------------------------- a message
 
 
 def _domain_of(value: str | None) -> str | None:
@@ -249,9 +176,6 @@ def _domain_of(value: str | None) -> str | None:
         return None
     domain = value.rsplit("@", 1)[-1].strip().strip("<>").rstrip(".").lower()
     return domain or None
-
-
-# --------------------------------------------------------------------------- a message
 
 
 def id_matches(authserv_id: str, wanted: Iterable[str]) -> bool:
@@ -302,7 +226,7 @@ def read_verdicts(
         parsed = parse_header(value)
         if parsed is not None and id_matches(parsed.authserv_id, wanted):
             hop.append(parsed)
-    from_domain = _from_domain(headers)
+    from_domain = from_domain_of(headers)
     if not hop:
         return AuthVerdicts(False, from_domain=from_domain, ignored=total)
 
@@ -322,23 +246,32 @@ def read_verdicts(
     )
     dmarc = next(iter(first("dmarc")), None)
     signatures = tuple(_signature(r, from_domain, psl) for r in first("dkim"))
-    dkim = None
-    if signatures:
-        results = [s.result for s in signatures]
-        dkim = AuthResult.PASS if AuthResult.PASS in results else results[0]
-    passing = [s for s in signatures if s.result is AuthResult.PASS]
+    dkim, dkim_aligned = dkim_summary(signatures)
     return AuthVerdicts(
         found=True,
         authserv_id=hop[0].authserv_id,
         spf=spf.result if spf else None,
         dkim=dkim,
         dmarc=dmarc.result if dmarc else None,
-        dkim_aligned=(any(s.aligned for s in passing) if from_domain else None),
+        dkim_aligned=dkim_aligned if from_domain else None,
         from_domain=from_domain,
         spf_domain=_domain_of(spf.prop("smtp.mailfrom") or spf.prop("smtp.helo")) if spf else None,
         signatures=signatures,
         ignored=total - len(used or {0}),
     )
+
+
+def dkim_summary(
+    signatures: Sequence[DKIMSignature],
+) -> tuple[AuthResult | None, bool | None]:
+    """One DKIM verdict for a message: ``pass`` if any signature passed, else the first
+    result (None: unsigned); and whether a passing signature aligns with From (None when
+    unsigned)."""
+    if not signatures:
+        return None, None
+    results = [s.result for s in signatures]
+    verdict = AuthResult.PASS if AuthResult.PASS in results else results[0]
+    return verdict, any(s.aligned for s in signatures if s.result is AuthResult.PASS)
 
 
 def _signature(
@@ -352,8 +285,8 @@ def _signature(
     return DKIMSignature(r.result, domain, identity, r.prop("header.s"), is_aligned, r.reason)
 
 
-def _from_domain(headers: list[tuple[str, str]]) -> str | None:
-    """The domain of the (first) From: address."""
+def from_domain_of(headers: list[tuple[str, str]]) -> str | None:
+    """The domain of the (first) From: address of ``headers`` (``headers_of``)."""
     value = next((v for n, v in headers if n.lower() == "from"), None)
     if value is None:
         return None
