@@ -895,6 +895,23 @@ def canary_verdict_panels(L: Layout, add: Any) -> None:
             rename={},
         )
     )
+    add(
+        table(
+            L,
+            "Canary DKIM verified by the exporter",
+            "Per route: the exporter's own verification of the last canary's DKIM signature "
+            "with the key in DNS (smtp_canary_local_dkim_result; alert "
+            "SMTPCanaryLocalDKIMNotPass where the receiver reports no DKIM result), and "
+            "whether a passing signature aligns with the From domain "
+            "(smtp_canary_local_dkim_aligned).",
+            [
+                query(f"smtp_canary_local_dkim_result{{{SEL}}} == 1", instant=True, table=True),
+                query(f"smtp_canary_local_dkim_aligned{{{SEL}}}", instant=True, table=True),
+            ],
+            keep=["target", "module", "route", "result", "Value #B"],
+            rename={"Value #B": "aligned"},
+        )
+    )
 
 
 def posture_panels(L: Layout, add: Any) -> None:

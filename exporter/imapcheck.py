@@ -43,9 +43,10 @@ MAX_SWEEP = 100  # stale canaries removed per session; the rest wait for the nex
 SWEEP_RESERVE = 1.0  # seconds that must be left for a sweep to start
 MAX_ERROR = 256
 LAST_POLL_RESERVE = 0.25  # seconds kept free after the last poll so it can finish
-# The found canary's header, for its Authentication-Results: the receiver's are on top, so
-# a cut costs nothing that matters; a partial FETCH keeps the literal under the reader's cap.
-MAX_HEADER = 60_000
+# The found canary, for its Authentication-Results (the receiver's are on top) and its DKIM
+# signatures: a partial FETCH keeps the literal under the reader's 64 KiB cap. A canary is a
+# few KiB; one that reaches the cap is read for its header only (its body hash cannot be).
+MAX_MESSAGE = 60_000
 
 _TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -104,7 +105,12 @@ class IMAPCheck:
     late: int = 0  # of those, how many the server received after their timeout
     folder: str | None = None  # where it was found
     junk: bool = False  # ... and that folder is a Junk one (listed or configured)
-    header: bytes | None = None  # its header block (the first MAX_HEADER bytes)
+    message: bytes | None = None  # as delivered (its first MAX_MESSAGE bytes)
+
+    @property
+    def complete(self) -> bool:
+        """The whole message was read (shorter than the cap), so its body can be checked."""
+        return self.message is not None and len(self.message) < MAX_MESSAGE
 
     @property
     def access_ok(self) -> bool:
@@ -163,7 +169,7 @@ class _State:
         self.swept_in: set[str] = set()  # mailboxes swept this session (once each)
         self.folder: str | None = None
         self.junk = False
-        self.header: bytes | None = None
+        self.message: bytes | None = None
 
     @property
     def phase(self) -> IMAPPhase:
@@ -209,7 +215,7 @@ class _State:
             late=self.late,
             folder=self.folder,
             junk=self.junk,
-            header=self.header,
+            message=self.message,
         )
 
 
@@ -286,9 +292,9 @@ async def _converse(session: IMAPSession, state: _State, token: str) -> None:
     if uids:
         state.step = IMAPPhase.SEARCH
         fetched = await mailbox.uid_fetch(
-            session, uids[:1], f"(UID BODY.PEEK[HEADER]<0.{MAX_HEADER}>)", _OPEN
+            session, uids[:1], f"(UID BODY.PEEK[]<0.{MAX_MESSAGE}>)", _OPEN
         )
-        state.header = fetched[0].body if fetched else None
+        state.message = fetched[0].body if fetched else None
         state.step = IMAPPhase.DELETE
         state.expunged = await _delete(session, state, uids)
         state.deleted = True

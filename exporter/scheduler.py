@@ -317,7 +317,7 @@ class ProbeScheduler:
 
         async def run() -> None:
             try:
-                results = await run_canaries(target, canary)
+                results = await run_canaries(target, canary, self._dns_cache)
                 self._store.record_canary(target, *results)
                 for result in results:
                     if not result.success:

@@ -86,6 +86,7 @@ class Verdict:
     aligned: bool | None = True
     ignored: int = 0
     found: bool = True  # an Authentication-Results header of the authserv_id
+    local: str | None = "pass"  # the exporter's own DKIM verification
 
     def findings(self) -> bool:
         """Delivered, but not all well (a canary not delivered is a failure instead)."""
@@ -94,6 +95,7 @@ class Verdict:
             or not self.found
             or any(r not in (None, "pass") for r in (self.spf, self.dkim, self.dmarc))
             or self.aligned is False
+            or (self.dkim is None and self.local not in (None, "pass"))
         )
 
 
@@ -120,13 +122,15 @@ class Row:
         return ("WARNING", 1) if findings else ("OK", 0)
 
 
-UNREAD = Verdict(placement=None, spf=None, dkim=None, dmarc=None, aligned=None, found=False)
+UNREAD = Verdict(
+    placement=None, spf=None, dkim=None, dmarc=None, aligned=None, found=False, local=None
+)
 ROWS = (
     Row("pass", configs.GOOD, {"default": Verdict()}),
     Row(
         "dkim_fail",
         configs.WRONG_KEY,
-        {"default": Verdict(dkim="fail", aligned=False)},
+        {"default": Verdict(dkim="fail", aligned=False, local="fail")},
         frozenset({"SMTPCanaryAuthNotPass"}),
     ),
     Row(
@@ -157,9 +161,22 @@ ROWS = (
     Row(
         "forged",
         configs.WRONG_KEY,
-        {"default": Verdict(dkim="fail", aligned=False, ignored=1)},
+        {"default": Verdict(dkim="fail", aligned=False, ignored=1, local="fail")},
         frozenset({"SMTPCanaryAuthNotPass"}),
         headers=FORGED,
+    ),
+    # The receiver's header is not trusted (another authserv_id): the exporter's own DKIM
+    # verification still finds the wrong key.
+    Row(
+        "local_only",
+        configs.WRONG_KEY,
+        {
+            "default": Verdict(
+                spf=None, dkim=None, dmarc=None, aligned=None, ignored=1, found=False, local="fail"
+            )
+        },
+        frozenset({"SMTPCanaryNoAuthResults", "SMTPCanaryLocalDKIMNotPass"}),
+        authserv_ids={"default": "mx.elsewhere.test"},
     ),
     # Two routes into one mailbox: one trusts the receiver, one a host that wrote nothing.
     Row(
@@ -199,7 +216,8 @@ def module_of(row: Row, bed: Deliverability, password_file: Path) -> dict[str, A
     if row.headers:
         canary["headers"] = row.headers
     if list(row.routes) == ["default"]:
-        canary |= {"to": bed.recipient, "imap": imap, "authserv_id": bed.authserv_id}
+        authserv_id = row.authserv_ids.get("default", bed.authserv_id)
+        canary |= {"to": bed.recipient, "imap": imap, "authserv_id": authserv_id}
     else:
         canary["routes"] = [
             {
@@ -221,6 +239,8 @@ def module_of(row: Row, bed: Deliverability, password_file: Path) -> dict[str, A
 
 def write_config(path: Path, rows: tuple[Row, ...], bed: Deliverability, pw: Path) -> Path:
     data = {
+        # The exporter's resolver: the testbed's zone, for the canary's DKIM keys.
+        "dns": {"nameservers": [f"{bed.dns.address}:{bed.dns.port}"], "timeout": "2s"},
         "modules": {row.name: module_of(row, bed, pw) for row in rows},
         "targets": [
             {"target": f"{bed.host}:{bed.submit_port}", "module": row.name, "interval": INTERVAL}
@@ -371,6 +391,8 @@ def verdict_summary(samples: list[Sample], **labels: str) -> str:
             parts.append(f"aligned={s.value:g}")
         for s in select(samples, "smtp_canary_auth_results_ignored", route=route, **labels):
             parts.append(f"ignored={s.value:g}")
+        for s in select(samples, "smtp_canary_local_dkim_result", route=route, **labels):
+            parts.append(f"local_dkim={s.labels['result']}")
         out.append(" ".join(parts))
     return "; ".join(out) or "(no series)"
 
@@ -386,6 +408,7 @@ def once_cell(run: OnceRun, module: str) -> str:
                     f"{c['route']}: delivered={c['delivered']} placement={c['placement']} "
                     + " ".join(f"{m}={v.get(m)}" for m in ("spf", "dkim", "dmarc"))
                     + f" aligned={v.get('dkim_aligned')} ignored={v.get('ignored_headers')}"
+                    + f" local_dkim={[d['result'] for d in c['local_dkim'] or []]}"
                 )
         return f"{head}, " + ("; ".join(texts) or "no object")
     if run.output == "table":
@@ -441,9 +464,17 @@ def check_samples(row: Row, samples: list[Sample], **labels: str) -> None:
         }
         aligned = [s.value for s in select(samples, "smtp_canary_dkim_aligned", **at)]
         ignored = [s.value for s in select(samples, "smtp_canary_auth_results_ignored", **at)]
+        local = [
+            s.labels["result"]
+            for s in select(samples, "smtp_canary_local_dkim_result", **at)
+            if s.value == 1
+        ]
+        local_aligned = [s.value for s in select(samples, "smtp_canary_local_dkim_aligned", **at)]
         if want.placement is None:  # not found: nothing was read, so nothing is shown
-            assert (found, results, aligned, ignored) == ([], {}, [], []), route
+            assert (found, results, aligned, ignored, local) == ([], {}, [], [], []), route
             continue
+        assert local == [want.local], (route, local)
+        assert local_aligned == [1 if want.local == "pass" else 0], (route, local_aligned)
         assert found == [1 if want.found else 0], (route, found)
         expected = {m: r for m in ("spf", "dkim", "dmarc") if (r := getattr(want, m)) is not None}
         assert results == expected, (route, results)
@@ -482,6 +513,8 @@ def test_once_json(observed: Observed, row: Row) -> None:
         assert v["dkim_aligned"] is want.aligned, v
         assert v["ignored_headers"] == want.ignored, v
         assert v["from_domain"] == row.domain, v
+        (sig,) = c["local_dkim"]
+        assert (sig["result"], sig["domain"]) == (want.local, row.domain), sig
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
@@ -509,6 +542,9 @@ def test_once_table(observed: Observed, row: Row) -> None:
         assert "DKIM fail" in failure, failure
     if row.name == "spf_fail":
         assert "SPF fail" in failure, failure
+    if row.name == "local_only":
+        assert "DKIM fail (verified by the exporter)" in failure, failure
+        assert "local-dkim=fail" in canary, canary
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
@@ -524,6 +560,8 @@ def test_once_nagios(observed: Observed, row: Row) -> None:
         assert "canary DKIM fail" in status, status
     if row.name == "routes":
         assert "canary (elsewhere) no Authentication-Results" in status, status
+    if row.name == "local_only":
+        assert "canary DKIM fail (verified by the exporter)" in status, status
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
@@ -549,6 +587,9 @@ def test_alerts(observed: Observed, row: Row) -> None:
     if row.name == "routes":
         said = observed.descriptions[("SMTPCanaryNoAuthResults", row.name)]
         assert "route elsewhere" in said, said
+    if row.name == "local_only":
+        said = observed.descriptions[("SMTPCanaryLocalDKIMNotPass", row.name)]
+        assert "with the keys in DNS: fail, not pass" in said, said
 
 
 def test_dashboard_and_alert_expressions_on_verdicts_return_data(observed: Observed) -> None:

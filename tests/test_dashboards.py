@@ -84,6 +84,8 @@ VERDICT_ONLY = frozenset(
         "smtp_canary_auth_results_found",
         "smtp_canary_auth_results_ignored",
         "smtp_canary_dkim_aligned",
+        "smtp_canary_local_dkim_result",
+        "smtp_canary_local_dkim_aligned",
     }
 )
 # The posture fixture's relay test recipient, which its MX refuses.

@@ -269,6 +269,20 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         "From domain (DMARC relaxed alignment); 0 if none does.",
         ("route",),
     ),
+    MetricSpec(
+        "smtp_canary_local_dkim_result",
+        "gauge",
+        "1 with the result of the exporter's own verification of the last canary's DKIM "
+        "signatures (pass if any passed, else the first one's).",
+        ("route", "result"),
+    ),
+    MetricSpec(
+        "smtp_canary_local_dkim_aligned",
+        "gauge",
+        "1 if a signature that passed the exporter's own verification aligns with the "
+        "canary's From domain; 0 if none does.",
+        ("route",),
+    ),
     MetricSpec("smtp_probes_total", "counter", "Probes completed since the exporter started."),
     MetricSpec(
         "smtp_probe_failures_total", "counter", "Failed probes by failing phase.", ("phase",)

@@ -205,6 +205,14 @@ def _canary(lines: _Lines, c: CanaryResult) -> None:
     if c.round_trip_seconds is not None:
         lines.add("smtp_canary_last_round_trip_seconds", c.round_trip_seconds, route)
     _verdicts(lines, c.verdicts, route)
+    if c.local_dkim:  # None: not verified; (): unsigned
+        # As canary_verdicts.dkim_summary (not imported: it would load dkimpy here).
+        passed = [s for s in c.local_dkim if s.result == "pass"]
+        verdict = "pass" if passed else c.local_dkim[0].result
+        lines.add("smtp_canary_local_dkim_result", 1, f'{route},result="{verdict}"')
+        lines.add(
+            "smtp_canary_local_dkim_aligned", 1 if any(s.aligned for s in passed) else 0, route
+        )
 
 
 def _verdicts(lines: _Lines, v: AuthVerdicts | None, route: str) -> None:

@@ -10,6 +10,7 @@ from ..results import Phase, ProbeResult
 
 if TYPE_CHECKING:
     from ..results import CanaryResult
+    from ..results.verdicts import DKIMSignature
 
 
 # The last canary of each route, by (target, module); one route unless `routes` is set.
@@ -99,6 +100,8 @@ def canary_text(c: CanaryResult | None) -> str:
             text += f" {auth}" if v.found else " no-auth-results"
             if v.dkim_aligned is False:
                 text += " dkim-unaligned"
+        if c.local_dkim:
+            text += f" local-dkim={local_dkim(c.local_dkim)}"
         return text
     return "NOT delivered"
 
@@ -129,7 +132,19 @@ def canary_findings(c: CanaryResult) -> list[str]:
                 out.append(f"{method.upper()} {result}")
         if v.dkim_aligned is False:
             out.append("DKIM not aligned with the From domain")
+    # Our own verification speaks where the receiver said nothing of DKIM.
+    if c.local_dkim and (v is None or v.dkim is None):
+        result = local_dkim(c.local_dkim)
+        if result != "pass":
+            out.append(f"DKIM {result} (verified by the exporter)")
     return out
+
+
+def local_dkim(signatures: tuple[DKIMSignature, ...]) -> str:
+    """One verdict of the exporter's own DKIM verification: pass if any signature passed."""
+    if any(s.result == "pass" for s in signatures):
+        return "pass"
+    return str(signatures[0].result)
 
 
 def failure_text(r: ProbeResult, c: CanaryResult | None) -> str:

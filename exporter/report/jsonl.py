@@ -49,6 +49,19 @@ def canary_dict(c: CanaryResult | None) -> dict[str, Any] | None:
         "placement": None if c.placement is None else str(c.placement),  # null: not found
         "folder": c.folder,
         "verdicts": verdicts_dict(c.verdicts),
+        # The exporter's own DKIM verification: null when not verified; [] when unsigned.
+        "local_dkim": None
+        if c.local_dkim is None
+        else [
+            {
+                "result": str(s.result),
+                "domain": s.domain,
+                "selector": s.selector,
+                "aligned": s.aligned,
+                "reason": s.reason,
+            }
+            for s in c.local_dkim
+        ],
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .verdicts import AuthVerdicts
+from .verdicts import AuthVerdicts, DKIMSignature
 
 
 class Protocol(StrEnum):
@@ -366,6 +366,9 @@ class CanaryResult:
     # The receiving host's Authentication-Results verdicts; None when the canary was not
     # found, or the route names no authserv_id.
     verdicts: AuthVerdicts | None = None
+    # Its DKIM signatures verified by the exporter (empty: unsigned); None when not
+    # checked (not found, no DNS, or the message was too long to read whole).
+    local_dkim: tuple[DKIMSignature, ...] | None = None
 
     @property
     def imap_ok(self) -> bool | None:
