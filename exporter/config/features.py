@@ -263,9 +263,11 @@ class FeatureSections(Validator):
 
     def _routes(self, raw: Any, path: str) -> tuple[CanaryRoute, ...]:
         if not isinstance(raw, list) or not raw:
-            self.error(path, f"expected a non-empty list of routes, got {type_name(raw)}")
+            got = "an empty list" if raw == [] else type_name(raw)
+            self.error(path, f"expected a non-empty list of routes, got {got}")
             return ()
         out: list[CanaryRoute] = []
+        names: set[str] = set()
         for i, item in enumerate(raw):
             here = f"{path}[{i}]"
             d = self.mapping(item, here, config_keys(CanaryRoute))
@@ -273,9 +275,11 @@ class FeatureSections(Validator):
             if not name or not _ROUTE.fullmatch(name):
                 self.error(join(here, "name"), f"expected [a-z0-9_-]{{1,32}}, got {name!r}")
                 name = None
-            elif any(r.name == name for r in out):
+            elif name in names:
                 self.error(join(here, "name"), f"route {name!r} is defined twice")
                 name = None
+            else:
+                names.add(name)
             recipient = self._address(d, "to", here)
             imap = self._imap(d.get("imap"), join(here, "imap"))
             authserv_id = self._authserv_id(d, here)
