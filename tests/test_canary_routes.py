@@ -316,3 +316,43 @@ def test_a_removed_route_disappears() -> None:
     store.record_canary(target, canary("gmail"), canary("gone"))
     (entry,) = store.entries()
     assert [r.route for r in entry.routes] == ["gmail"]
+
+
+# --------------------------------------------------------------------------- the last poll
+
+
+def test_deadline_on_a_later_poll_is_not_found_not_an_imap_failure() -> None:
+    """The mailbox was searched (the canary was not there); the deadline then fell on a
+    poll the server was slow to answer: "not delivered", not "mailbox unreadable"."""
+    import asyncio
+
+    from exporter.config.model import IMAPConfig, IMAPTLSMode, Secret
+    from exporter.deadline import Deadline
+    from exporter.imapcheck import find_and_delete
+
+    from .servers.imapfault import IMAPFaultServer
+
+    with IMAPFaultServer("search_tarpit_later", messages={7: "other"}) as server:
+        cfg = IMAPConfig(
+            "127.0.0.1",
+            server.port,
+            IMAPTLSMode.NONE,
+            "canary",
+            Secret("canary-pass"),
+            poll_interval=0.1,
+        )
+        check = asyncio.run(find_and_delete(cfg, "tok", Deadline.after(1.5)))
+    assert check.polls == 1 and not check.found, check
+    assert check.failure is None and check.access_ok, check
+    assert check.error == "not found within 1.5s", check
+    with IMAPFaultServer("search_tarpit", messages={7: "other"}) as server:
+        cfg = IMAPConfig(
+            "127.0.0.1",
+            server.port,
+            IMAPTLSMode.NONE,
+            "canary",
+            Secret("canary-pass"),
+            poll_interval=0.1,
+        )
+        never = asyncio.run(find_and_delete(cfg, "tok", Deadline.after(1.0)))
+    assert never.failure is not None and never.failure.phase == "search", never  # never read
