@@ -38,6 +38,10 @@ SEND_BUFFER = 256 << 10
 # to the system: glibc keeps freed heap pages otherwise, and RSS stayed at 700 MB+.
 TRIM_AFTER_PEAK = 64  # connections at the surge's peak
 TRIM_DELAY = 1.0  # seconds after the surge fell to a quarter of its peak
+# At most one trim per this many seconds: a full collection takes 0.1 s+ on a large heap,
+# and a client opening and closing 64 connections in turn must not make the loop do it
+# every second.
+TRIM_EVERY = 30.0
 
 
 class _Conn(asyncio.Protocol):
@@ -100,6 +104,7 @@ class Server(Routes):
         self._trim = malloc_trim()
         self._peak = 0  # most connections open at once since the last trim
         self._trim_handle: asyncio.TimerHandle | None = None
+        self._trimmed = float("-inf")  # loop time of the last trim
         self._rendered: _Rendered | None = None  # while an answer is written from it
 
     @property
@@ -258,8 +263,11 @@ class Server(Routes):
         ):
             return
 
+        loop = asyncio.get_running_loop()
+
         def trim() -> None:
             self._trim_handle = None
+            self._trimmed = loop.time()
             self._peak = len(self._conns)
             assert self._trim is not None
             # Aborted connections leave cycles (exception, traceback, frame, future) that
@@ -267,7 +275,8 @@ class Server(Routes):
             gc.collect()
             self._trim()
 
-        self._trim_handle = asyncio.get_running_loop().call_later(TRIM_DELAY, trim)
+        delay = max(TRIM_DELAY, self._trimmed + TRIM_EVERY - loop.time())
+        self._trim_handle = loop.call_later(delay, trim)
 
     def _evict_idle(self) -> bool:
         """Close the connection idle the longest to make room; False if none is idle."""
