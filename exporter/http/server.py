@@ -41,7 +41,7 @@ TRIM_DELAY = 1.0  # seconds after the surge fell to a quarter of its peak
 # At most one trim per this many seconds: a full collection takes 0.1 s+ on a large heap,
 # and a client opening and closing 64 connections in turn must not make the loop do it
 # every second.
-TRIM_EVERY = 30.0
+TRIM_EVERY = 10.0
 
 
 class _Conn(asyncio.Protocol):
@@ -204,6 +204,7 @@ class Server(Routes):
             conn.timer = None
         self._conns.discard(conn)
         self._idle.pop(conn, None)
+        conn.transport = None  # no cycle through a TLS layer that refers back to conn
         self._maybe_trim()
 
     async def _serve(
