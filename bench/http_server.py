@@ -13,8 +13,9 @@ N targets (``bench/render.py``'s complete STARTTLS + AUTH results) and answers w
 application code: ``Server.metrics_pieces`` renders, overlapping /metrics requests share a
 rendering (``Routes._rendering``), a gzip answer is the pieces joined into one member and a
 plain one is inflated from them 16 KiB at a time (``exporter.httplimits``), each chunk
-written once the client has taken the one before. Only the HTTP layer differs: parsing,
-framing, keep-alive, the loop's protocol objects.
+written once the client has taken the one before, and the loop is yielded to every 64 KiB
+(``YIELD_EVERY``; which is also what lets overlapping requests share a rendering). Only the
+HTTP layer differs: parsing, framing, keep-alive, the loop's protocol objects.
 
 **hand**: ``exporter.http.Server`` itself. **h11**: asyncio streams + ``h11.Connection``
 (sans-IO, as the reply parser is). **aiohttp**: ``aiohttp.web.Application`` with two
@@ -108,7 +109,7 @@ async def _serve_h11(server: object, port: int) -> asyncio.Server:
     import h11
 
     from exporter.http.request import accepts_gzip
-    from exporter.http.routes import CONTENT_TYPE
+    from exporter.http.routes import CONTENT_TYPE, YIELD_EVERY
     from exporter.httplimits import WRITE_CHUNK
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -144,9 +145,14 @@ async def _serve_h11(server: object, port: int) -> asyncio.Server:
                         head = _head(200, length, CONTENT_TYPE, extra)
                         writer.write(conn.send(h11.Response(status_code=200, headers=head)))
                         writer.transport.set_write_buffer_limits(high=WRITE_CHUNK)
+                        sent = 0
                         for chunk in chunks:
                             writer.writelines(conn.send_with_data_passthrough(h11.Data(chunk)))
                             await writer.drain()
+                            sent += len(chunk)
+                            if sent >= YIELD_EVERY:  # as Routes does: let other work in
+                                sent = 0
+                                await asyncio.sleep(0)
                         writer.write(conn.send(h11.EndOfMessage()))
                     finally:
                         server._done(rendered)  # type: ignore[attr-defined]
@@ -165,7 +171,7 @@ async def _serve_aiohttp(server: object, port: int) -> object:
     from aiohttp import web
 
     from exporter.http.request import accepts_gzip
-    from exporter.http.routes import CONTENT_TYPE
+    from exporter.http.routes import CONTENT_TYPE, YIELD_EVERY
 
     async def healthy(request: web.Request) -> web.Response:
         return web.Response(body=b"Healthy\n", content_type="text/plain", charset="utf-8")
@@ -182,8 +188,13 @@ async def _serve_aiohttp(server: object, port: int) -> object:
                 resp.headers["Content-Encoding"] = "gzip"
             resp.content_length = length
             await resp.prepare(request)
+            sent = 0
             for chunk in chunks:
                 await resp.write(chunk)  # drains once the transport's buffer is high
+                sent += len(chunk)
+                if sent >= YIELD_EVERY:  # as Routes does: let other work in
+                    sent = 0
+                    await asyncio.sleep(0)
             await resp.write_eof()
             return resp
         finally:
