@@ -26,7 +26,7 @@ class TLSConnection(asyncio.Transport, asyncio.Protocol):
     A failed handshake or a broken record aborts the connection, which the reader above sees
     as a lost connection."""
 
-    __slots__ = ("_app", "_closing", "_context", "_in", "_obj", "_out", "_raw", "_ready")
+    __slots__ = ("_app", "_closing", "_context", "_in", "_obj", "_out", "_paused", "_raw", "_ready")
 
     def __init__(self, context: ssl.SSLContext, app: asyncio.Protocol) -> None:
         # No super().__init__(): it would give each connection an ``_extra`` dict, and
@@ -39,6 +39,7 @@ class TLSConnection(asyncio.Transport, asyncio.Protocol):
         self._obj: ssl.SSLObject | None = None
         self._ready = False  # handshake done
         self._closing = False
+        self._paused = False  # the socket's transport asked us to stop writing
 
     # --- below: the socket's transport calls these --------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,9 +110,11 @@ class TLSConnection(asyncio.Transport, asyncio.Protocol):
         self._app.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self._paused = True
         self._app.pause_writing()
 
     def resume_writing(self) -> None:
+        self._paused = False
         self._app.resume_writing()
 
     # --- above: the stream protocol (its reader and writer) calls these -----------------
@@ -197,6 +200,8 @@ class TLSConnection(asyncio.Transport, asyncio.Protocol):
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, asyncio.Protocol)
         self._app = protocol
+        if self._paused:  # the new protocol must see the pause its resume will end
+            protocol.pause_writing()
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._app
