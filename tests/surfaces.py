@@ -61,13 +61,15 @@ def select(samples: list[Sample], name: str, **labels: str) -> list[Sample]:
 
 
 def metrics_summary(samples: list[Sample], **labels: str) -> str:
-    """One line for the matrix: success, the failed phase and kind, the canary's outcome."""
+    """One line for the matrix: success, the failed phase, kind and last reply code (``-``:
+    none), the canary's outcome."""
     parts = []
     for s in select(samples, "smtp_probe_success", **labels):
         parts.append(f"success={s.value:g}")
     for s in select(samples, "smtp_probe_failed_phase", **labels):
         if s.value == 1:
-            parts.append(f"failed_phase={s.labels.get('phase')}/{s.labels.get('kind')}")
+            code = s.labels.get("reply_code") or "-"
+            parts.append(f"failed_phase={s.labels.get('phase')}/{s.labels.get('kind')}/{code}")
     for name in ("smtp_canary_send_success", "smtp_canary_delivered"):
         for s in select(samples, name, **labels):
             parts.append(f"{name.removeprefix('smtp_')}={s.value:g}")
