@@ -249,3 +249,47 @@ def test_an_mx_target_costs_one_set_per_host_and_five_for_its_lookup(counts: Cou
     # The MX host's set is a STARTTLS module's (with the mx_host and mx_preference labels).
     assert counts.mx_host_sets == [counts.scheduled["starttls"]]
     assert counts.mx_lookup == 5
+
+
+@pytest.mark.postfix
+def test_a_canary_found_over_imap_costs_what_the_table_says(mailstack, tmp_path) -> None:
+    """The canary row, on Postfix + Dovecot: sent through submission, found over IMAPS."""
+    smtp_pw, imap_pw = tmp_path / "smtp-pw", tmp_path / "imap-pw"
+    smtp_pw.write_text(mailstack.users["probe"] + "\n")
+    imap_pw.write_text(mailstack.users["canary"] + "\n")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "modules:\n"
+        "  canary:\n"
+        f"    tls: starttls\n    tls_ca_file: {mailstack.ca_file}\n    timeout: 2s\n"
+        f"    auth: {{username: probe, password_file: {smtp_pw}}}\n"
+        "    canary:\n"
+        "      from: probe@localhost\n      to: canary@localhost\n"
+        "      interval: 1m\n      timeout: 20s\n"
+        "      imap:\n"
+        f"        host: 127.0.0.1\n        port: {mailstack.imaps_port}\n"
+        f"        tls: implicit\n        tls_ca_file: {mailstack.ca_file}\n"
+        f"        username: canary\n        password_file: {imap_pw}\n"
+        "        poll_interval: 200ms\n"
+        "targets:\n"
+        f'  - {{target: "127.0.0.1:{mailstack.submission_port}", module: canary, interval: 2s}}\n'
+    )
+    target = f"127.0.0.1:{mailstack.submission_port}"
+    exp = RunningExporter(config).start()
+    try:
+        assert wait_for(
+            lambda: (
+                exp.value("smtp_canary_last_round_trip_seconds") is not None
+                and exp.value("smtp_probe_success") == 1
+            ),
+            60,
+        )
+        scheduled = len(_series(exp.get("/metrics")[1], target=target, module="canary"))
+        answer = _get(f"{exp.url}/probe?target={target}&module=canary")
+        probe = len(_series(answer, target=target, module="canary"))
+    finally:
+        exp.stop()
+    table = _table()
+    base, row = table["STARTTLS + AUTH"], table["canary found over IMAP (sending included)"]
+    assert scheduled == _n(base[0]) + _n(row[0])
+    assert probe == _n(base[1]) + _n(row[1])
