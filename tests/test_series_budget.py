@@ -293,3 +293,24 @@ def test_a_canary_found_over_imap_costs_what_the_table_says(mailstack, tmp_path)
     base, row = table["STARTTLS + AUTH"], table["canary found over IMAP (sending included)"]
     assert scheduled == _n(base[0]) + _n(row[0])
     assert probe == _n(base[1]) + _n(row[1])
+
+
+def test_every_detail_family_says_so_in_the_docs() -> None:
+    """The families only metrics_detail exports say it in their "when absent" cell."""
+    from exporter.metrics import METRICS
+
+    rows = {
+        m[1]: line
+        for line in (ROOT / "docs" / "metrics.md").read_text().splitlines()
+        if (m := re.match(r"\| `(smtp_[a-z0-9_]+)` \|", line))
+    }
+    detail = {s.name for s in METRICS if s.detail}
+    assert detail == {
+        "smtp_extension_advertised",
+        "smtp_auth_mechanism_advertised",
+        "smtp_size_limit_bytes",
+        "smtp_tls_leaf_cert_expiry_timestamp_seconds",
+    }
+    for name in detail:
+        absent = rows[name].split(" | ")[-2]
+        assert "without `metrics_detail`" in absent, (name, absent)
