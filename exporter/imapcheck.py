@@ -32,7 +32,8 @@ from .config.model import AuthConfig, IMAPConfig, IMAPTLSMode, Module, Target, T
 from .deadline import Deadline
 from .errors import ProbeError
 from .imap import folders, mailbox
-from .imap.session import IMAPSession, mailbox_name, quoted
+from .imap.session import IMAPSession
+from .imap.syntax import mailbox_name, quoted
 from .results import FailureKind, IMAPFailure, IMAPPhase, Phase
 
 TOKEN_HEADER = "X-SMTP-Health-Canary"

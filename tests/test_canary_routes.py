@@ -12,7 +12,7 @@ from exporter.config import CanaryRoute
 from exporter.errors import ConfigError
 from exporter.imap.folders import Listed, junk_of, parse_list, utf7_decode
 from exporter.imap.reader import Kind, Response
-from exporter.imap.session import utf7_encode
+from exporter.imap.syntax import utf7_encode
 from exporter.metrics.samples import render_probe
 from exporter.results import CanaryResult, Placement
 from exporter.results.verdicts import AuthResult, AuthVerdicts, DKIMSignature

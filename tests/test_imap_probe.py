@@ -23,7 +23,7 @@ import pytest
 from exporter import probe
 from exporter.config import AuthConfig, Module, Secret, Target, TLSMode
 from exporter.deadline import Deadline
-from exporter.imap.session import astring, choose, mailbox_name, parse_capabilities, utf7_encode
+from exporter.imap.syntax import astring, choose, mailbox_name, parse_capabilities, utf7_encode
 from exporter.results import IMAP_PHASES, FailureKind, Phase, ProbeResult, Protocol
 from tests.servers.imapfault import IMAPFaultServer
 from tests.servers.mailstack import MailStack

@@ -2,7 +2,7 @@
 ``\\Junk`` special-use attribute (RFC 6154), else a folder by the names clients use.
 
 Mailbox names arrive in modified UTF-7 (RFC 3501 §5.1.3) and are returned decoded, so that
-``session.mailbox_name`` encodes them again for SELECT."""
+``syntax.mailbox_name`` encodes them again for SELECT."""
 
 from __future__ import annotations
 

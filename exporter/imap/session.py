@@ -15,8 +15,6 @@ STORE): ``exporter.imap.mailbox`` has those.
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
@@ -28,16 +26,18 @@ from ..net.connection import Connection
 from ..net.resolve import resolve
 from ..results import AuthInfo, FailureKind, MailboxInfo, Phase, PhaseTiming, TLSInfo
 from .reader import IMAPReader, Kind, Response, clean
+from .syntax import (
+    astring,
+    challenge,
+    choose,
+    mailbox_name,
+    masked_command,
+    parse_capabilities,
+    response_text,
+    secret_forms,
+)
 
-MAX_CAPABILITIES = 64  # names kept; a server could list thousands
-MAX_NAME = 64  # characters of one capability name
 LITERAL_MINUS_MAX = 4096  # RFC 7888: the largest non-synchronizing literal LITERAL- allows
-# SASL mechanisms AUTHENTICATE can run here; LOGIN is IMAP's own LOGIN command.
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5", "XOAUTH2")
-AUTO = ("PLAIN", "LOGIN")
-
-# A whole word (between whitespace) of atom characters, at most MAX_NAME long.
-_CAPABILITY_NAME = re.compile(r"(?<!\S)[A-Z0-9][A-Z0-9=+._:/-]{0,63}(?!\S)")  # 63: MAX_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ class IMAPSession:
         self.mailbox: MailboxInfo | None = None
         self.logout_ok = False
         self.logging_out = False
-        self.secrets = _secret_forms(target)
+        self.secrets = secret_forms(target)
         self._tags = count(1)
         self._seen_capabilities: tuple[str, ...] | None = None  # from the last response
 
@@ -159,7 +159,9 @@ class IMAPSession:
         if greeting.kind is not Kind.UNTAGGED or greeting.keyword not in ("OK", "PREAUTH", "BYE"):
             raise ProtocolError(f"unexpected greeting {clean(str(greeting), 60)!r}")
         if greeting.keyword == "BYE":
-            raise ProbeError(Phase.GREETING, FailureKind.REPLY, self.redact(_text(greeting)))
+            raise ProbeError(
+                Phase.GREETING, FailureKind.REPLY, self.redact(response_text(greeting))
+            )
         self.authenticated = greeting.keyword == "PREAUTH"
         if greeting.code is not None and greeting.code.upper().startswith("CAPABILITY "):
             self.capabilities = parse_capabilities(greeting.code[11:])
@@ -252,20 +254,20 @@ class IMAPSession:
         elif mechanism == "CRAM-MD5":
             step = await self._sasl_start(mechanism, None)
             if isinstance(step, Response):
-                challenge = _challenge(step)
-                step = await self._sasl_send(sasl.cram_md5(username, password, challenge), a)
+                data = challenge(step)
+                step = await self._sasl_send(sasl.cram_md5(username, password, data), a)
         else:
             scram = sasl.ScramClient(mechanism, username, password)
             step = await self._sasl_start(mechanism, sasl.b64(scram.first()))
             if isinstance(step, Response):
-                final = scram.final(_challenge(step).decode("utf-8", "replace"))
+                final = scram.final(challenge(step).decode("utf-8", "replace"))
                 step = await self._sasl_send(sasl.b64(final), a)
                 if isinstance(step, Completion):
                     # An OK here would skip the server's proof: accept no server without it.
                     if step.ok:
                         raise sasl.SASLError("server did not send its signature")
                     return step
-                scram.verify(_challenge(step).decode("utf-8", "replace"))
+                scram.verify(challenge(step).decode("utf-8", "replace"))
                 step = await self._sasl_send("", a)
             elif step.ok:
                 raise sasl.SASLError("server did not send its signature")
@@ -360,7 +362,7 @@ class IMAPSession:
                     return item
                 raise ProtocolError("continuation request nobody asked for", phase)
             if item.keyword == "BYE" and not self.logging_out:
-                raise ProbeError(phase, FailureKind.REPLY, self.redact(_text(item)))
+                raise ProbeError(phase, FailureKind.REPLY, self.redact(response_text(item)))
             if item.keyword == "CAPABILITY":
                 self._seen_capabilities = parse_capabilities(item.data)
             untagged.append(item)
@@ -370,7 +372,7 @@ class IMAPSession:
         an OK's response code is noted."""
         response = done.done
         if response.keyword != "OK":
-            raise ProbeError(phase, FailureKind.REPLY, self.redact(_text(response)))
+            raise ProbeError(phase, FailureKind.REPLY, self.redact(response_text(response)))
         if response.code is not None and response.code.upper().startswith("CAPABILITY "):
             self._seen_capabilities = parse_capabilities(response.code[11:])
 
@@ -385,7 +387,7 @@ class IMAPSession:
     def _send(self, line: str, phase: Phase) -> None:
         assert self.conn is not None
         if self.wire is not None:
-            self.wire("C: " + self.redact(_masked_command(line, phase)))
+            self.wire("C: " + self.redact(masked_command(line, phase)))
         self.conn.send_line(line, phase)
 
     def note(self, text: str) -> None:
@@ -405,111 +407,3 @@ class IMAPSession:
 
 
 # --- pure helpers ------------------------------------------------------------------------------
-def parse_capabilities(raw: bytes | str) -> tuple[str, ...]:
-    """The capability names of a CAPABILITY response, upper case, bounded in count and size;
-    anything that is not an atom is left out."""
-    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-    # One C-level scan: Dovecot lists some 40 names after login, and a probe parses 2-3 lists.
-    names = dict.fromkeys(_CAPABILITY_NAME.findall(text.upper()))
-    return tuple(names)[:MAX_CAPABILITIES]
-
-
-def choose(capabilities: Sequence[str], wanted: Sequence[str]) -> str | None:
-    """The first of ``wanted`` (``auto``: AUTHENTICATE PLAIN, then LOGIN) the server allows:
-    a SASL mechanism it lists as ``AUTH=``, or LOGIN unless it says LOGINDISABLED."""
-    for name in wanted:
-        for mechanism in AUTO if name == "auto" else (name.upper(),):
-            if mechanism == "LOGIN":
-                if "LOGINDISABLED" not in capabilities:
-                    return mechanism
-            elif mechanism in SASL_MECHANISMS and f"AUTH={mechanism}" in capabilities:
-                return mechanism
-    return None
-
-
-def quoted(text: str) -> str:
-    """An IMAP quoted string; only for 7-bit text without CR, LF or NUL (else a literal)."""
-    if not _quotable(text):
-        raise ValueError("text needs a literal, not a quoted string")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def astring(text: str) -> str | bytes:
-    """A string argument: quoted when it can be, else a literal (``bytes``, UTF-8)."""
-    return quoted(text) if _quotable(text) else text.encode("utf-8")
-
-
-def _quotable(text: str) -> bool:
-    return text.isascii() and not any(c in text for c in "\r\n\0")
-
-
-def mailbox_name(name: str) -> str:
-    """A mailbox argument: modified UTF-7 (RFC 3501 §5.1.3), then quoted. The result never
-    holds a control character, so it cannot break the command line."""
-    return quoted(utf7_encode(name))
-
-
-def utf7_encode(name: str) -> str:
-    """Modified UTF-7: printable ASCII as is ("&" as "&-"), anything else as "&" + base64 of
-    UTF-16BE with "," for "/" and no padding + "-"."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for char in name:
-        if 0x20 <= ord(char) <= 0x7E:
-            flush()
-            out.append("&-" if char == "&" else char)
-        else:
-            pending.append(char)
-    flush()
-    return "".join(out)
-
-
-def _masked_command(line: str, phase: Phase) -> str:
-    """``line`` as the transcript shows it: in AUTH, the command and mechanism (and LOGIN's
-    user name) but never a password, SASL payload or proof."""
-    if phase is not Phase.AUTH:
-        return line
-    words = line.split(" ")
-    if len(words) >= 2 and words[1].upper() == "AUTHENTICATE":
-        return " ".join(words[:3]) + (" ***" if len(words) > 3 else "")
-    if len(words) >= 2 and words[1].upper() == "LOGIN":
-        return " ".join(words[:3]) + " ***"
-    return "***" if line else ""
-
-
-def _text(response: Response) -> str:
-    """A status response as shown in a failure: status, response code, text (no tag)."""
-    parts = [response.keyword]
-    if response.code is not None:
-        parts.append(f"[{clean(response.code, 120)}]")
-    if response.text:
-        parts.append(response.text)
-    return " ".join(parts)
-
-
-def _challenge(response: Response) -> bytes:
-    """The base64 payload of a continuation request."""
-    return sasl.unb64(response.data.decode("ascii", "replace"))
-
-
-def _secret_forms(target: Target) -> tuple[str, ...]:
-    auth = target.module.auth
-    if auth is None:
-        return ()
-    password = auth.password.reveal()
-    forms = {
-        password,
-        sasl.b64(password),
-        sasl.plain(auth.username, password),
-        sasl.xoauth2(auth.username, password),
-        password.replace("\\", "\\\\").replace('"', '\\"'),  # as quoted for LOGIN
-    }
-    # Longest first, so a base64 form is masked whole rather than around an inner match.
-    return tuple(sorted((f for f in forms if len(f) >= 3), key=len, reverse=True))

@@ -1,4 +1,6 @@
-"""The metric catalogue: every family the exporter serves, with its type, help and labels.
+"""The metric catalogue: every family the exporter serves, with its type, help and labels
+(the SMTP probe's and MX discovery's here; the mail domain's and IMAP / POP3's in
+``catalogue_domain`` and ``catalogue_mailbox``).
 
 ``METRICS`` is the single list: the renderer writes HELP/TYPE from it and docs/metrics.md
 is checked against it. Nothing here renders or reads a result.
@@ -6,7 +8,9 @@ is checked against it. Nothing here renders or reads a result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .catalogue_domain import DOMAIN
+from .catalogue_mailbox import IMAP, POP3
+from .spec import MetricSpec
 
 # Advertised extensions reported as 0/1: a fixed list, so a server's EHLO can never create
 # new series.
@@ -32,17 +36,6 @@ MECHANISMS = (
     "XOAUTH2",
     "OAUTHBEARER",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    name: str
-    type: str  # gauge | counter | histogram
-    help: str
-    labels: tuple[str, ...] = ()  # beyond target, module and the target's extra labels
-    # Served only for modules with ``metrics_detail: true``: the per-flag and per-phase
-    # series whose facts the default series carry in fewer series (docs/metrics.md).
-    detail: bool = False
 
 
 PER_TARGET: tuple[MetricSpec, ...] = (
@@ -325,269 +318,6 @@ DISCOVERY: tuple[MetricSpec, ...] = (
     MetricSpec("smtp_mx_hosts", "gauge", "MX hosts found in the last lookup."),
     MetricSpec(
         "smtp_mx_lookup_timestamp_seconds", "gauge", "When the MX records were last looked up."
-    ),
-)
-DOMAIN: tuple[MetricSpec, ...] = (
-    MetricSpec(
-        "smtp_domain_check_success",
-        "gauge",
-        "1 if the domain's DNS could be queried in the last check; 0 when lookups failed.",
-    ),
-    MetricSpec("smtp_domain_check_duration_seconds", "gauge", "Duration of the last check."),
-    MetricSpec("smtp_domain_check_timestamp_seconds", "gauge", "When the domain was last checked."),
-    MetricSpec(
-        "smtp_domain_findings",
-        "gauge",
-        "Findings of each enabled check in the last check (0 = clean).",
-        ("check",),
-    ),
-    MetricSpec("smtp_domain_mx_records", "gauge", "MX records of the domain (0 for a null MX)."),
-    MetricSpec("smtp_domain_null_mx", "gauge", "1 if the domain publishes a null MX (RFC 7505)."),
-    MetricSpec(
-        "smtp_domain_spf_valid",
-        "gauge",
-        "1 if the domain has one SPF record, known mechanisms only, at most 10 DNS lookups.",
-    ),
-    MetricSpec(
-        "smtp_domain_spf_dns_lookups", "gauge", "DNS lookups evaluating the SPF record takes."
-    ),
-    MetricSpec("smtp_domain_dmarc_valid", "gauge", "1 if _dmarc.<domain> has one valid record."),
-    MetricSpec(
-        "smtp_domain_dmarc_policy_info", "gauge", "The DMARC record's policy (p=).", ("policy",)
-    ),
-    MetricSpec(
-        "smtp_domain_tlsrpt_valid", "gauge", "1 if _smtp._tls.<domain> has a valid TLS-RPT record."
-    ),
-    MetricSpec(
-        "smtp_domain_mta_sts_valid",
-        "gauge",
-        "1 if the _mta-sts TXT record is present and the policy was fetched over verified "
-        "HTTPS and parsed.",
-    ),
-    MetricSpec("smtp_domain_mta_sts_mode_info", "gauge", "The MTA-STS policy's mode.", ("mode",)),
-    MetricSpec("smtp_domain_mta_sts_max_age_seconds", "gauge", "The MTA-STS policy's max_age."),
-    MetricSpec(
-        "smtp_domain_mta_sts_policy_changes_total",
-        "counter",
-        "Times the _mta-sts TXT record's id changed since the exporter started.",
-    ),
-    MetricSpec(
-        "smtp_domain_mta_sts_mx_match",
-        "gauge",
-        "1 if the MX host matches one of the MTA-STS policy's mx patterns.",
-        ("mx_host",),
-    ),
-    MetricSpec(
-        "smtp_domain_dane_tlsa_records",
-        "gauge",
-        "TLSA records at _25._tcp.<mx_host>.",
-        ("mx_host",),
-    ),
-    MetricSpec(
-        "smtp_domain_dane_dnssec_validated",
-        "gauge",
-        "1 if the resolver set the AD bit on the TLSA answer.",
-        ("mx_host",),
-    ),
-    MetricSpec(
-        "smtp_domain_dane_match",
-        "gauge",
-        "1 if the MX host's certificate matches one of its TLSA records.",
-        ("mx_host",),
-    ),
-    MetricSpec(
-        "smtp_domain_dnsbl_listed",
-        "gauge",
-        "1 if the MX host's address is listed on the DNSBL zone.",
-        ("mx_host", "address", "zone"),
-    ),
-    MetricSpec(
-        "smtp_domain_dnsbl_return_code_info",
-        "gauge",
-        "The address a DNSBL zone answered for a listed MX address.",
-        ("mx_host", "address", "zone", "code"),
-    ),
-    MetricSpec(
-        "smtp_domain_dkim_key_present",
-        "gauge",
-        "1 if <selector>._domainkey.<domain> has a TXT record.",
-        ("selector",),
-    ),
-    MetricSpec(
-        "smtp_domain_dkim_key_valid",
-        "gauge",
-        "1 if the selector has exactly one well-formed key record with a usable key "
-        "(not revoked, RSA at least 1024 bits).",
-        ("selector",),
-    ),
-    MetricSpec(
-        "smtp_domain_dkim_key_size",
-        "gauge",
-        "Size of the selector's public key in bits (RSA modulus; 256 for ed25519).",
-        ("selector", "key_type"),
-    ),
-    MetricSpec(
-        "smtp_domain_dkim_testing",
-        "gauge",
-        "1 if the selector's key record has t=y (testing mode).",
-        ("selector",),
-    ),
-    MetricSpec(
-        "smtp_domain_dkim_revoked",
-        "gauge",
-        "1 if the selector's key record has an empty p= (revoked key).",
-        ("selector",),
-    ),
-    MetricSpec(
-        "smtp_domain_ptr_present",
-        "gauge",
-        "1 if the address (an MX host's, or a configured sending address) has a PTR record.",
-        ("address", "mx_host"),
-    ),
-    MetricSpec(
-        "smtp_domain_ptr_forward_confirmed",
-        "gauge",
-        "1 if a PTR name of the address resolves back to it (forward-confirmed reverse DNS).",
-        ("address", "mx_host"),
-    ),
-    MetricSpec(
-        "smtp_domain_ptr_greeting_match",
-        "gauge",
-        "1 if the MX address's SMTP greeting and EHLO reply name its forward-confirmed PTR name.",
-        ("address", "mx_host"),
-    ),
-)
-# --- IMAP and POP3 (issue #18): families of their own, rendered by metrics/mailbox.py ------
-# Shapes mirror smtp_*'s, so an IMAP dashboard query reads as its SMTP twin; each family's
-# phase and kind values are exact for its protocol. Capability names from a fixed list.
-IMAP_CAPABILITIES = (
-    "IMAP4REV1",
-    "IMAP4REV2",
-    "STARTTLS",
-    "LOGINDISABLED",
-    "SASL-IR",
-    "IDLE",
-    "NAMESPACE",
-    "UIDPLUS",
-    "MOVE",
-    "CONDSTORE",
-    "QRESYNC",
-    "ENABLE",
-    "LITERAL+",
-    "LITERAL-",
-    "SPECIAL-USE",
-    "UTF8=ACCEPT",
-    "COMPRESS=DEFLATE",
-    "QUOTA",
-    "ID",
-)
-POP3_CAPABILITIES = (
-    "USER",
-    "SASL",
-    "STLS",
-    "TOP",
-    "UIDL",
-    "PIPELINING",
-    "RESP-CODES",
-    "AUTH-RESP-CODE",
-    "EXPIRE",
-    "LOGIN-DELAY",
-    "UTF8",
-)
-
-
-def _mailbox_families(p: str, name: str) -> tuple[MetricSpec, ...]:
-    """The per-target families of protocol ``p`` (``imap``/``pop3``), named ``p_*``."""
-    return (
-        MetricSpec(
-            f"{p}_probe_success", "gauge", f"1 if every phase of the last {name} probe passed."
-        ),
-        MetricSpec(f"{p}_probe_duration_seconds", "gauge", f"Duration of the last {name} probe."),
-        MetricSpec(
-            f"{p}_probe_phase_duration_seconds",
-            "gauge",
-            f"Duration of each phase the last {name} probe ran (absent for phases not reached).",
-            ("phase",),
-        ),
-        MetricSpec(
-            f"{p}_probe_failed_phase",
-            "gauge",
-            f"1 with the phase and kind of the last {name} probe's failure; 0 with empty labels "
-            "after a success.",
-            ("phase", "kind"),
-        ),
-        MetricSpec(f"{p}_probe_ip_protocol", "gauge", "IP version of the address probed (4 or 6)."),
-        MetricSpec(f"{p}_probe_timestamp_seconds", "gauge", f"When the last {name} probe started."),
-        MetricSpec(
-            f"{p}_tls_info",
-            "gauge",
-            f"TLS version and cipher of the last {name} probe, and the leaf certificate presented.",
-            ("version", "cipher", "subject", "issuer", "serial", "fingerprint_sha256"),
-        ),
-        MetricSpec(
-            f"{p}_tls_leaf_cert_expiry_timestamp_seconds",
-            "gauge",
-            "notAfter of the leaf certificate.",
-            detail=True,
-        ),
-        MetricSpec(
-            f"{p}_tls_earliest_cert_expiry_timestamp_seconds",
-            "gauge",
-            "Earliest notAfter in the presented chain.",
-        ),
-        MetricSpec(
-            f"{p}_tls_chain_verified",
-            "gauge",
-            "1 if the presented chain verified against the trust store.",
-        ),
-        MetricSpec(
-            f"{p}_tls_hostname_match",
-            "gauge",
-            "1 if the certificate names the host (or tls_server_name).",
-        ),
-        MetricSpec(
-            f"{p}_auth_success",
-            "gauge",
-            f"1 if the {name} login succeeded in the last probe (modules with auth only).",
-            ("mechanism",),
-        ),
-        MetricSpec(
-            f"{p}_capabilities_info",
-            "gauge",
-            f"The {name} capabilities and SASL mechanisms the server announced (fixed lists).",
-            ("capabilities", "mechanisms"),
-        ),
-    )
-
-
-IMAP: tuple[MetricSpec, ...] = (
-    *_mailbox_families("imap", "IMAP"),
-    MetricSpec(
-        "imap_mailbox_messages",
-        "gauge",
-        "Messages in the mailbox, as SELECT / EXAMINE reported them (EXISTS).",
-        ("mailbox",),
-    ),
-    MetricSpec("imap_probes_total", "counter", "IMAP probes completed since the exporter started."),
-    MetricSpec(
-        "imap_probe_failures_total",
-        "counter",
-        "Failed IMAP probes (by failing phase with metrics_detail).",
-        ("phase",),
-    ),
-)
-POP3: tuple[MetricSpec, ...] = (
-    *_mailbox_families("pop3", "POP3"),
-    MetricSpec(
-        "pop3_mailbox_messages", "gauge", "Messages in the maildrop, as STAT reported them."
-    ),
-    MetricSpec("pop3_mailbox_size_bytes", "gauge", "Size of the maildrop, as STAT reported it."),
-    MetricSpec("pop3_probes_total", "counter", "POP3 probes completed since the exporter started."),
-    MetricSpec(
-        "pop3_probe_failures_total",
-        "counter",
-        "Failed POP3 probes (by failing phase with metrics_detail).",
-        ("phase",),
     ),
 )
 # A target's block holds every per-target family, whatever its protocol.

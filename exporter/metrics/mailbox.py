@@ -17,7 +17,8 @@ from typing import Protocol as _Protocol
 
 from ..results import PHASES_OF, Phase, ProbeResult, Protocol, TLSInfo
 from ..store import Entry
-from .catalogue import IMAP_CAPABILITIES, MECHANISMS, POP3_CAPABILITIES
+from .catalogue import MECHANISMS
+from .catalogue_mailbox import IMAP_CAPABILITIES, POP3_CAPABILITIES
 from .text import escape
 
 CAPABILITIES = {Protocol.IMAP: IMAP_CAPABILITIES, Protocol.POP3: POP3_CAPABILITIES}
