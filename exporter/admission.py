@@ -11,7 +11,7 @@ from dataclasses import replace
 from . import config
 from .deadline import Deadline
 from .errors import ProbeError
-from .smtp.transport import addresses
+from .net.resolve import addresses
 from .targets import static_expansion
 
 

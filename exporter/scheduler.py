@@ -42,10 +42,10 @@ from .config import Config, DNSConfig, Target
 from .deadline import Deadline
 from .discovery import expand, make_resolver
 from .maildomain import DomainSpec, check_domain, domain_checks
+from .net.resolve import ResolverLane, resolver_lane
 from .results import FailureKind, ProbeResult
 from .runner import probe_expansion
 from .selfmetrics import ExporterMetrics
-from .smtp.transport import ResolverLane, resolver_lane
 from .store import DomainKey, ResultStore
 from .targets import Discovery, in_shard, offset_fraction, static_expansion
 

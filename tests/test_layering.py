@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "deadline"),  # the exception tree; one deadline per run
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
-    ("smtp",),  # the SMTP client: transport, reply, ESMTP, SASL, TLS, session
+    ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
+    ("smtp",),  # the SMTP client: transport, reply, ESMTP, TLS scan, session
     ("probe",),  # the health check built on the client
     ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck

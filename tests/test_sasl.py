@@ -9,8 +9,8 @@ import pytest
 
 from exporter import probe
 from exporter.config import AuthConfig, Module, Secret, Target, TLSMode
+from exporter.net import sasl
 from exporter.results import FailureKind, Phase
-from exporter.smtp import sasl
 
 from .servers.saslserver import SASLHandler
 

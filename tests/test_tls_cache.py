@@ -11,7 +11,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exporter.smtp import tls
+from exporter.net import tls
 
 
 def _chain(leaf: trustme.LeafCert) -> tuple[bytes, ...]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from exporter.net import tls
 from exporter.results import Phase
-from exporter.smtp import tls
 from exporter.smtp.transport import Connection
 
 

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ..config import Module, Target, TLSMode
 from ..deadline import Deadline
 from ..errors import ProbeError
+from ..net.tls import chain_der, matches_hostname
 from ..results.domain import DANEHost, DomainCheck, Finding, MXHost
 from ..smtp.session import Session
-from ..smtp.tls import chain_der, matches_hostname
 from .dnscache import DNSCache, Status
 
 MAX_TLSA = 20  # TLSA records looked at per MX host

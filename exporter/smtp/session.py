@@ -16,8 +16,9 @@ from dataclasses import replace
 from ..config import Target, TLSMode, is_ip
 from ..deadline import Deadline
 from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
+from ..net import sasl, tls
 from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, Posture, TLSInfo
-from . import sasl, tls, tlsscan
+from . import tlsscan
 from .esmtp import NO_EXTENSIONS, Extensions, parse_ehlo
 from .reply import Reply
 from .transport import Connection, resolve

@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from ..config import Target, TLSMode, is_ip
 from ..deadline import Deadline
 from ..errors import ProbeError, TLSError
+from ..net.tls import chain_der
 from ..results import SCAN_VERSIONS, FailureKind, Phase, TLSScan
-from .tls import chain_der
 from .transport import Connection, RawConnection, resolve
 
 __all__ = ["client_hello", "scan", "untestable_versions"]
