@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
     ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
-    ("smtp",),  # the SMTP client: transport, reply, ESMTP, TLS scan, session
+    ("smtp", "imap"),  # the SMTP and IMAP clients: transport, readers, sessions
     ("probe",),  # the health check built on the client
     ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck

@@ -11,13 +11,16 @@ import time
 from ..config import Target
 from ..deadline import Deadline
 from ..errors import ProbeError, ReplyError
-from ..results import Failure, FailureKind, Phase, ProbeResult
+from ..imap.session import IMAPSession
+from ..results import Failure, FailureKind, Phase, ProbeResult, Protocol
 from ..smtp.session import Session
 
 __all__ = ["Deadline", "run"]
 
 log = logging.getLogger(__name__)
 MAX_DETAIL = 256
+# The session of each protocol other than SMTP, by module.protocol, and its result's protocol.
+MAILBOX_SESSIONS: dict[str, type[IMAPSession]] = {Protocol.IMAP: IMAPSession}
 
 
 async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
@@ -25,7 +28,7 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
     deadline = deadline or Deadline.after(target.module.timeout)
     started_at = time.time()
     start = time.perf_counter()
-    session = Session(target)
+    session = MAILBOX_SESSIONS.get(target.module.protocol, Session)(target)
     failure: Failure | None = None
     try:
         async with asyncio.timeout_at(deadline.at):
@@ -47,6 +50,9 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
     finally:
         session.close()
+    if not isinstance(session, Session):
+        protocol = Protocol(target.module.protocol)
+        return _mailbox_result(target, session, protocol, started_at, start, failure)
     if _should_scan(target, session, failure):
         await session.tls_scan(deadline)
     findings = session.posture.findings
@@ -75,6 +81,35 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         last_reply_code=session.last_code,
         labels=target.labels,
         posture=session.posture,
+    )
+
+
+def _mailbox_result(
+    target: Target,
+    session: IMAPSession,
+    protocol: Protocol,
+    started_at: float,
+    start: float,
+    failure: Failure | None,
+) -> ProbeResult:
+    """The result of an IMAP or POP3 probe: capabilities for extensions, the mailbox."""
+    return ProbeResult(
+        target=target.name,
+        module=target.module.name,
+        host=target.host,
+        port=target.port,
+        started_at=started_at,
+        duration_seconds=time.perf_counter() - start,
+        phases=tuple(session.timings),
+        failure=failure,
+        address=session.address,
+        tls=session.tls,
+        extensions=session.extensions,
+        auth_mechanisms=session.auth_mechanisms,
+        auth=session.auth,
+        labels=target.labels,
+        protocol=protocol,
+        mailbox=session.mailbox,
     )
 
 

@@ -1,0 +1,508 @@
+"""The IMAP health check as a state machine over one connection (RFC 9051 / 3501):
+
+resolve -> connect -> [implicit TLS] -> greeting -> [CAPABILITY] -> [STARTTLS -> TLS ->
+CAPABILITY] -> [LOGIN / AUTHENTICATE -> SELECT or EXAMINE] -> NOOP -> LOGOUT
+
+Each phase is timed; CAPABILITY only when a command is sent (a greeting's ``[CAPABILITY
+...]`` code answers it for free). The first failure ends the session with a ``ProbeError``
+naming the phase; ``probe.run`` turns it into the result's ``Failure``. A tagged ``NO`` or
+``BAD`` and an unasked ``BYE`` are ``reply`` failures carrying the server's text; the
+reader's refusals (wrong tag, endless responses, huge literals) are ``protocol`` ones.
+
+Once authenticated, ``command`` runs any further command (the canary's SEARCH, FETCH,
+STORE): ``exporter.imap.mailbox`` has those.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import count
+
+from ..config import Target, TLSMode, is_ip
+from ..errors import ProbeError, ProtocolError, TLSError
+from ..net import sasl, tls
+from ..net.connection import Connection
+from ..net.resolve import resolve
+from ..results import AuthInfo, FailureKind, MailboxInfo, Phase, PhaseTiming, TLSInfo
+from .reader import IMAPReader, Kind, Response, clean
+
+MAX_CAPABILITIES = 64  # names kept; a server could list thousands
+MAX_NAME = 64  # characters of one capability name
+LITERAL_MINUS_MAX = 4096  # RFC 7888: the largest non-synchronizing literal LITERAL- allows
+# SASL mechanisms AUTHENTICATE can run here; LOGIN is IMAP's own LOGIN command.
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5", "XOAUTH2")
+AUTO = ("PLAIN", "LOGIN")
+
+_CAPABILITY_NAME = re.compile(r"[A-Z0-9][A-Z0-9=+._:/-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A command's tagged completion and the untagged responses that came before it."""
+
+    done: Response
+    untagged: tuple[Response, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.done.keyword == "OK"
+
+
+class IMAPSession:
+    """State of one IMAP probe run. Everything it learns stays readable after a failure, so
+    the result can report the certificate of a server whose login then failed."""
+
+    def __init__(self, target: Target, *, max_line: int | None = None) -> None:
+        self.target = target
+        self.module = target.module
+        self.phase = Phase.RESOLVE
+        self.timings: list[PhaseTiming] = []
+        self.conn: Connection | None = None
+        self.reader = IMAPReader() if max_line is None else IMAPReader(max_line=max_line)
+        self.address: str | None = None
+        self.tls: TLSInfo | None = None
+        self.auth = AuthInfo()
+        self.capabilities: tuple[str, ...] = ()  # as last advertised before authentication
+        self.authenticated = False  # logged in, or PREAUTH
+        self.mailbox: MailboxInfo | None = None
+        self.logout_ok = False
+        self.logging_out = False
+        self.secrets = _secret_forms(target)
+        self._tags = count(1)
+        self._seen_capabilities: tuple[str, ...] | None = None  # from the last response
+
+    # --- the surface probe.run uses ----------------------------------------------------------
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """The CAPABILITY names (upper case), as the server listed them before login."""
+        return self.capabilities
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        """The SASL mechanisms offered (the ``AUTH=`` capabilities)."""
+        return tuple(c[5:] for c in self.capabilities if c.startswith("AUTH="))
+
+    def step(self, phase: Phase) -> _Step:
+        """Enter ``phase``; its duration is recorded when the ``with`` block ends."""
+        return _Step(self, phase)
+
+    async def execute(self) -> None:
+        """The whole health check."""
+        await self.establish()
+        if self.authenticated:
+            await self.select()
+        with self.step(Phase.NOOP):
+            self.check(await self.command("NOOP", Phase.NOOP), Phase.NOOP)
+        await self.logout()
+
+    async def establish(self) -> None:
+        """Everything up to an authenticated session (when the module has credentials):
+        connect, greeting, CAPABILITY, TLS, login. Shared with the canary."""
+        target, module = self.target, self.module
+        with self.step(Phase.RESOLVE):
+            self.address = await resolve(target.host, target.port, module.ip_protocol)
+        with self.step(Phase.CONNECT):
+            self.conn = await Connection.open(self.address, target.port, self.reader)
+        if module.tls is TLSMode.IMPLICIT:
+            with self.step(Phase.TLS_HANDSHAKE):
+                await self._handshake()
+        with self.step(Phase.GREETING):
+            await self._greeting()
+        if not self.capabilities:
+            with self.step(Phase.CAPABILITY):
+                self.capabilities = await self._capability(Phase.CAPABILITY)
+        if module.tls is TLSMode.STARTTLS:
+            await self._starttls()
+        if module.auth is not None and not self.authenticated:
+            with self.step(Phase.AUTH):
+                await self._auth()
+
+    async def select(self) -> None:
+        """SELECT (``mailbox_select``) or EXAMINE the module's mailbox; its message count."""
+        module = self.module
+        verb = "SELECT" if module.mailbox_select else "EXAMINE"
+        with self.step(Phase.SELECT):
+            done = await self.command(f"{verb} {mailbox_name(module.mailbox)}", Phase.SELECT)
+            self.check(done, Phase.SELECT)
+            exists = [r.number for r in done.untagged if r.keyword == "EXISTS"]
+            if not exists or exists[-1] is None:
+                raise ProtocolError(f"{verb} completed without an EXISTS count", Phase.SELECT)
+            self.mailbox = MailboxInfo(module.mailbox, exists[-1])
+
+    async def logout(self) -> None:
+        """LOGOUT: the server says BYE, then completes the command."""
+        with self.step(Phase.LOGOUT):
+            self.logging_out = True
+            done = await self.command("LOGOUT", Phase.LOGOUT)
+            self.check(done, Phase.LOGOUT)
+            if not any(r.keyword == "BYE" for r in done.untagged):
+                raise ProtocolError("LOGOUT completed without a BYE", Phase.LOGOUT)
+            self.logout_ok = True
+
+    # --- phases ------------------------------------------------------------------------------
+    async def _greeting(self) -> None:
+        greeting = await self.read(Phase.GREETING)
+        if greeting.kind is not Kind.UNTAGGED or greeting.keyword not in ("OK", "PREAUTH", "BYE"):
+            raise ProtocolError(f"unexpected greeting {clean(str(greeting), 60)!r}")
+        if greeting.keyword == "BYE":
+            raise ProbeError(Phase.GREETING, FailureKind.REPLY, self.redact(_text(greeting)))
+        self.authenticated = greeting.keyword == "PREAUTH"
+        if greeting.code is not None and greeting.code.upper().startswith("CAPABILITY "):
+            self.capabilities = parse_capabilities(greeting.code[11:])
+
+    async def _capability(self, phase: Phase) -> tuple[str, ...]:
+        self._seen_capabilities = None
+        self.check(await self.command("CAPABILITY", phase), phase)
+        if self._seen_capabilities is None:
+            raise ProtocolError("CAPABILITY completed without listing any", phase)
+        return self._seen_capabilities
+
+    async def _starttls(self) -> None:
+        if self.authenticated:
+            # STARTTLS is valid only before authentication (RFC 9051 §6.2.1): a PREAUTH
+            # greeting takes TLS off the table, which an attacker can use to strip it.
+            if self.module.tls_required:
+                raise ProbeError(
+                    Phase.STARTTLS,
+                    FailureKind.TLS_UNAVAILABLE,
+                    "server pre-authenticated the connection in clear: STARTTLS impossible",
+                )
+            return
+        if "STARTTLS" not in self.capabilities:
+            if self.module.tls_required:
+                raise ProbeError(
+                    Phase.STARTTLS, FailureKind.TLS_UNAVAILABLE, "not offered by the server"
+                )
+            return
+        with self.step(Phase.STARTTLS):
+            self.check(await self.command("STARTTLS", Phase.STARTTLS), Phase.STARTTLS)
+        with self.step(Phase.TLS_HANDSHAKE):
+            await self._handshake()
+        with self.step(Phase.CAPABILITY_TLS):
+            # RFC 9051 §6.2.1: forget everything learnt before TLS.
+            self.capabilities = ()
+            self.capabilities = await self._capability(Phase.CAPABILITY_TLS)
+
+    async def _handshake(self) -> None:
+        assert self.conn is not None
+        server_name = self.module.tls_server_name or self.target.host
+        sni = None if is_ip(server_name) else server_name
+        obj = await self.conn.start_tls(tls.client_context(), sni)
+        self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
+        if self.module.tls_verify:
+            if not self.tls.verified:
+                raise TLSError(
+                    Phase.TLS_HANDSHAKE,
+                    FailureKind.TLS_VERIFY,
+                    f"certificate did not verify: {self.tls.verify_error}",
+                )
+            if not self.tls.hostname_match:
+                raise TLSError(
+                    Phase.TLS_HANDSHAKE, FailureKind.TLS_HOSTNAME, tls.hostname_mismatch(self.tls)
+                )
+
+    async def _auth(self) -> None:
+        auth = self.module.auth
+        assert auth is not None
+        if self.tls is None and not auth.allow_insecure:
+            raise ProbeError(
+                Phase.AUTH,
+                FailureKind.INSECURE,
+                "refusing to send credentials over an unencrypted connection",
+            )
+        mechanism = choose(self.capabilities, auth.mechanisms)
+        if mechanism is None:
+            offered = " ".join(self.auth_mechanisms) or "none"
+            disabled = "LOGINDISABLED, " if "LOGINDISABLED" in self.capabilities else ""
+            raise ProbeError(
+                Phase.AUTH,
+                FailureKind.NOT_OFFERED,
+                f"no usable login method ({disabled}AUTHENTICATE offers: {offered})",
+            )
+        self.auth = AuthInfo(attempted=True, mechanism=mechanism)
+        username, password = auth.username, auth.password.reveal()
+        try:
+            if mechanism == "LOGIN":
+                done = await self.command_parts(
+                    ["LOGIN", astring(username), astring(password)], Phase.AUTH
+                )
+            else:
+                done = await self._authenticate(mechanism, username, password)
+        except sasl.SASLError as exc:
+            raise ProtocolError(f"{mechanism}: {exc}", Phase.AUTH) from exc
+        self.check(done, Phase.AUTH)
+        self.auth = AuthInfo(attempted=True, success=True, mechanism=mechanism)
+        self.authenticated = True
+
+    async def _authenticate(self, mechanism: str, username: str, password: str) -> Completion:
+        """One SASL exchange over AUTHENTICATE (RFC 9051 §6.2.2), with SASL-IR (RFC 4959)
+        when offered; returns the tagged completion."""
+        a = Phase.AUTH
+        if mechanism == "PLAIN":
+            step = await self._sasl_start(mechanism, sasl.plain(username, password))
+        elif mechanism == "XOAUTH2":
+            step = await self._sasl_start(mechanism, sasl.xoauth2(username, password))
+            if isinstance(step, Response):  # an error report in JSON; an empty line ends it
+                step = await self._sasl_send("", a)
+        elif mechanism == "CRAM-MD5":
+            step = await self._sasl_start(mechanism, None)
+            if isinstance(step, Response):
+                challenge = _challenge(step)
+                step = await self._sasl_send(sasl.cram_md5(username, password, challenge), a)
+        else:
+            scram = sasl.ScramClient(mechanism, username, password)
+            step = await self._sasl_start(mechanism, sasl.b64(scram.first()))
+            if isinstance(step, Response):
+                final = scram.final(_challenge(step).decode("utf-8", "replace"))
+                step = await self._sasl_send(sasl.b64(final), a)
+                if isinstance(step, Completion):
+                    # An OK here would skip the server's proof: accept no server without it.
+                    if step.ok:
+                        raise sasl.SASLError("server did not send its signature")
+                    return step
+                scram.verify(_challenge(step).decode("utf-8", "replace"))
+                step = await self._sasl_send("", a)
+            elif step.ok:
+                raise sasl.SASLError("server did not send its signature")
+        if isinstance(step, Response):
+            raise ProtocolError(f"{mechanism}: unexpected challenge from the server", a)
+        return step
+
+    async def _sasl_start(self, mechanism: str, initial: str | None) -> Response | Completion:
+        """AUTHENTICATE, with the initial response on the line when SASL-IR allows it: the
+        first challenge (a continuation ``Response``) or the completion."""
+        tag = self._next_tag()
+        self.reader.expect(tag, continuation=True)
+        line = f"{tag} AUTHENTICATE {mechanism}"
+        if initial is not None and "SASL-IR" in self.capabilities:
+            self._send(f"{line} {initial or '='}", Phase.AUTH)
+            return await self._until(Phase.AUTH, stop_at_continuation=True)
+        self._send(line, Phase.AUTH)
+        step = await self._until(Phase.AUTH, stop_at_continuation=True)
+        if initial is None or not isinstance(step, Response):
+            return step
+        return await self._sasl_send(initial, Phase.AUTH)
+
+    async def _sasl_send(self, line: str, phase: Phase) -> Response | Completion:
+        self._send(line, phase)
+        return await self._until(phase, stop_at_continuation=True)
+
+    # --- commands ----------------------------------------------------------------------------
+    async def command(self, line: str, phase: Phase) -> Completion:
+        """Send one command (without its tag) and read up to its completion."""
+        tag = self._next_tag()
+        self.reader.expect(tag)
+        self._send(f"{tag} {line}", phase)
+        step = await self._until(phase)
+        assert isinstance(step, Completion)
+        return step
+
+    async def command_parts(self, parts: Sequence[str | bytes], phase: Phase) -> Completion:
+        """A command whose arguments may be literals (``bytes`` parts): non-synchronizing
+        with LITERAL+ (or LITERAL- when small), else sent once the server says ``+``."""
+        tag = self._next_tag()
+        plus = "LITERAL+" in self.capabilities or "IMAP4REV2" in self.capabilities
+        minus = "LITERAL-" in self.capabilities
+
+        def waits(part: bytes) -> bool:
+            return not plus and not (minus and len(part) <= LITERAL_MINUS_MAX)
+
+        literals = [p for p in parts if isinstance(p, bytes)]
+        self.reader.expect(tag, continuation=any(map(waits, literals)))
+        line = tag
+        for part in parts:
+            if isinstance(part, str):
+                line += " " + part
+                continue
+            waits_for_server = waits(part)
+            self._send(f"{line} {{{len(part)}{'' if waits_for_server else '+'}}}", phase)
+            if waits_for_server:
+                step = await self._until(phase, stop_at_continuation=True)
+                if isinstance(step, Completion):  # the server refused the literal
+                    return step
+            assert self.conn is not None
+            await self.conn.send_bytes(part, phase)
+            line = ""
+        self._send(line, phase)
+        step = await self._until(phase)
+        assert isinstance(step, Completion)
+        return step
+
+    async def read(self, phase: Phase) -> Response:
+        assert self.conn is not None
+        return await self.conn.read(phase)
+
+    async def _until(
+        self, phase: Phase, *, stop_at_continuation: bool = False
+    ) -> Response | Completion:
+        """Read responses up to the command's completion (or, when asked, a continuation
+        request), handling untagged ones on the way. The reader has checked the tag."""
+        untagged: list[Response] = []
+        while True:
+            item = await self.read(phase)
+            if item.kind is Kind.TAGGED:
+                return Completion(item, tuple(untagged))
+            if item.kind is Kind.CONTINUATION:
+                if stop_at_continuation:
+                    return item
+                raise ProtocolError("continuation request nobody asked for", phase)
+            if item.keyword == "BYE" and not self.logging_out:
+                raise ProbeError(phase, FailureKind.REPLY, self.redact(_text(item)))
+            if item.keyword == "CAPABILITY":
+                self._seen_capabilities = parse_capabilities(item.data)
+            untagged.append(item)
+
+    def check(self, done: Completion, phase: Phase) -> None:
+        """A tagged NO or BAD fails ``phase`` with the server's text; a capability list in
+        an OK's response code is noted."""
+        response = done.done
+        if response.keyword != "OK":
+            raise ProbeError(phase, FailureKind.REPLY, self.redact(_text(response)))
+        if response.code is not None and response.code.upper().startswith("CAPABILITY "):
+            self._seen_capabilities = parse_capabilities(response.code[11:])
+
+    @property
+    def seen_capabilities(self) -> tuple[str, ...] | None:
+        """The capabilities the last CAPABILITY response (or response code) listed."""
+        return self._seen_capabilities
+
+    def _next_tag(self) -> str:
+        return f"A{next(self._tags)}"
+
+    def _send(self, line: str, phase: Phase) -> None:
+        assert self.conn is not None
+        self.conn.send_line(line, phase)
+
+    def redact(self, text: str) -> str:
+        """Mask anything derived from our credentials that a server might echo back."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close(graceful=self.logout_ok)
+
+
+class _Step:
+    """``IMAPSession.step``'s context manager (a class: cheaper than @contextmanager)."""
+
+    __slots__ = ("_phase", "_session", "_start")
+
+    def __init__(self, session: IMAPSession, phase: Phase) -> None:
+        self._session = session
+        self._phase = phase
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._session.phase = self._phase
+        self._start = time.perf_counter()
+
+    def __exit__(self, *_exc: object) -> None:
+        self._session.timings.append(PhaseTiming(self._phase, time.perf_counter() - self._start))
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+def parse_capabilities(raw: bytes | str) -> tuple[str, ...]:
+    """The capability names of a CAPABILITY response, upper case, bounded in count and size;
+    anything that is not an atom is left out."""
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+    names: list[str] = []
+    for word in text.upper().split():
+        if len(word) <= MAX_NAME and _CAPABILITY_NAME.fullmatch(word) and word not in names:
+            names.append(word)
+            if len(names) >= MAX_CAPABILITIES:
+                break
+    return tuple(names)
+
+
+def choose(capabilities: Sequence[str], wanted: Sequence[str]) -> str | None:
+    """The first of ``wanted`` (``auto``: AUTHENTICATE PLAIN, then LOGIN) the server allows:
+    a SASL mechanism it lists as ``AUTH=``, or LOGIN unless it says LOGINDISABLED."""
+    for name in wanted:
+        for mechanism in AUTO if name == "auto" else (name.upper(),):
+            if mechanism == "LOGIN":
+                if "LOGINDISABLED" not in capabilities:
+                    return mechanism
+            elif mechanism in SASL_MECHANISMS and f"AUTH={mechanism}" in capabilities:
+                return mechanism
+    return None
+
+
+def quoted(text: str) -> str:
+    """An IMAP quoted string; only for 7-bit text without CR, LF or NUL (else a literal)."""
+    if not _quotable(text):
+        raise ValueError("text needs a literal, not a quoted string")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def astring(text: str) -> str | bytes:
+    """A string argument: quoted when it can be, else a literal (``bytes``, UTF-8)."""
+    return quoted(text) if _quotable(text) else text.encode("utf-8")
+
+
+def _quotable(text: str) -> bool:
+    return text.isascii() and not any(c in text for c in "\r\n\0")
+
+
+def mailbox_name(name: str) -> str:
+    """A mailbox argument: modified UTF-7 (RFC 3501 §5.1.3), then quoted. The result never
+    holds a control character, so it cannot break the command line."""
+    return quoted(utf7_encode(name))
+
+
+def utf7_encode(name: str) -> str:
+    """Modified UTF-7: printable ASCII as is ("&" as "&-"), anything else as "&" + base64 of
+    UTF-16BE with "," for "/" and no padding + "-"."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    return "".join(out)
+
+
+def _text(response: Response) -> str:
+    """A status response as shown in a failure: status, response code, text (no tag)."""
+    parts = [response.keyword]
+    if response.code is not None:
+        parts.append(f"[{clean(response.code, 120)}]")
+    if response.text:
+        parts.append(response.text)
+    return " ".join(parts)
+
+
+def _challenge(response: Response) -> bytes:
+    """The base64 payload of a continuation request."""
+    return sasl.unb64(response.data.decode("ascii", "replace"))
+
+
+def _secret_forms(target: Target) -> tuple[str, ...]:
+    auth = target.module.auth
+    if auth is None:
+        return ()
+    password = auth.password.reveal()
+    forms = {
+        password,
+        sasl.b64(password),
+        sasl.plain(auth.username, password),
+        sasl.xoauth2(auth.username, password),
+        password.replace("\\", "\\\\").replace('"', '\\"'),  # as quoted for LOGIN
+    }
+    # Longest first, so a base64 form is masked whole rather than around an inner match.
+    return tuple(sorted((f for f in forms if len(f) >= 3), key=len, reverse=True))
