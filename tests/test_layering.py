@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
     ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
-    ("smtp", "imap"),  # the SMTP and IMAP clients: transport, readers, sessions
+    ("smtp", "imap", "pop3"),  # the SMTP, IMAP and POP3 clients: readers, sessions
     ("probe",),  # the health check built on the client
     ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
     ("canary",),  # send + imapcheck
@@ -136,6 +136,7 @@ def test_no_import_cycles() -> None:
             ("prometheus_client", "apscheduler", "yaml", "exporter.metrics", "exporter.store"),
         ),
         ("exporter.smtp", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
+        ("exporter.pop3", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.maildomain", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.send", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.report", ("prometheus_client", "apscheduler", "exporter.store")),

@@ -7,28 +7,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol as Interface
 
 from ..config import Target
 from ..deadline import Deadline
 from ..errors import ProbeError, ReplyError
 from ..imap.session import IMAPSession
-from ..results import Failure, FailureKind, Phase, ProbeResult, Protocol
+from ..pop3.session import POP3Session
+from ..results import (
+    AuthInfo,
+    Failure,
+    FailureKind,
+    MailboxInfo,
+    Phase,
+    PhaseTiming,
+    ProbeResult,
+    Protocol,
+    TLSInfo,
+)
 from ..smtp.session import Session
 
 __all__ = ["Deadline", "run"]
 
 log = logging.getLogger(__name__)
 MAX_DETAIL = 256
-# The session of each protocol other than SMTP, by module.protocol, and its result's protocol.
-MAILBOX_SESSIONS: dict[str, type[IMAPSession]] = {Protocol.IMAP: IMAPSession}
 
 
 async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
     """Probe ``target`` once, ending by ``deadline`` (default: the module's timeout)."""
     deadline = deadline or Deadline.after(target.module.timeout)
+    if target.module.protocol == Protocol.POP3:
+        return await _run_mailbox(POP3Session(target), Protocol.POP3, target, deadline)
+    if target.module.protocol == Protocol.IMAP:
+        return await _run_mailbox(IMAPSession(target), Protocol.IMAP, target, deadline)
     started_at = time.time()
     start = time.perf_counter()
-    session = MAILBOX_SESSIONS.get(target.module.protocol, Session)(target)
+    session = Session(target)
     failure: Failure | None = None
     try:
         async with asyncio.timeout_at(deadline.at):
@@ -50,9 +64,6 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
     finally:
         session.close()
-    if not isinstance(session, Session):
-        protocol = Protocol(target.module.protocol)
-        return _mailbox_result(target, session, protocol, started_at, start, failure)
     if _should_scan(target, session, failure):
         await session.tls_scan(deadline)
     findings = session.posture.findings
@@ -84,15 +95,54 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
     )
 
 
-def _mailbox_result(
-    target: Target,
-    session: IMAPSession,
-    protocol: Protocol,
-    started_at: float,
-    start: float,
-    failure: Failure | None,
+class MailboxSession(Interface):
+    """What ``run`` reads of an IMAP or POP3 session (DESIGN18's session surface)."""
+
+    phase: Phase
+    timings: list[PhaseTiming]
+    address: str | None
+    tls: TLSInfo | None
+    auth: AuthInfo
+    mailbox: MailboxInfo | None
+
+    @property
+    def extensions(self) -> tuple[str, ...]: ...
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]: ...
+
+    async def execute(self) -> None: ...
+
+    def redact(self, text: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+async def _run_mailbox(
+    session: MailboxSession, protocol: Protocol, target: Target, deadline: Deadline
 ) -> ProbeResult:
-    """The result of an IMAP or POP3 probe: capabilities for extensions, the mailbox."""
+    """An IMAP or POP3 probe: the session's phases under the one deadline, then its result
+    (no posture checks, no reply codes: a NO, BAD or -ERR is a ``reply`` failure with the
+    server's text)."""
+    started_at = time.time()
+    start = time.perf_counter()
+    failure: Failure | None = None
+    try:
+        async with asyncio.timeout_at(deadline.at):
+            await session.execute()
+    except TimeoutError:
+        failure = Failure(
+            session.phase,
+            FailureKind.TIMEOUT,
+            f"no answer within the probe's {deadline.budget:g}s deadline",
+        )
+    except ProbeError as exc:
+        failure = Failure(exc.phase, exc.kind, _clip(session.redact(exc.detail)))
+    except Exception as exc:  # a bug of ours must not take the exporter down
+        log.exception("internal error probing %s", target.name)
+        failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
+    finally:
+        session.close()
     return ProbeResult(
         target=target.name,
         module=target.module.name,
