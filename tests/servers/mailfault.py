@@ -69,6 +69,8 @@ CONTROL_JUNK = b"\x00\x1b[31mred\x7f\rcr\xff\xfe\xc3\x28"
 HUGE_LITERAL = 16 * 1024 * 1024  # announced and really sent by huge_literal
 FLOOD_LITERAL = 60 * 1024  # under a 64 KiB literal cap: only a per-command cap stops these
 HUGE_LINE = 1024 * 1024
+ENDLESS_CAPABILITY_NAMES = 400
+BATCH = 256  # short lines sent per write by the endless behaviours
 TLS_VALUES = (None, "starttls", "implicit")
 
 _EXPECTED_ERRORS = (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError)
@@ -115,7 +117,7 @@ IMAP_BEHAVIOURS: dict[str, Behaviour] = {
     # CAPABILITY.
     "capability_bad": _b("CAPABILITY gets 'BAD Command unknown'.", "capability", "reply"),
     "endless_capability": _b(
-        "CAPABILITY gets '* CAPABILITY' lines of 1000 names each, forever.",
+        "CAPABILITY gets '* CAPABILITY' lines of 400 names (5 KB) each, forever.",
         "capability",
         "protocol",
         bounded=True,
@@ -415,6 +417,12 @@ class _Session:
         raise NotImplementedError
 
 
+def _numbered(line: bytes, n: int) -> bytes:
+    """Batch n of BATCH numbered lines: one write each, or the server, not the client,
+    would be what limits how fast they arrive (each write is a TLS record of its own)."""
+    return b"".join(line % i for i in range(n * BATCH, (n + 1) * BATCH))
+
+
 def _b64(data: bytes) -> bytes:
     try:
         return base64.b64decode(data, validate=False)
@@ -515,7 +523,9 @@ class _IMAPSession(_Session):
         if b == "capability_bad":
             await self.send(tag + b" BAD Command unknown\r\n")
         elif b == "endless_capability":
-            names = b" ".join(b"X-ENDLESS-%d" % i for i in range(1000))
+            # About 5 KB a line: under any sane line cap, so only a cap on the whole
+            # response (or on the names kept) can stop it.
+            names = b" ".join(b"X-ENDLESS-%d" % i for i in range(ENDLESS_CAPABILITY_NAMES))
             await self.flood(lambda _n: b"* CAPABILITY IMAP4rev1 " + names + b"\r\n")
         elif b == "wrong_tag":
             await self.send(b"* CAPABILITY " + self.capabilities() + b"\r\nZZZZ9 OK done\r\n")
@@ -582,7 +592,7 @@ class _IMAPSession(_Session):
         if b == "select_no":
             await self.send(tag + b" NO [NONEXISTENT] Mailbox doesn't exist\r\n")
         elif b == "endless_untagged":
-            await self.flood(lambda n: b"* OK [ALERT] untagged %08d\r\n" % n)
+            await self.flood(lambda n: _numbered(b"* OK [ALERT] untagged %08d\r\n", n))
         elif b == "literal_4g":
             await self.send(b"* 1 FETCH (BODY[] {4294967295}\r\nxxxx")
             await self.hang()
@@ -681,7 +691,7 @@ class _POP3Session(_Session):
             await self.hang()
         elif b == "capa_endless":
             await self.send(b"+OK Capability list follows\r\n")
-            await self.flood(lambda n: b"X-CAP-%d\r\n" % n)
+            await self.flood(lambda n: _numbered(b"X-CAP-%d\r\n", n))
         elif b == "huge_line":
             await self.send(b"+OK " + b"A" * HUGE_LINE + b"\r\n")
             await self.hang()

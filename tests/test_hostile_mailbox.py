@@ -1,0 +1,165 @@
+"""The IMAP and POP3 probes against deliberately hostile servers (tests/servers/mailfault.py):
+every behaviour ends within the module's timeout + 10 % (measured from outside), in the
+phase and with the failure kind its documentation names, with nothing secret in the result,
+and with bounded memory; the floods end by a bound of the probe, long before the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import time
+import tracemalloc
+
+import pytest
+
+from exporter import probe
+from exporter.config import AuthConfig, Module, Secret, Target, TLSMode
+from exporter.results import FailureKind, Phase, ProbeResult
+from tests.servers.mailfault import (
+    IMAP_BEHAVIOURS,
+    MAILBOX_SIZE,
+    MESSAGES,
+    POP3_BEHAVIOURS,
+    Behaviour,
+    FaultCerts,
+    IMAPFault,
+    POP3Fault,
+)
+
+DEADLINE = 2.0
+# A probe that stops by a bound (line, literal, response count) does so at once; this is a
+# generous ceiling for a loaded 2-core machine, still far below the deadline.
+BOUNDED_WITHIN = DEADLINE / 2
+MEMORY_BOUND = 4 * 1024 * 1024
+TRACED_DEADLINE = 10.0
+USER = "probe"
+PASSWORD = "Mailfault-S3cret"
+TLS_MODES = {None: TLSMode.NONE, "starttls": TLSMode.STARTTLS, "implicit": TLSMode.IMPLICIT}
+SERVERS: dict[str, type[IMAPFault] | type[POP3Fault]] = {"imap": IMAPFault, "pop3": POP3Fault}
+TABLES = {"imap": IMAP_BEHAVIOURS, "pop3": POP3_BEHAVIOURS}
+CASES = [(protocol, name) for protocol, table in TABLES.items() for name in table]
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> FaultCerts:
+    return FaultCerts.make(tmp_path_factory.mktemp("hostile-mailbox"))
+
+
+@pytest.fixture(scope="module")
+def server_ctx(certs: FaultCerts) -> ssl.SSLContext:
+    return certs.server_context()
+
+
+def target_for(
+    protocol: str, port: int, spec: Behaviour, ca_file: str, timeout: float = DEADLINE
+) -> Target:
+    module = Module(
+        name=f"hostile_{protocol}",
+        protocol=protocol,
+        tls=TLS_MODES[spec.tls],
+        tls_ca_file=ca_file,
+        timeout=timeout,
+        auth=AuthConfig(USER, Secret(PASSWORD), ("auto",), spec.tls is None),
+    )
+    return Target(f"127.0.0.1:{port}", "127.0.0.1", port, module)
+
+
+def run_against(
+    protocol: str,
+    behaviour: str,
+    server_ctx: ssl.SSLContext,
+    ca_file: str,
+    trace_memory: bool = False,
+) -> tuple[ProbeResult, float, int]:
+    """(result, seconds from outside, peak traced memory or 0) of one probe.
+
+    Memory is traced only when asked: tracemalloc slows every allocation (the server's
+    too, in its thread) several times over, which would distort the timings; the traced
+    run gets a longer deadline so that it, too, ends by the probe's bound."""
+    spec = TABLES[protocol][behaviour]
+    with SERVERS[protocol](behaviour, spec.tls, ssl_context=server_ctx) as server:
+        timeout = TRACED_DEADLINE if trace_memory else DEADLINE
+        target = target_for(protocol, server.port, spec, ca_file, timeout)
+        if trace_memory:
+            tracemalloc.start()
+        start = time.monotonic()
+        try:
+            result = asyncio.run(probe.run(target))
+        finally:
+            elapsed = time.monotonic() - start
+            peak = tracemalloc.get_traced_memory()[1] if trace_memory else 0
+            tracemalloc.stop()
+        assert server.errors == []
+    return result, elapsed, peak
+
+
+def assert_expected(spec: Behaviour, result: ProbeResult) -> None:
+    f = result.failure
+    assert f is not None, f"passed but should fail in {spec.phase}"
+    assert (f.phase, f.kind) in {(Phase(spec.phase), FailureKind(k)) for k in spec.kinds}, f
+
+
+def test_every_protocol_has_enough_hostile_behaviours():
+    for table in TABLES.values():
+        assert sum(b.phase is not None for b in table.values()) >= 18
+
+
+@pytest.mark.parametrize(("protocol", "behaviour"), CASES, ids=[f"{p}-{b}" for p, b in CASES])
+def test_hostile_mailbox(protocol, behaviour, server_ctx, certs):
+    spec = TABLES[protocol][behaviour]
+    result, elapsed, _ = run_against(protocol, behaviour, server_ctx, str(certs.ca_file))
+
+    assert elapsed <= DEADLINE * 1.1, f"{behaviour} took {elapsed:.2f}s"
+    assert result.duration_seconds <= DEADLINE * 1.1
+    assert PASSWORD not in repr(result)
+    assert result.protocol == protocol
+    if spec.phase is None:
+        assert result.failure is None, result.failure
+        assert result.mailbox is not None and result.mailbox.messages == MESSAGES
+        if protocol == "pop3":
+            assert result.mailbox.size_bytes == MAILBOX_SIZE
+        return
+    assert_expected(spec, result)
+    f = result.failure
+    # Server text reaches a report only cleaned: no control characters, bounded size.
+    assert len(f.detail) <= probe.MAX_DETAIL
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in f.detail), repr(f.detail)
+    for text in (*result.extensions, *result.auth_mechanisms):
+        assert not any(ord(c) < 32 or ord(c) == 127 for c in text), repr(text)
+    assert len(result.extensions) <= 64
+    if spec.bounded:
+        assert elapsed < BOUNDED_WITHIN, f"{behaviour} ended at {elapsed:.2f}s, not by a bound"
+
+
+BOUNDED = [(p, b) for p, b in CASES if TABLES[p][b].bounded]
+
+
+@pytest.mark.parametrize(("protocol", "behaviour"), BOUNDED, ids=[f"{p}-{b}" for p, b in BOUNDED])
+def test_hostile_mailbox_memory_bounded(protocol, behaviour, server_ctx, certs):
+    """The floods, huge lines and literals: the probe's memory stays bounded while they pour
+    in (traced separately, since tracing slows the run several times over)."""
+    spec = TABLES[protocol][behaviour]
+    result, _, peak = run_against(protocol, behaviour, server_ctx, str(certs.ca_file), True)
+    assert_expected(spec, result)
+    assert peak < MEMORY_BOUND, f"{behaviour}: peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "behaviour"),
+    [
+        ("imap", "login_echo"),
+        ("imap", "login_echo_login"),
+        ("pop3", "err_pass_echo"),
+        ("pop3", "err_auth_echo"),
+    ],
+)
+def test_echoed_credentials_are_masked(protocol, behaviour, server_ctx, certs):
+    result, _, _ = run_against(protocol, behaviour, server_ctx, str(certs.ca_file))
+    assert result.failure is not None and result.failure.kind is FailureKind.REPLY
+    detail = result.failure.detail
+    assert PASSWORD not in detail
+    # Nor its base64 forms (SASL PLAIN carries user and password together).
+    plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    assert plain not in detail and base64.b64encode(PASSWORD.encode()).decode() not in detail
