@@ -28,6 +28,8 @@ from tests.servers.mailfault import (
     ENDLESS_CAPABILITY_NAMES,
     HUGE_LITERAL,
     IMAP_BEHAVIOURS,
+    LATE_FLOOD_DELAY,
+    LATE_FLOOD_INTERVAL,
     MAILBOX_SIZE,
     MESSAGES,
     POP3_BEHAVIOURS,
@@ -490,6 +492,19 @@ def test_imap_endless_untagged(server_ctx, client_ctx):
         imap_to(c, "select")
         c.send(b"a5 EXAMINE INBOX")
         for n in range(20_000):  # more than any per-command bound a client may have
+            assert c.line() == b"* OK [ALERT] untagged %08d" % n
+
+
+def test_imap_late_flood(server_ctx, client_ctx):
+    with session(IMAPFault, "late_flood", server_ctx, client_ctx) as (c, _):
+        imap_to(c, "select")
+        c.send(b"a5 EXAMINE INBOX")
+        start = time.monotonic()
+        slow = int(LATE_FLOOD_DELAY / LATE_FLOOD_INTERVAL)
+        for n in range(slow):
+            assert c.line() == b"* OK [ALERT] slow %d" % n
+        assert time.monotonic() - start >= LATE_FLOOD_DELAY - 2 * LATE_FLOOD_INTERVAL
+        for n in range(5000):
             assert c.line() == b"* OK [ALERT] untagged %08d" % n
 
 

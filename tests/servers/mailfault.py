@@ -70,6 +70,8 @@ HUGE_LITERAL = 16 * 1024 * 1024  # announced and really sent by huge_literal
 FLOOD_LITERAL = 60 * 1024  # under a 64 KiB literal cap: only a per-command cap stops these
 HUGE_LINE = 1024 * 1024
 ENDLESS_CAPABILITY_NAMES = 400
+LATE_FLOOD_DELAY = 1.8
+LATE_FLOOD_INTERVAL = 0.1
 BATCH = 256  # short lines sent per write by the endless behaviours
 TLS_VALUES = (None, "starttls", "implicit")
 
@@ -192,6 +194,14 @@ IMAP_BEHAVIOURS: dict[str, Behaviour] = {
         "select",
         "protocol",
         bounded=True,
+    ),
+    "late_flood": _b(
+        "SELECT / EXAMINE get one '* OK [ALERT]' line every 0.1 s for 1.8 s (just short of "
+        "a 2 s deadline), then endless_untagged's flood: the deadline must hold while the "
+        "probe is busy with the flood (the bound may win the race).",
+        "select",
+        "timeout",
+        "protocol",
     ),
     "literal_4g": _b(
         "SELECT / EXAMINE get '* 1 FETCH (BODY[] {4294967295}', a few bytes, then silence.",
@@ -592,6 +602,11 @@ class _IMAPSession(_Session):
         if b == "select_no":
             await self.send(tag + b" NO [NONEXISTENT] Mailbox doesn't exist\r\n")
         elif b == "endless_untagged":
+            await self.flood(lambda n: _numbered(b"* OK [ALERT] untagged %08d\r\n", n))
+        elif b == "late_flood":
+            for n in range(int(LATE_FLOOD_DELAY / LATE_FLOOD_INTERVAL)):
+                await self.send(b"* OK [ALERT] slow %d\r\n" % n)
+                await asyncio.sleep(LATE_FLOOD_INTERVAL)
             await self.flood(lambda n: _numbered(b"* OK [ALERT] untagged %08d\r\n", n))
         elif b == "literal_4g":
             await self.send(b"* 1 FETCH (BODY[] {4294967295}\r\nxxxx")
