@@ -412,6 +412,29 @@ def test_imap_starttls_injection(server_ctx, client_ctx):
         c.expect(rb"^\* OK injected$")  # in plaintext, before any TLS
 
 
+def test_imap_starttls_stall(server_ctx, client_ctx):
+    with session(IMAPFault, "starttls_stall", server_ctx, client_ctx) as (c, _):
+        imap_to(c, "starttls")
+        c.send(b"a2 STARTTLS")
+        c.expect(rb"^a2 OK")
+        c.sock.settimeout(QUIET_WAIT)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            c.starttls()  # the ClientHello is never answered
+
+
+@pytest.mark.parametrize("kind", [IMAPFault, POP3Fault], ids=["imap", "pop3"])
+def test_implicit_plaintext(kind, server_ctx, client_ctx):
+    spec = kind.BEHAVIOURS["implicit_plaintext"]
+    assert spec.tls == "implicit"
+    with kind("implicit_plaintext", "implicit", ssl_context=server_ctx) as server:
+        c = Client(server.port, client_ctx, implicit=False)
+        try:
+            assert c.line() in (b"* OK fault.test IMAP4rev1 ready", b"+OK fault.test POP3 ready")
+            c.silent()
+        finally:
+            c.close()
+
+
 def test_imap_logindisabled(server_ctx, client_ctx):
     with session(IMAPFault, "logindisabled", server_ctx, client_ctx) as (c, _):
         c.expect(rb"^\* OK")
@@ -685,6 +708,16 @@ def test_pop3_stls_injection(server_ctx, client_ctx):
         c.expect(rb"^\+OK injected$")
 
 
+def test_pop3_stls_stall(server_ctx, client_ctx):
+    with session(POP3Fault, "stls_stall", server_ctx, client_ctx) as (c, _):
+        pop3_to(c, "starttls")
+        c.send(b"STLS")
+        c.expect(rb"^\+OK Begin TLS")
+        c.sock.settimeout(QUIET_WAIT)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            c.starttls()
+
+
 def test_pop3_err_user(server_ctx, client_ctx):
     with session(POP3Fault, "err_user", server_ctx, client_ctx) as (c, _):
         pop3_to(c, "auth")
@@ -759,13 +792,14 @@ _TESTED = {name.removeprefix("test_imap_") for name in dir() if name.startswith(
     "normal",
     "normal_login",
     "normal_implicit",
+    "implicit_plaintext",
 }
 _TESTED_POP3 = {
     part
     for name in dir()
     if name.startswith("test_pop3_")
     for part in (name.removeprefix("test_pop3_"), *name.removeprefix("test_pop3_").split("_and_"))
-} | {"normal", "normal_user", "normal_implicit", "quit_close"}
+} | {"normal", "normal_user", "normal_implicit", "quit_close", "implicit_plaintext"}
 
 
 def test_every_behaviour_has_a_self_test():

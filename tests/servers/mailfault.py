@@ -149,6 +149,19 @@ IMAP_BEHAVIOURS: dict[str, Behaviour] = {
         "protocol",
         bounded=True,
     ),
+    "starttls_stall": _b(
+        "STARTTLS gets its OK, then the server neither reads nor sends anything.",
+        "tls_handshake",
+        "timeout",
+    ),
+    "implicit_plaintext": _b(
+        "On the implicit-TLS port, a plaintext '* OK' greeting instead of TLS; open after.",
+        "tls_handshake",
+        "tls",
+        "protocol",
+        tls="implicit",
+        bounded=True,
+    ),
     # Authentication.
     "logindisabled": _b(
         "Over implicit TLS, CAPABILITY says LOGINDISABLED and offers no AUTH=.",
@@ -285,6 +298,19 @@ POP3_BEHAVIOURS: dict[str, Behaviour] = {
         "STLS gets '+OK Begin TLS' and '+OK injected' in one write, then TLS.",
         "tls_handshake",
         "protocol",
+        bounded=True,
+    ),
+    "stls_stall": _b(
+        "STLS gets its +OK, then the server neither reads nor sends anything.",
+        "tls_handshake",
+        "timeout",
+    ),
+    "implicit_plaintext": _b(
+        "On the implicit-TLS port, a plaintext '+OK' greeting instead of TLS; open after.",
+        "tls_handshake",
+        "tls",
+        "protocol",
+        tls="implicit",
         bounded=True,
     ),
     # Authentication.
@@ -509,6 +535,9 @@ class _IMAPSession(_Session):
         if self.server.tls == "implicit":
             if b == "tarpit":
                 await self.hang()
+            if b == "implicit_plaintext":
+                await self.send(b"* OK fault.test IMAP4rev1 ready\r\n")
+                await self.hang()
             await self.upgrade()
         greeting = b"* OK fault.test IMAP4rev1 ready\r\n"
         if b == "tarpit":
@@ -556,6 +585,9 @@ class _IMAPSession(_Session):
         elif b == "starttls_injection":
             await self.send(tag + b" OK Begin TLS negotiation now\r\n* OK injected\r\n")
             await self.upgrade()
+        elif b == "starttls_stall":
+            await self.send(tag + b" OK Begin TLS negotiation now\r\n")
+            await self.hang()
         else:
             await self.send(tag + b" OK Begin TLS negotiation now\r\n")
             await self.upgrade()
@@ -672,6 +704,9 @@ class _POP3Session(_Session):
         if self.server.tls == "implicit":
             if b == "silent":
                 await self.hang()
+            if b == "implicit_plaintext":
+                await self.send(b"+OK fault.test POP3 ready\r\n")
+                await self.hang()
             await self.upgrade()
         greeting = b"+OK fault.test POP3 ready <1896.697170952@fault.test>\r\n"
         if b == "silent":
@@ -726,6 +761,9 @@ class _POP3Session(_Session):
         elif b == "stls_injection":
             await self.send(b"+OK Begin TLS negotiation\r\n+OK injected\r\n")
             await self.upgrade()
+        elif b == "stls_stall":
+            await self.send(b"+OK Begin TLS negotiation\r\n")
+            await self.hang()
         else:
             await self.send(b"+OK Begin TLS negotiation\r\n")
             await self.upgrade()
