@@ -665,6 +665,16 @@ def test_pop3_capa_endless(server_ctx, client_ctx):
             assert c.line() == b"X-CAP-%d" % n
 
 
+def test_pop3_capa_endless_line(server_ctx, client_ctx):
+    with session(POP3Fault, "capa_endless_line", server_ctx, client_ctx) as (c, _):
+        pop3_to(c, "capability")
+        c.send(b"CAPA")
+        c.expect(rb"^\+OK")
+        c.expect(rb"^USER$")
+        data = c.raw(4 * CHUNK_SIZE)
+        assert data.startswith(b"X-XXX") and b"\n" not in data
+
+
 def test_pop3_huge_line(server_ctx, client_ctx):
     with session(POP3Fault, "huge_line", server_ctx, client_ctx) as (c, _):
         pop3_to(c, "capability")

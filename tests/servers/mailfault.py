@@ -278,6 +278,13 @@ POP3_BEHAVIOURS: dict[str, Behaviour] = {
         "protocol",
         bounded=True,
     ),
+    "capa_endless_line": _b(
+        "CAPA's multi-line answer: '+OK', 'USER', then one capability line that never ends "
+        "('X' at socket speed, no CRLF).",
+        "capability",
+        "protocol",
+        bounded=True,
+    ),
     "huge_line": _b(
         "CAPA gets '+OK ' plus 1 MiB of 'A' and a CRLF.",
         "capability",
@@ -742,6 +749,9 @@ class _POP3Session(_Session):
         elif b == "capa_endless":
             await self.send(b"+OK Capability list follows\r\n")
             await self.flood(lambda n: _numbered(b"X-CAP-%d\r\n", n))
+        elif b == "capa_endless_line":
+            await self.send(b"+OK Capability list follows\r\nUSER\r\nX-")
+            await self.flood(lambda _n: b"X" * CHUNK_SIZE)
         elif b == "huge_line":
             await self.send(b"+OK " + b"A" * HUGE_LINE + b"\r\n")
             await self.hang()
