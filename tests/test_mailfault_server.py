@@ -250,6 +250,33 @@ def test_imap_normal_implicit(server_ctx, client_ctx):
         imap.logout()
 
 
+def test_imap_preauth(server_ctx, client_ctx):
+    with session(IMAPFault, "preauth", server_ctx, client_ctx) as (c, _):
+        c.expect(rb"^\* PREAUTH ")
+        c.send(b"a1 LOGIN probe x")
+        c.expect(rb"^a1 BAD ")
+        c.send(b"a2 AUTHENTICATE PLAIN")
+        c.expect(rb"^a2 BAD ")
+        c.send(b"a3 EXAMINE INBOX")
+        c.until(rb"^a3 OK ")
+
+
+def test_imap_lowercase(server_ctx, client_ctx):
+    with session(IMAPFault, "lowercase", server_ctx, client_ctx) as (c, _):
+        c.expect(rb"^\* ok fault\.test IMAP4rev1 ready$")
+        c.send(b"a1 capability")
+        c.expect(rb"^\* capability IMAP4rev1 ")
+        c.expect(rb"^a1 ok capability completed$")
+        c.send(b"a2 STARTTLS")
+        c.expect(rb"^a2 ok ")
+        c.starttls()
+        c.send(b"a3 LOGIN probe x")
+        c.expect(rb"^a3 ok ")
+        c.send(b"a4 EXAMINE INBOX")
+        c.until(rb"^\* 3 exists$")
+        c.until(rb"^a4 ok \[read-only\]")
+
+
 def test_imap_plain_without_tls(server_ctx):
     with IMAPFault("normal", None, ssl_context=server_ctx) as server:
         imap = imaplib.IMAP4("127.0.0.1", server.port, timeout=IO_TIMEOUT)
@@ -501,6 +528,15 @@ def test_imap_control_bytes(server_ctx, client_ctx):
         c.starttls()
         c.send(b"a4 LOGIN probe x")
         assert b"\x00\x1b[31m" in c.until(rb"^a4 NO ")
+
+
+def test_imap_bye_at_select(server_ctx, client_ctx):
+    with session(IMAPFault, "bye_at_select", server_ctx, client_ctx) as (c, _):
+        imap_to(c, "select")
+        c.send(b"a5 EXAMINE INBOX")
+        c.expect(rb"^\* BYE Server shutting down$")
+        c.closed()
+        assert c.buf == b""
 
 
 def test_imap_select_no(server_ctx, client_ctx):
@@ -781,6 +817,14 @@ def test_pop3_stat_garbage(server_ctx, client_ctx):
         pop3_to(c, "stat")
         c.send(b"STAT")
         c.expect(rb"^\+OK lots of mail$")
+
+
+def test_pop3_stat_unicode_digits(server_ctx, client_ctx):
+    with session(POP3Fault, "stat_unicode_digits", server_ctx, client_ctx) as (c, _):
+        pop3_to(c, "stat")
+        c.send(b"STAT")
+        words = c.expect(rb"^\+OK ").decode().split()[1:]
+        assert all(w.isdigit() and not w.isascii() for w in words)
 
 
 def test_pop3_quit_silent_and_close(server_ctx, client_ctx):

@@ -103,6 +103,17 @@ IMAP_BEHAVIOURS: dict[str, Behaviour] = {
     "normal": _b("Ordinary IMAP, STARTTLS then AUTHENTICATE PLAIN; INBOX holds 3.", None),
     "normal_implicit": _b("Ordinary IMAP over implicit TLS.", None, tls="implicit"),
     "normal_login": _b("Ordinary IMAP, no AUTH=PLAIN: the probe uses LOGIN.", None, sasl=False),
+    "preauth": _b(
+        "Over implicit TLS, a '* PREAUTH' greeting: already logged in, so LOGIN and "
+        "AUTHENTICATE get BAD; a probe goes straight to EXAMINE and passes.",
+        None,
+        tls="implicit",
+    ),
+    "lowercase": _b(
+        "Valid but unusual: status words, keywords and tags' replies in lower case "
+        "('* ok', 'a1 ok', '* 3 exists'), as IMAP allows; the probe passes.",
+        None,
+    ),
     # Greeting.
     "tarpit": _b("Accept, never send a byte or close.", "greeting", "timeout"),
     "drip_greeting": _b("The greeting, one byte per second.", "greeting", "timeout"),
@@ -199,6 +210,11 @@ IMAP_BEHAVIOURS: dict[str, Behaviour] = {
         "reply",
     ),
     # SELECT / EXAMINE.
+    "bye_at_select": _b(
+        "SELECT / EXAMINE get '* BYE Server shutting down', then FIN: the BYE is the reason.",
+        "select",
+        "reply",
+    ),
     "select_no": _b(
         "SELECT / EXAMINE get 'NO [NONEXISTENT] Mailbox doesn't exist'.", "select", "reply"
     ),
@@ -346,6 +362,12 @@ POP3_BEHAVIOURS: dict[str, Behaviour] = {
         "reply",
     ),
     "stat_garbage": _b("STAT gets '+OK lots of mail'.", "stat", "protocol"),
+    "stat_unicode_digits": _b(
+        "STAT gets '+OK \u00b2 \u0664\u0665' (superscript two, Arabic-Indic digits): "
+        "digits to str.isdigit(), not to POP3 or int().",
+        "stat",
+        "protocol",
+    ),
     # QUIT.
     "quit_silent": _b("QUIT is never answered and the connection stays open.", "quit", "timeout"),
     "quit_close": _b("QUIT gets no +OK: the server closes (FIN).", "quit", *CLOSED),
@@ -460,6 +482,17 @@ class _Session:
         raise NotImplementedError
 
 
+_IMAP_WORDS = re.compile(
+    rb"\b(OK|NO|BAD|BYE|PREAUTH|CAPABILITY|EXISTS|RECENT|FLAGS|LOGOUT|NOOP|"
+    rb"READ-ONLY|READ-WRITE|UIDVALIDITY|UIDNEXT)\b"
+)
+
+
+def _lower_words(data: bytes) -> bytes:
+    """IMAP's status words, response keywords and codes in lower case (all legal)."""
+    return _IMAP_WORDS.sub(lambda m: m.group(0).lower(), data)
+
+
 def _numbered(line: bytes, n: int) -> bytes:
     """Batch n of BATCH numbered lines: one write each, or the server, not the client,
     would be what limits how fast they arrive (each write is a TLS record of its own)."""
@@ -561,8 +594,17 @@ class _IMAPSession(_Session):
             await self.send(greeting)
             await self.read_line()
             await self.reset()
+        elif b == "preauth":
+            await self.send(b"* PREAUTH fault.test IMAP4rev1 logged in as probe\r\n")
+        elif b == "lowercase":
+            await self.send(b"* ok fault.test IMAP4rev1 ready\r\n")
         else:
             await self.send(self.text(b"* OK fault.test IMAP4rev1 ready") + b"\r\n")
+
+    async def send(self, data: bytes) -> None:
+        if self.behaviour == "lowercase":
+            data = _lower_words(data)
+        await super().send(data)
 
     async def cmd_capability(self, tag: bytes, _args: list[bytes], _raw: bytes) -> None:
         b = self.behaviour
@@ -607,6 +649,9 @@ class _IMAPSession(_Session):
             while True:
                 await self.send(b"+ " + base64.b64encode(self.rng.randbytes(12)) + b"\r\n")
                 await self.read_line()
+        if self.behaviour == "preauth":
+            await self.send(tag + b" BAD Already authenticated\r\n")
+            return
         if len(args) >= 2:
             response = args[1]
         else:
@@ -627,6 +672,8 @@ class _IMAPSession(_Session):
             await self.send(tag + b" NO [AUTHENTICATIONFAILED] bad credentials " + echo + b"\r\n")
         elif b == "logindisabled":
             await self.send(tag + b" NO [PRIVACYREQUIRED] Login disabled\r\n")
+        elif b == "preauth":
+            await self.send(tag + b" BAD Already authenticated\r\n")
         else:
             await self.send(tag + b" OK Logged in\r\n")
 
@@ -662,6 +709,9 @@ class _IMAPSession(_Session):
             await self.flood(
                 lambda n: b"* %d FETCH (BODY[] {%d}\r\n" % (n + 1, len(body)) + body + b")\r\n"
             )
+        elif b == "bye_at_select":
+            await self.send(b"* BYE Server shutting down\r\n")
+            await self.close()
         elif b == "close_mid_literal":
             await self.send(b"* 1 FETCH (BODY[] {100}\r\n0123456789")
             await self.close()
@@ -820,6 +870,8 @@ class _POP3Session(_Session):
             await self.send(b"-ERR [IN-USE] mailbox locked " + CONTROL_JUNK + b"\r\n")
         elif b == "stat_garbage":
             await self.send(b"+OK lots of mail\r\n")
+        elif b == "stat_unicode_digits":
+            await self.send("+OK \u00b2 \u0664\u0665\r\n".encode())
         else:
             await self.send(b"+OK %d %d\r\n" % (MESSAGES, MAILBOX_SIZE))
 
