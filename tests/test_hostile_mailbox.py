@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import ssl
 import time
 import tracemalloc
@@ -100,6 +101,7 @@ def run_against(
     Memory is traced only when asked: tracemalloc slows every allocation (the server's
     too, in its thread) several times over, which would distort the timings."""
     spec = TABLES[protocol][behaviour]
+    fds = _open_fds()
     with SERVERS[protocol](behaviour, spec.tls, ssl_context=server_ctx) as server:
         timeout = BOUNDED_DEADLINE if spec.bounded else DEADLINE
         target = target_for(protocol, server.port, spec, ca_file, timeout)
@@ -113,7 +115,13 @@ def run_against(
             peak = tracemalloc.get_traced_memory()[1] if trace_memory else 0
             tracemalloc.stop()
         assert server.errors == []
+    # The probe closed its socket whatever the server did (the server's are closed by stop).
+    assert _open_fds() == fds, f"{behaviour}: file descriptors leaked"
     return result, elapsed, peak
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 def assert_expected(spec: Behaviour, result: ProbeResult) -> None:
