@@ -539,6 +539,37 @@ def test_imap_bye_at_select(server_ctx, client_ctx):
         assert c.buf == b""
 
 
+@pytest.mark.parametrize("kind", [IMAPFault, POP3Fault], ids=["imap", "pop3"])
+def test_credential_replay(kind, server_ctx, client_ctx):
+    with session(kind, "credential_replay", server_ctx, client_ctx) as (c, server):
+        if kind is IMAPFault:
+            imap_to(c, "auth")
+            c.send(b"a4 LOGIN probe " + SECRET.encode())
+            c.expect(rb"^a4 OK")
+        else:
+            pop3_to(c, "auth", sasl=False)
+            c.send(b"USER probe")
+            c.expect(rb"^\+OK")
+            c.send(b"PASS " + SECRET.encode())
+            c.expect(rb"^\+OK")
+        assert server.replayed() == [SECRET.encode()]
+        again = Client(server.port, client_ctx, implicit=False)
+        try:
+            if kind is IMAPFault:
+                greeting = again.expect(rb"^\* OK \[CAPABILITY ")
+                assert b" X-" + SECRET.encode() + b" " in greeting
+                again.send(b"a1 CAPABILITY")
+                assert SECRET.encode() in again.expect(rb"^\* CAPABILITY ")
+            else:
+                again.expect(rb"^\+OK")
+                again.send(b"CAPA")
+                again.expect(rb"^\+OK")
+                lines = again.multiline()
+                assert b"X-" + SECRET.encode() in lines and b"SASL " + SECRET.encode() in lines
+        finally:
+            again.close()
+
+
 def test_imap_select_no(server_ctx, client_ctx):
     with session(IMAPFault, "select_no", server_ctx, client_ctx) as (c, _):
         imap_to(c, "select")
@@ -847,13 +878,21 @@ _TESTED = {name.removeprefix("test_imap_") for name in dir() if name.startswith(
     "normal_login",
     "normal_implicit",
     "implicit_plaintext",
+    "credential_replay",
 }
 _TESTED_POP3 = {
     part
     for name in dir()
     if name.startswith("test_pop3_")
     for part in (name.removeprefix("test_pop3_"), *name.removeprefix("test_pop3_").split("_and_"))
-} | {"normal", "normal_user", "normal_implicit", "quit_close", "implicit_plaintext"}
+} | {
+    "normal",
+    "normal_user",
+    "normal_implicit",
+    "quit_close",
+    "implicit_plaintext",
+    "credential_replay",
+}
 
 
 def test_every_behaviour_has_a_self_test():

@@ -210,6 +210,13 @@ IMAP_BEHAVIOURS: dict[str, Behaviour] = {
         "reply",
     ),
     # SELECT / EXAMINE.
+    "credential_replay": _b(
+        "Remembers the password of each login; later connections list it (and 'X-' plus "
+        "it) among the capabilities, in the greeting's [CAPABILITY] code and in CAPABILITY "
+        "before and after TLS. Logins succeed: the probe passes, and must show no form of "
+        "the password (capability names are upper-cased) anywhere in its result.",
+        None,
+    ),
     "bye_at_select": _b(
         "SELECT / EXAMINE get '* BYE Server shutting down', then FIN: the BYE is the reason.",
         "select",
@@ -337,6 +344,12 @@ POP3_BEHAVIOURS: dict[str, Behaviour] = {
         bounded=True,
     ),
     # Authentication.
+    "credential_replay": _b(
+        "Remembers the password of each login; later connections list it as a CAPA line "
+        "('X-' plus it) and as a SASL mechanism. Logins succeed: the probe passes, and must "
+        "show no form of the password anywhere in its result.",
+        None,
+    ),
     "err_user": _b("USER gets '-ERR [AUTH] no such user'.", "auth", "reply", sasl=False),
     "err_pass_echo": _b(
         "PASS gets '-ERR [AUTH] bad password' followed by the password it was sent.",
@@ -568,6 +581,9 @@ class _IMAPSession(_Session):
             caps.append(b"LOGINDISABLED")
         elif self.spec.sasl:
             caps.append(b"AUTH=PLAIN")
+        if b == "credential_replay":
+            for secret in self.server.replayed():
+                caps += [b"X-" + secret, secret, b"AUTH=" + secret]
         return b" ".join(caps)
 
     async def on_connect(self) -> None:
@@ -598,6 +614,9 @@ class _IMAPSession(_Session):
             await self.send(b"* PREAUTH fault.test IMAP4rev1 logged in as probe\r\n")
         elif b == "lowercase":
             await self.send(b"* ok fault.test IMAP4rev1 ready\r\n")
+        elif b == "credential_replay":
+            caps = self.capabilities()
+            await self.send(b"* OK [CAPABILITY " + caps + b"] fault.test ready\r\n")
         else:
             await self.send(self.text(b"* OK fault.test IMAP4rev1 ready") + b"\r\n")
 
@@ -642,6 +661,8 @@ class _IMAPSession(_Session):
             await self.upgrade()
 
     async def cmd_login(self, tag: bytes, args: list[bytes], raw: bytes) -> None:
+        if self.behaviour == "credential_replay" and len(args) >= 2:
+            self.server.remember(args[1])
         await self.authenticated(tag, raw, b" ".join(args[:2]))
 
     async def cmd_authenticate(self, tag: bytes, args: list[bytes], raw: bytes) -> None:
@@ -660,6 +681,8 @@ class _IMAPSession(_Session):
         if response == b"*":
             await self.send(tag + b" BAD Authentication cancelled\r\n")
             return
+        if self.behaviour == "credential_replay":
+            self.server.remember(_b64(response).rpartition(b"\x00")[2])
         await self.authenticated(tag, response, _b64(response).replace(b"\x00", b" "))
 
     async def authenticated(self, tag: bytes, raw: bytes, decoded: bytes) -> None:
@@ -789,6 +812,9 @@ class _POP3Session(_Session):
             lines.append(b"STLS")
         if self.spec.sasl:
             lines.append(b"SASL PLAIN")
+        if self.behaviour == "credential_replay":
+            for secret in self.server.replayed():
+                lines += [b"X-" + secret, b"SASL " + secret, secret]
         return lines
 
     async def cmd_capa(self, _arg: bytes) -> None:
@@ -835,6 +861,8 @@ class _POP3Session(_Session):
             await self.send(b"+OK\r\n")
 
     async def cmd_pass(self, arg: bytes) -> None:
+        if self.behaviour == "credential_replay":
+            self.server.remember(arg)
         if self.behaviour == "err_pass_echo":
             await self.send(b"-ERR [AUTH] bad password " + _one_line(arg) + b"\r\n")
         else:
@@ -856,6 +884,8 @@ class _POP3Session(_Session):
         if not initial:
             await self.send(b"+ \r\n")
             initial = await self.read_line()
+        if b == "credential_replay":
+            self.server.remember(_b64(initial).rpartition(b"\x00")[2])
         if initial == b"*":
             await self.send(b"-ERR Authentication cancelled\r\n")
         elif b == "err_auth_echo":
@@ -920,6 +950,7 @@ class _MailFault(LoopThread):
         self._lock = threading.Lock()
         self._connections = 0
         self._received: deque[bytes] = deque(maxlen=RECEIVED_MAX)
+        self._remembered: deque[bytes] = deque(maxlen=RECEIVED_MAX)
         self._errors: deque[str] = deque(maxlen=ERRORS_MAX)
         self._counted = threading.Condition(self._lock)
         super().__init__()
@@ -951,6 +982,17 @@ class _MailFault(LoopThread):
     def _record(self, line: bytes) -> None:
         with self._lock:
             self._received.append(line)
+
+    def remember(self, secret: bytes) -> None:
+        """Keep a password a client sent (credential_replay), at most RECEIVED_MAX."""
+        with self._lock:
+            if secret and secret not in self._remembered:
+                self._remembered.append(secret)
+
+    def replayed(self) -> list[bytes]:
+        """The passwords remembered so far (only credential_replay remembers any)."""
+        with self._lock:
+            return list(self._remembered)
 
     def start(self) -> Self:
         """Bind and start the server thread; RuntimeError if it is not up in time."""
