@@ -11,7 +11,8 @@ Two measurements per N:
   peak, which includes building a scrape). Measured again after one more interval, when
   every result has been replaced once. A fleet of 0 targets gives the baseline.
 * **breakdown**: a fresh process that loads the same config, schedules it (APScheduler
-  paused), fills the store with N complete synthetic results and renders one scrape: RSS
+  paused), fills the store with N complete synthetic results, then its ring of recent
+  results (``store.RECENT`` more each, a tenth failing), and renders one scrape: RSS
   after each step, so each part's share is known — once with the exporter's YAML loader
   (libyaml's ``CSafeLoader``) and once with PyYAML's pure-Python ``SafeLoader``.
 """
@@ -40,6 +41,7 @@ def breakdown(n: int, loader: str) -> dict[str, int]:
     complete. ``loader``: "c" = the exporter's libyaml ``CSafeLoader``; "python" = PyYAML's
     pure-Python ``SafeLoader`` instead (what the exporter used before)."""
     import asyncio
+    import dataclasses
     import gc
     import random
 
@@ -48,9 +50,10 @@ def breakdown(n: int, loader: str) -> dict[str, int]:
 
     from exporter import config
     from exporter.metrics import Renderer
+    from exporter.results import Failure, FailureKind, Phase
     from exporter.scheduler import ProbeScheduler
     from exporter.selfmetrics import ExporterMetrics
-    from exporter.store import ResultStore
+    from exporter.store import RECENT, ResultStore
 
     pid = os.getpid()
     out = {"imports": c.proc_status(pid, "VmRSS")}
@@ -78,6 +81,15 @@ def breakdown(n: int, loader: str) -> dict[str, int]:
             store.record(t, fake_result(t, rng))
         gc.collect()
         out["store"] = c.proc_status(pid, "VmRSS")
+        # The ring of recent results (store.RECENT per target) filled: that many more
+        # results each, every one new, a tenth of the targets failing in AUTH every time.
+        failed = Failure(Phase.AUTH, FailureKind.REPLY, "535 5.7.8 authentication failed", 535)
+        for _ in range(RECENT):
+            for i, t in enumerate(cfg.targets):
+                r = fake_result(t, rng)
+                store.record(t, dataclasses.replace(r, failure=failed) if i % 10 == 0 else r)
+        gc.collect()
+        out["ring"] = c.proc_status(pid, "VmRSS")
         renderer = Renderer(store)
         out["scrape_bytes"] = gzip_scrape(renderer, own)  # what a Prometheus scrape does
         out["scrape_peak"] = c.proc_status(pid, "VmHWM")
@@ -140,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                     (s["config"] - s["imports"]) / mb,
                     (s["scheduler"] - s["config"]) / mb,
                     (s["store"] - s["scheduler"]) / mb,
-                    (s["render_cache"] - s["store"]) / mb,
+                    (s["ring"] - s["store"]) / mb,
+                    (s["render_cache"] - s["ring"]) / mb,
                     s["render_cache"] / mb,
                     s["scrape_peak"] / mb,
                 ]
@@ -154,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "+config MB",
                 "+scheduler MB",
                 "+store MB",
+                "+ring MB",
                 "+render cache MB",
                 "total MB",
                 "peak in a scrape MB",

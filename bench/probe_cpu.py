@@ -2,7 +2,7 @@
 interleaved.
 
     python bench/probe_cpu.py [--rounds 10] [--duration 6] [--concurrency 16]
-                              [--module noauth|auth] [--gzip] [--baseline-tree DIR]
+                              [--module noauth|auth|imap] [--gzip] [--baseline-tree DIR]
                               [--profile N] [--cpu-profile N]
 
 Both exporters run side by side for the whole run against the same Postfix submission port
@@ -23,6 +23,11 @@ ehlo=2 starttls=1 noop=1 quit=1 commands=5``); the summaries logged during each 
 windows are tallied and printed. Module ``noauth``: greeting, EHLO, STARTTLS, TLS handshake
 (the chain verified against the stack's CA, the host name checked), EHLO, NOOP, QUIT.
 Module ``auth`` adds AUTH PLAIN (blackbox: a literal line, see ``throughput.py``).
+Module ``imap`` probes the stack's Dovecot IMAP port instead (issue #18): greeting (its
+capabilities), STARTTLS, TLS handshake (verified, host name checked), CAPABILITY, LOGIN,
+EXAMINE INBOX, NOOP, LOGOUT; blackbox_exporter's tcp prober does the same dialogue with
+``query_response``. The check of the dialogue is then Dovecot's log: per session, the
+bytes it received and sent (``Logged out in=... out=...``).
 
 Requests carry no Accept-Encoding (no compression on either side) unless ``--gzip``, which
 asks both for gzip as Prometheus does. ``--baseline-tree DIR`` adds a third side: the same
@@ -69,6 +74,10 @@ from throughput import (
 from tests.servers.mailstack import MailStack, mail_stack, postfix_available
 
 DISCONNECT = re.compile(r"submission/smtpd\[\d+\]: disconnect from \S+ (.*)$")
+LOGGED_OUT = re.compile(
+    r"imap\(probe\)<[^>]*><[^>]*>: (?:Info: )?(?:Disconnected: )?(Logged out in=\d+ out=\d+)"
+)
+IMAP_OK = re.compile(rb"^(?:smtp|imap)_probe_success\{[^}]*\} 1(?:\.0)?$", re.M)
 
 
 @dataclass
@@ -89,10 +98,12 @@ class Window:
 
 
 class PostfixLog:
-    """The per-connection command summaries Postfix logged since the last ``take``."""
+    """The per-connection command summaries Postfix logged since the last ``take`` (with
+    ``imap``: Dovecot's per-session byte counts)."""
 
-    def __init__(self, stack: MailStack) -> None:
-        self.path = stack.workdir / "logs" / "postfix.log"
+    def __init__(self, stack: MailStack, imap: bool = False) -> None:
+        self.path = stack.workdir / "logs" / ("dovecot.log" if imap else "postfix.log")
+        self.pattern = LOGGED_OUT if imap else DISCONNECT
         self.pos = self._size()
 
     def _size(self) -> int:
@@ -110,7 +121,7 @@ class PostfixLog:
             data = fh.read()
             self.pos += len(data)
         for line in data.decode(errors="replace").splitlines():
-            m = DISCONNECT.search(line)
+            m = self.pattern.search(line)
             if m:
                 out[m.group(1)] += 1
         return out
@@ -160,14 +171,19 @@ def run(args: argparse.Namespace) -> int:
     dialogues: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     with contextlib.ExitStack() as cm:
         stack = cm.enter_context(mail_stack())
-        target = f"{stack.host}:{stack.submission_port}"
+        imap = args.module == "imap"
+        port = stack.imap_port if imap else stack.submission_port
+        target = f"{stack.host}:{port}"
         path = f"/probe?target={target}&module={args.module}"
         ecfg = exporter_config(stack, work)
+        bcfg = blackbox_config(stack, work)
+        if imap:
+            add_imap_modules(stack, ecfg, bcfg, work)
         eport, bport = c.free_port(), c.free_port()
         exp = cm.enter_context(c.child(c.exporter_command(ecfg, eport), work / "exp.log"))
         bcmd = [
             blackbox,
-            f"--config.file={blackbox_config(stack, work)}",
+            f"--config.file={bcfg}",
             f"--web.listen-address=127.0.0.1:{bport}",
             "--log.level=warn",
         ]
@@ -175,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         c.wait_http(f"http://127.0.0.1:{eport}/-/ready", 30, exp)
         c.wait_http(f"http://127.0.0.1:{bport}/-/healthy", 30, bb)
         sides = {
-            "exporter": (exp.pid, eport, EXPORTER_OK.search),
+            "exporter": (exp.pid, eport, (IMAP_OK if imap else EXPORTER_OK).search),
             "blackbox": (bb.pid, bport, BLACKBOX_OK.search),
         }
         if args.baseline_tree:
@@ -191,11 +207,12 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             c.wait_http(f"http://127.0.0.1:{base_port}/-/ready", 30, base)
-            sides["baseline"] = (base.pid, base_port, EXPORTER_OK.search)
-        print(f"Postfix {target}, {path}, work dir {work}", flush=True)
+            sides["baseline"] = (base.pid, base_port, sides["exporter"][2])
+        server = "Dovecot" if imap else "Postfix"
+        print(f"{server} {target}, {path}, work dir {work}", flush=True)
         for _pid, port, ok in sides.values():  # warm-up: caches, Go's GC, pools
             drive(port, path, ok, args.concurrency, 2.0, args.headers)
-        log = PostfixLog(stack)
+        log = PostfixLog(stack, imap)
         names = list(sides)
         for rnd in range(args.rounds):
             # Rotate the order, so each side goes first, second, ... as often as the others.
@@ -230,10 +247,47 @@ def run(args: argparse.Namespace) -> int:
             print(f"\npy-spy profile of the exporter answering {path}:")
             print(error or _profile.summarise(out, top=args.top))
         if args.cpu_profile:
-            cpu_profile(exporter_config(stack, work), path, work, args)
+            cpu_profile(ecfg, path, work, args)
     summary(windows, dialogues, args)
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def add_imap_modules(stack: MailStack, ecfg: Path, bcfg: Path, work: Path) -> None:
+    """Module ``imap`` on both sides: the same IMAP dialogue (see the module docstring)."""
+    password = work / "probe-password"  # written by exporter_config
+    with ecfg.open("a") as fh:
+        fh.write(
+            f"  imap: {{protocol: imap, tls: starttls, tls_ca_file: {stack.ca_file}, "
+            f"timeout: 10s, auth: {{username: probe, password_file: {password}, "
+            f"mechanism: LOGIN}}, probe_allow: {{hosts: ['{stack.host}']}}}}\n"
+        )
+    steps = [
+        ("expect", "^\\\\* OK \\\\[CAPABILITY .* STARTTLS"),
+        ("send", "A1 STARTTLS\\r"),
+        ("expect", "^A1 OK "),
+        ("starttls", None),
+        ("send", "A2 CAPABILITY\\r"),
+        ("expect", "^A2 OK "),
+        ("send", f"A3 LOGIN probe {stack.users['probe']}\\r"),
+        ("expect", "^A3 OK "),
+        ("send", "A4 EXAMINE INBOX\\r"),
+        ("expect", "^A4 OK "),
+        ("send", "A5 NOOP\\r"),
+        ("expect", "^A5 OK "),
+        ("send", "A6 LOGOUT\\r"),
+        ("expect", "^A6 OK "),
+    ]
+    qr = "".join(
+        "        - starttls: true\n" if v is None else f'        - {k}: "{v}"\n' for k, v in steps
+    )
+    with bcfg.open("a") as fh:
+        fh.write(
+            "  imap:\n    prober: tcp\n    timeout: 10s\n    tcp:\n"
+            "      preferred_ip_protocol: ip4\n      ip_protocol_fallback: false\n"
+            f"      tls_config:\n        ca_file: {stack.ca_file}\n"
+            f"      query_response:\n{qr}"
+        )
 
 
 def cpu_profile(cfg: Path, path: str, work: Path, args: argparse.Namespace) -> None:
@@ -322,7 +376,8 @@ def summary(
             f"{by['exporter'][3] / by['baseline'][3]:.3f}x; per round median "
             f"{statistics.median(ratios):.3f}x, min {min(ratios):.3f}x, max {max(ratios):.3f}x"
         )
-    print("\nWhat Postfix logged per connection (commands received), during each side's windows:")
+    server = "Dovecot" if args.module == "imap" else "Postfix"
+    print(f"\nWhat {server} logged per connection, during each side's windows:")
     for side, counts in dialogues.items():
         for summary_line, n in counts.most_common(4):
             print(f"  {side:9} {n:7d}  {summary_line}")
@@ -333,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     p.add_argument("--duration", type=float, default=6.0, help="seconds per side per round")
     p.add_argument("--concurrency", type=int, default=16, help="probes in flight (default 16)")
-    p.add_argument("--module", choices=("noauth", "auth"), default="noauth")
+    p.add_argument("--module", choices=("noauth", "auth", "imap"), default="noauth")
     p.add_argument(
         "--profile", type=float, default=0, help="then py-spy the exporter for N seconds"
     )

@@ -1163,6 +1163,57 @@ def domain_panels(L: Layout, add: Any) -> None:
             size=(24, 7),
         )
     )
+    add(
+        table(
+            L,
+            "DKIM keys per selector",
+            "The key record at <selector>._domainkey.<domain> of each configured selector "
+            "(domain.dkim_selectors): present, usable (one well-formed record, not revoked, "
+            "RSA at least 1024 bits), key type and size in bits (RSA under 2048 is weak), "
+            "testing mode (t=y), revoked (empty p=).",
+            columns(
+                JOB,
+                "smtp_domain_dkim_key_present",
+                "smtp_domain_dkim_key_valid",
+                "smtp_domain_dkim_key_size",
+                "smtp_domain_dkim_testing",
+                "smtp_domain_dkim_revoked",
+            ),
+            keep=["domain", "module", "selector", *values(3), "key_type", *values(5)[3:]],
+            rename={
+                "Value #A": "present",
+                "Value #B": "usable",
+                "Value #C": "bits",
+                "key_type": "type",
+                "Value #D": "testing",
+                "Value #E": "revoked",
+            },
+            size=(12, 8),
+        )
+    )
+    add(
+        table(
+            L,
+            "Reverse DNS per address",
+            "Each MX address (domain.reverse_dns, with its MX host) and configured sending "
+            "address: a PTR record, forward-confirmed (a PTR name resolves back to the "
+            "address), and for MX addresses whether the SMTP greeting and EHLO reply name "
+            "that PTR name.",
+            columns(
+                JOB,
+                "smtp_domain_ptr_present",
+                "smtp_domain_ptr_forward_confirmed",
+                "smtp_domain_ptr_greeting_match",
+            ),
+            keep=["domain", "module", "address", "mx_host", *values(3)],
+            rename={
+                "Value #A": "PTR",
+                "Value #B": "forward-confirmed",
+                "Value #C": "greeting names it",
+            },
+            size=(12, 8),
+        )
+    )
 
 
 def slo_panels(L: Layout, add: Any) -> None:
@@ -1263,8 +1314,64 @@ def variables() -> list[Json]:
     ]
 
 
-def dashboard() -> Json:
-    """The whole dashboard, as Grafana's classic JSON model."""
+# Links to the docs: BASE + page (+ "#" + alert name in lower case for a panel that
+# shows what an alert fires on). The shipped JSON uses the default, relative to the
+# repository root; ``--runbook-url-base`` sets where the docs are served when deploying,
+# as for the alerts' runbook_url (alerting/runbooks.py says more).
+DEFAULT_RUNBOOK_URL_BASE = "docs/"
+DOC_LINKS = (("Runbook", "runbook.md"), ("Metrics", "metrics.md"), ("SLOs", "slo.md"))
+PANEL_RUNBOOKS = {
+    "Failing targets: phase, kind and last reply": "SMTPTargetDown",
+    "MX lookups of mx: targets": "SMTPMXLookupFailing",
+    "Days to certificate expiry": "SMTPCertificateExpiringSoon",
+    "AUTH result": "SMTPAuthFailing",
+    "Canary sent, mailbox read, delivered": "SMTPCanaryNotDelivered",
+}
+
+
+def doc_links(base: str) -> list[Json]:
+    """The dashboard's links to the docs, opened beside it."""
+    return [
+        {
+            "asDropdown": False,
+            "icon": "doc",
+            "includeVars": False,
+            "keepTime": False,
+            "tags": [],
+            "targetBlank": True,
+            "title": title,
+            "tooltip": f"docs/{page}",
+            "type": "link",
+            "url": f"{base}{page}",
+        }
+        for title, page in DOC_LINKS
+    ]
+
+
+def link_runbooks(panel_list: list[Json], base: str) -> list[Json]:
+    """Give each panel of PANEL_RUNBOOKS a link to its alert's runbook section."""
+    seen = set()
+    for panel in panel_list:
+        for p in (panel, *panel.get("panels", [])):
+            alert = PANEL_RUNBOOKS.get(p.get("title", ""))
+            if alert is not None:
+                seen.add(p["title"])
+                p["links"] = [
+                    {
+                        "targetBlank": True,
+                        "title": f"Runbook: {alert}",
+                        "url": f"{base}runbook.md#{alert.lower()}",
+                    }
+                ]
+    if missing := set(PANEL_RUNBOOKS) - seen:
+        raise ValueError(f"PANEL_RUNBOOKS names panels that do not exist: {sorted(missing)}")
+    return panel_list
+
+
+def dashboard(runbook_url_base: str = DEFAULT_RUNBOOK_URL_BASE) -> Json:
+    """The whole dashboard, as Grafana's classic JSON model; ``runbook_url_base``: the URL
+    of the docs/ directory, for its links."""
+    base = runbook_url_base.rstrip("/") + "/"
     return {
         "annotations": {
             "list": [
@@ -1286,8 +1393,8 @@ def dashboard() -> Json:
         "fiscalYearStartMonth": 0,
         "graphTooltip": 1,
         "id": None,
-        "links": [],
-        "panels": panels(),
+        "links": doc_links(base),
+        "panels": link_runbooks(panels(), base),
         "refresh": "1m",
         "schemaVersion": SCHEMA_VERSION,
         "tags": ["smtp", "smtp-health-exporter"],
@@ -1301,9 +1408,10 @@ def dashboard() -> Json:
     }
 
 
-def render() -> str:
-    """The dashboard as committed: two-space indented JSON with a final newline."""
-    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+def render(runbook_url_base: str = DEFAULT_RUNBOOK_URL_BASE) -> str:
+    """The dashboard as committed (with the default base): two-space indented JSON with a
+    final newline."""
+    return json.dumps(dashboard(runbook_url_base), indent=2, ensure_ascii=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1311,8 +1419,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the JSON is stale")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument(
+        "--runbook-url-base",
+        default=DEFAULT_RUNBOOK_URL_BASE,
+        help="URL of the docs/ directory for the dashboard's links (default: %(default)s, "
+        "relative; see alerting/runbooks.py)",
+    )
     args = parser.parse_args(argv)
-    text = render()
+    text = render(args.runbook_url_base)
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""
         if current != text:

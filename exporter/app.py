@@ -26,10 +26,11 @@ from .deadline import Deadline
 from .errors import ConfigError
 from .http import RESERVED_FDS, Server
 from .metrics import Renderer, render_probe
+from .report.transcript import MAX_TRANSCRIPTS, Transcript, debug_text
 from .runner import Refusal, RefusalKind, run_target
 from .scheduler import DEFAULT_CONCURRENCY, ProbeScheduler
 from .selfmetrics import ExporterMetrics
-from .store import Entry, ResultStore
+from .store import Entry, ResultStore, TargetKey, key_of
 from .targets import Discovery, static_expansion
 
 if TYPE_CHECKING:
@@ -209,10 +210,12 @@ class Exporter:
         return web, web.ssl_context()
 
     async def probe(
-        self, target: str, module: str | None, scrape_timeout: str | None
+        self, target: str, module: str | None, scrape_timeout: str | None, debug: bool = False
     ) -> str | Refusal:
         """Answer /probe: probe ``target`` with ``module`` now, within the scrape's timeout.
-        The exposition text of its results, or why it was refused."""
+        The exposition text of its results, or why it was refused. With ``debug``, the
+        probe's transcript, the metrics and the module instead (``/probe?debug=true``),
+        under the same admission rules."""
         assert self._loop is not None
         cfg = self.config
         assert cfg is not None
@@ -249,6 +252,21 @@ class Exporter:
         if refusal is not None:
             self.own.probe_refused.labels("busy").inc()
             return Refusal(RefusalKind.BUSY, refusal)
+        # /probe?debug=true: one transcript per concrete target probed, for the first
+        # MAX_TRANSCRIPTS of them (an mx: domain may list hundreds of hosts).
+        transcripts: dict[TargetKey, Transcript] | None = {} if debug else None
+        untold = 0
+
+        def wire(c: config.Target) -> Transcript | None:
+            nonlocal untold
+            if transcripts is None:
+                return None
+            if len(transcripts) >= MAX_TRANSCRIPTS:
+                untold += 1
+                return None
+            t = transcripts[key_of(c)] = Transcript()
+            return t
+
         async with self.scheduler.on_demand():
             # The deadline starts once the request holds its slot: nothing before it is
             # charged to the probe's phases.
@@ -262,7 +280,7 @@ class Exporter:
                 run = await run_target(
                     tgt,
                     scheduler.resolver,
-                    lambda c: scheduler.probe_on_demand(c, deadline),
+                    lambda c: scheduler.probe_on_demand(c, deadline, wire(c)),
                     deadline.remaining(),
                     admit=(lambda d: mx_refusal(mod, tgt, d.concrete)) if restricted else None,
                 )
@@ -279,12 +297,23 @@ class Exporter:
                 )
                 if concrete[0] is None:
                     return self._forbidden(mod, target, concrete[1])
-                entries = await self._probe_concrete(concrete[0], deadline)
-        if not entries:
+                entries = await self._probe_concrete(concrete[0], deadline, wire)
+        if not entries and transcripts is None:
             return ""
         if mod.canary is not None:
             entries = [self._with_last_canary(e) for e in entries]
-        return render_probe(entries, discoveries)
+        text = render_probe(entries, discoveries) if entries else ""
+        if transcripts is None:
+            return text
+        probes = [
+            (e.target, e.result, transcripts.get(key_of(e.target)))
+            for e in entries
+            if e.result is not None
+        ]
+        notes = [f"deadline {budget:g}s", *(_discovery_note(d) for d in discoveries)]
+        if untold:
+            notes.append(f"{untold} more addresses probed than the {MAX_TRANSCRIPTS} logged")
+        return debug_text(target, mod, probes, text, notes)
 
     def _with_last_canary(self, entry: Entry) -> Entry:
         """``entry`` with the last scheduled canary of its target, when there is one. A
@@ -329,16 +358,22 @@ class Exporter:
         )
 
     async def _probe_concrete(
-        self, concrete: tuple[config.Target, ...], deadline: Deadline
+        self,
+        concrete: tuple[config.Target, ...],
+        deadline: Deadline,
+        wire: Callable[[config.Target], Transcript | None],
     ) -> list[Entry]:
-        """Probe the concrete targets of one request, all by ``deadline``."""
-        assert self.scheduler is not None
+        """Probe the concrete targets of one request, all by ``deadline``; ``wire`` gives
+        each its debug transcript, if any."""
+        scheduler = self.scheduler
+        assert scheduler is not None
         if not concrete:
             return []
         if len(concrete) == 1:  # the usual case: no task to spawn
-            return [Entry(concrete[0], await self.scheduler.probe_on_demand(concrete[0], deadline))]
+            c = concrete[0]
+            return [Entry(c, await scheduler.probe_on_demand(c, deadline, wire(c)))]
         results = await asyncio.gather(
-            *(self.scheduler.probe_on_demand(c, deadline) for c in concrete)
+            *(scheduler.probe_on_demand(c, deadline, wire(c)) for c in concrete)
         )
         return [Entry(c, r) for c, r in zip(concrete, results, strict=True)]
 
@@ -351,6 +386,15 @@ class Exporter:
         self.own.reload_ok.set(1 if ok else 0)
         if ok:
             self.own.reload_time.set(time.time())
+
+
+def _discovery_note(discovery: Discovery) -> str:
+    """The MX lookup of an mx: target, as a line of its debug transcript."""
+    hosts = sorted({dict(c.labels).get("mx_host", c.host) for c in discovery.concrete})
+    failure = discovery.failure
+    if failure is not None:
+        return f"MX lookup of {discovery.target.host}: {failure.kind}: {failure.detail}"
+    return f"MX lookup of {discovery.target.host}: {', '.join(hosts) or 'no hosts'}"
 
 
 def _bracket(host: str) -> str:

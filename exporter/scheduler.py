@@ -23,7 +23,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import dns.asyncresolver
 from apscheduler.events import (
@@ -278,11 +278,14 @@ class ProbeScheduler:
             with resolver_lane(self.on_demand_lane):
                 yield
 
-    async def probe_on_demand(self, target: Target, deadline: Deadline) -> ProbeResult:
-        """A /probe request's probe, inside ``on_demand()``: its slot is the request's."""
+    async def probe_on_demand(
+        self, target: Target, deadline: Deadline, wire: Callable[[str], None] | None = None
+    ) -> ProbeResult:
+        """A /probe request's probe, inside ``on_demand()``: its slot is the request's.
+        ``wire``: the debug transcript's sink (``/probe?debug=true``), if any."""
         self._own.in_flight.inc()
         try:
-            return await probe.run(target, deadline)
+            return await probe.run(target, deadline, wire)
         finally:
             self._own.in_flight.dec()
 

@@ -8,12 +8,13 @@ all of them again.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .config import Target
-from .results import CanaryResult, Phase, ProbeResult
+from .results import CanaryResult, FailureKind, Phase, ProbeResult
 from .results.domain import DomainResult
 from .targets import Discovery, static_expansion
 
@@ -27,6 +28,34 @@ CANARY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 # address families) share those and differ in their labels.
 Origin = tuple[str, str]
 TargetKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+# Past results kept per target for the landing page: a few, packed into bytes (``_RING``:
+# time, duration, failed phase and kind) rather than objects: 10,000 targets' rings take
+# ~2 MB where Outcome objects took 8-14 MB (bench/memory.py, "+ring").
+RECENT = 10
+_RING = struct.Struct("<dfBB")  # started_at, duration_seconds, phase, kind (NONE: passed)
+_PHASES = tuple(Phase)
+_KINDS = tuple(FailureKind)
+_PHASE_INDEX = {p: i for i, p in enumerate(_PHASES)}
+_KIND_INDEX = {k: i for i, k in enumerate(_KINDS)}
+_NONE = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One past probe as the landing page shows it: when, how long, what failed. ``detail``
+    is kept for the last failure only; the ring keeps the phase and kind."""
+
+    started_at: float  # unix seconds
+    duration_seconds: float
+    phase: Phase | None = None  # None: it passed
+    kind: FailureKind | None = None
+    detail: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.phase is None
 
 
 def key_of(target: Target) -> TargetKey:
@@ -52,6 +81,48 @@ class Entry:
     round_trip_count: int = 0
     canaries_swept: int = 0
     canaries_late: int = 0
+    # The last RECENT results, oldest first (``recent``), and the last failure, kept however
+    # many successes follow it (blackbox_exporter's history keeps failures apart the same way).
+    ring: bytes = b""
+    last_failure: Outcome | None = None
+
+    @property
+    def recent(self) -> tuple[Outcome, ...]:
+        """The last RECENT results, oldest first."""
+        return tuple(
+            Outcome(
+                at,
+                seconds,
+                None if p == _NONE else _PHASES[p],
+                None if k == _NONE else _KINDS[k],
+            )
+            for at, seconds, p, k in _RING.iter_unpack(self.ring)
+        )
+
+    def recorded(self, result: ProbeResult) -> Entry:
+        """This entry with ``result`` as the latest: counts, ring and last failure."""
+        failures = dict(self.failures)
+        f = result.failure
+        last = self.last_failure
+        if f is None:
+            packed = _RING.pack(result.started_at, result.duration_seconds, _NONE, _NONE)
+        else:
+            failures[f.phase] = failures.get(f.phase, 0) + 1
+            packed = _RING.pack(
+                result.started_at,
+                result.duration_seconds,
+                _PHASE_INDEX[f.phase],
+                _KIND_INDEX[f.kind],
+            )
+            last = Outcome(result.started_at, result.duration_seconds, f.phase, f.kind, f.detail)
+        return replace(
+            self,
+            result=result,
+            probes=self.probes + 1,
+            failures=tuple(failures.items()),
+            ring=(self.ring + packed)[-RECENT * _RING.size :],
+            last_failure=last,
+        )
 
 
 # A mail domain is checked once per module that asks for it: (domain, module name).
@@ -137,14 +208,8 @@ class ResultStore:
             lookup = discovery.lookup
             if lookup is not None:
                 t = discovery.target
-                old = self._carry(t)
                 assert lookup.failure is not None
-                failures = dict(old.failures)
-                phase = lookup.failure.phase
-                failures[phase] = failures.get(phase, 0) + 1
-                entries[key_of(t)] = replace(
-                    old, result=lookup, probes=old.probes + 1, failures=tuple(failures.items())
-                )
+                entries[key_of(t)] = self._carry(t).recorded(lookup)
             self._entries = entries
             self._discoveries[origin] = discovery
             self.layout_version += 1
@@ -153,9 +218,13 @@ class ResultStore:
         """The entry for ``t``, keeping its history; a changed definition keeps the counters
         but not a stale result. Caller holds the lock."""
         old = self._entries.get(key_of(t))
-        if old is not None and old.target == t:
+        if old is None:
+            return Entry(t)
+        if old.target == t:
             return old
-        return Entry(t, None, old.probes if old else 0, old.failures if old else ())
+        return Entry(
+            t, None, old.probes, old.failures, ring=old.ring, last_failure=old.last_failure
+        )
 
     def set_domains(self, keys: Iterable[DomainKey]) -> None:
         """The mail domains now configured: new ones wait for their first check, removed
@@ -204,12 +273,7 @@ class ResultStore:
             old = self._entries.get(key)
             if old is None or old.target != target:
                 return None
-            failures = dict(old.failures)
-            if result.failure is not None:
-                failures[result.failure.phase] = failures.get(result.failure.phase, 0) + 1
-            new = self._entries[key] = replace(
-                old, result=result, probes=old.probes + 1, failures=tuple(failures.items())
-            )
+            new = self._entries[key] = old.recorded(result)
             for timing in result.phases:
                 hist = self._histograms.setdefault((target.module.name, timing.phase), Histogram())
                 hist.observe(timing.seconds)

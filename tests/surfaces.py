@@ -174,7 +174,7 @@ def landing_rows(page: str) -> list[LandingRow]:
     """The rows of the landing page's table."""
     parser = _Rows()
     parser.feed(page)
-    return [LandingRow(*row) for row in parser.rows if len(row) == 4]
+    return [LandingRow(*row[:4]) for row in parser.rows if len(row) >= 4]
 
 
 def rules_firing_at_once(source: Path, dest: Path) -> Path:

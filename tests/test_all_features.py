@@ -4,7 +4,8 @@ A real exporter (tests/exporter_harness.py) probes real servers: the Postfix + D
 fixture through submission with AUTH, the posture checks (AUTH before TLS, TLS scan) and
 a canary found over IMAP; an ``mx:`` target whose MX records a dnslib server publishes,
 pointing at an aiosmtpd with STARTTLS (relay test), with every check of its mail domain
-(records, MTA-STS from an HTTPS server, DANE, a DNSBL that lists it). The test waits until
+(records, MTA-STS from an HTTPS server, DANE, a DNSBL that lists it, a DKIM selector,
+reverse DNS of the MX address and its greeting). The test waits until
 every metric family docs/metrics.md documents is in the scrape, so a family that only
 appears with some feature is linted too, then runs promtool on that scrape.
 """
@@ -61,7 +62,10 @@ def test_promtool_accepts_a_scrape_with_every_feature_on(mailstack, ca, ca_file,
                 f'_mta-sts.{DOMAIN}. 300 IN TXT "v=STSv1; id=1;"\n'
                 f"mta-sts.{DOMAIN}. 300 IN A 127.0.0.1\n"
                 f"_25._tcp.mx1.{DOMAIN}. 300 IN TLSA {tlsa_3_1_1(mx_cert)}\n"
-                "1.0.0.127.bl.test. 300 IN A 127.0.0.2\n",
+                "1.0.0.127.bl.test. 300 IN A 127.0.0.2\n"
+                f"s1._domainkey.{DOMAIN}. 300 IN TXT "
+                '"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="\n'
+                f"1.0.0.127.in-addr.arpa. 300 IN PTR mx1.{DOMAIN}.\n",
                 ad=True,
             )
         )
@@ -92,6 +96,7 @@ def test_promtool_accepts_a_scrape_with_every_feature_on(mailstack, ca, ca_file,
             "    domain:\n"
             "      interval: 1h\n      mta_sts: true\n      dane: true\n"
             "      dnsbl: [bl.test]\n"
+            "      dkim_selectors: [s1]\n      reverse_dns: true\n"
             f"      smtp_port: {mx.port}\n      mta_sts_port: {web.port}\n"
             f"      tls_ca_file: {ca_file}\n"
             "targets:\n"

@@ -70,6 +70,9 @@ modules:
       dnsbl: [zen.example.org, zen.example.org., b.example]
       smtp_port: 2525
       mta_sts_port: 8443
+      dkim_selectors: [S1, s2.brand, s1]
+      reverse_dns: true
+      sending_addresses: [192.0.2.10, "2001:DB8::1"]
 targets:
   - {target: "mx:Mail.Test", module: m}
   - {target: smtp.other.test, module: n}
@@ -92,6 +95,9 @@ targets:
         dnsbl=("zen.example.org", "b.example"),
         smtp_port=2525,
         mta_sts_port=8443,
+        dkim_selectors=("s1", "s2.brand"),
+        reverse_dns=True,
+        sending_addresses=("192.0.2.10", "2001:db8::1"),
     )
     assert b.mail_domain == "example.com"
     assert (
@@ -190,6 +196,26 @@ BAD = [
         "modules.m.domain.dnsbl[1]: expected a DNS zone, got 'bad zone'",
     ),
     ("modules: {m: {domain: {smtp_port: 0}}}", "modules.m.domain.smtp_port: expected 1-65535"),
+    (
+        "modules: {m: {domain: {dkim_selectors: s1}}}",
+        "modules.m.domain.dkim_selectors: expected a list, got string",
+    ),
+    (
+        "modules: {m: {domain: {dkim_selectors: [ok, 'a b', .x]}}}",
+        "modules.m.domain.dkim_selectors[1]: expected a DKIM selector, got 'a b'",
+    ),
+    (
+        "modules: {m: {domain: {dkim_selectors: [" + ", ".join(f"s{i}" for i in range(21)) + "]}}}",
+        "modules.m.domain.dkim_selectors: 21 selectors; at most 20",
+    ),
+    (
+        "modules: {m: {domain: {sending_addresses: [192.0.2.1, mail.example.com]}}}",
+        "modules.m.domain.sending_addresses[1]: expected an IP address, got 'mail.example.com'",
+    ),
+    (
+        "modules: {m: {domain: {reverse_dns: 1}}}",
+        "modules.m.domain.reverse_dns: expected bool, got int",
+    ),
     (
         "modules: {m: {domain: {mta_sts_port: '443'}}}",
         "modules.m.domain.mta_sts_port: expected int, got string",

@@ -20,6 +20,7 @@ tests render in full).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.util
 import json
@@ -36,6 +37,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter.embedded import EmbeddedSMTPServer
 
@@ -430,6 +433,14 @@ class PostureSetup:
     alerts: frozenset[tuple[str, str]]  # (alertname, domain) expected pending
 
 
+def dkim_rsa_txt() -> str:
+    """TXT rdata of a DKIM record with a fresh 2048-bit RSA key, in 255-character strings."""
+    key = rsa.generate_private_key(65537, 2048).public_key()
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    text = f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}"
+    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
+
+
 @pytest.fixture
 def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
     """Every posture check on, against servers on 127.0.0.1 whose answers give every
@@ -484,6 +495,11 @@ def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
         records += [
             f"_25._tcp.mx1.enforce.test. 300 IN TLSA {tlsa_3_1_1(mx_cert)}",
             "1.0.0.127.bl.test. 300 IN A 127.0.0.2",
+            # A good 2048-bit DKIM key, and reverse DNS naming what the MX (aiosmtpd) says
+            # in its greeting: every DKIM and PTR series, none alerting.
+            f"s1._domainkey.enforce.test. 300 IN TXT {dkim_rsa_txt()}",
+            "1.0.0.127.in-addr.arpa. 300 IN PTR embedded.localhost.",
+            "embedded.localhost. 300 IN A 127.0.0.1",
         ]
         dns = stack.enter_context(DNSServer("\n".join(records) + "\n", ad=True))
         modules = (
@@ -495,6 +511,8 @@ def posture(ca, ca_file, smtp_server) -> Iterator[PostureSetup]:
             "    domain:\n"
             "      name: enforce.test\n      interval: 1h\n"
             "      mta_sts: true\n      dane: true\n      dnsbl: [bl.test]\n"
+            "      dkim_selectors: [s1]\n      reverse_dns: true\n"
+            "      sending_addresses: [127.0.0.1]\n"
             f"      smtp_port: {mx.port}\n      mta_sts_port: {enforce_web.port}\n"
             f"      tls_ca_file: {ca_file}\n"
             "  testing:\n"

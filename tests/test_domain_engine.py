@@ -11,6 +11,9 @@ from exporter.maildomain.results import DomainCheck
 from .domain_support import reasons, run_check, server_context_for, tlsa_3_1_1
 from .servers.https import HTTPSServer, Response
 
+# RFC 8463's example public key (the raw 32 bytes, base64).
+ED25519_P = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+
 
 def test_every_check_on_one_domain(dns_server, ca, ca_file, tmp_path):
     mx_ctx, mx_leaf = server_context_for(ca, "mx1.all.test")
@@ -31,6 +34,9 @@ _mta-sts.all.test. 300 IN TXT "v=STSv1; id=1;"
 mta-sts.all.test. 300 IN A 127.0.0.1
 _25._tcp.mx1.all.test. 300 IN TLSA {tlsa_3_1_1(mx_leaf)}
 1.0.0.127.bl.test. 300 IN A 127.0.0.2
+sel._domainkey.all.test. 300 IN TXT "v=DKIM1; k=ed25519; p={ED25519_P}"
+1.0.0.127.in-addr.arpa. 300 IN PTR embedded.localhost.
+embedded.localhost. 300 IN A 127.0.0.1
 """,
             ad=True,
         )
@@ -45,6 +51,9 @@ modules:
       smtp_port: {mx.port}
       mta_sts_port: {web.port}
       tls_ca_file: {ca_file}
+      dkim_selectors: [sel]
+      reverse_dns: true
+      sending_addresses: [127.0.0.1]
 targets:
   - {{target: "mx:all.test", module: m}}
 """
@@ -63,6 +72,8 @@ targets:
         DomainCheck.MTA_STS: 0,
         DomainCheck.DANE: 0,
         DomainCheck.DNSBL: 1,
+        DomainCheck.DKIM: 0,
+        DomainCheck.REVERSE_DNS: 0,
     }
     assert reasons(r) == [
         "DMARC: p=none (monitoring only)",
@@ -81,6 +92,17 @@ targets:
         ("clean.test", False, ()),
     ]
     assert r.findings_for(DomainCheck.DNSBL)[0].check is DomainCheck.DNSBL
+    assert r.dkim is not None and [(k.selector, k.valid, k.key_type) for k in r.dkim] == [
+        ("sel", True, "ed25519")
+    ]
+    # The MX address (greeting read: aiosmtpd says embedded.localhost) and the same address
+    # as a sending address: one entry each.
+    assert r.reverse_dns is not None and [
+        (x.address, x.mx_host, x.confirmed_name, x.name_matches) for x in r.reverse_dns
+    ] == [
+        ("127.0.0.1", "mx1.all.test", "embedded.localhost", True),
+        ("127.0.0.1", None, "embedded.localhost", None),
+    ]
 
 
 def test_null_mx_domain_with_every_check(dns_server):

@@ -5,6 +5,7 @@ small scripted servers for what Dovecot never does (PREAUTH, BYE, a wrong tag...
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import imaplib
 import json
@@ -173,6 +174,35 @@ def test_dovecot_certificate_for_another_name(mailstack: MailStack) -> None:
     # Not verifying: the certificate is reported, the probe goes on.
     r = run(dovecot(mailstack, True, tls_server_name="imap.example.org", tls_verify=False))
     assert r.success and r.tls is not None and not r.tls.hostname_match
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize(
+    ("cert", "kind"),
+    [("expired", FailureKind.TLS_VERIFY), ("wronghost", FailureKind.TLS_HOSTNAME)],
+)
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_dovecot_bad_certificates(
+    mailstack: MailStack, cert: str, kind: FailureKind, implicit: bool
+) -> None:
+    port = mailstack.mailbox_port("imap", implicit, cert)
+    tls = TLSMode.IMPLICIT if implicit else TLSMode.STARTTLS
+    t = target(mailstack.host, port, tls=tls, tls_ca_file=str(mailstack.ca_file))
+    r = run(t)
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.TLS_HANDSHAKE, kind), f
+    assert r.tls is not None and not r.auth.attempted  # the password never left
+    if cert == "expired":
+        assert "expired" in f.detail
+    else:
+        assert r.tls.verified and not r.tls.hostname_match
+        assert "wrong.example" in f.detail
+    # Not verifying: the certificate is still reported, and the login goes through.
+    t = target(mailstack.host, port, tls=tls, tls_ca_file=str(mailstack.ca_file), tls_verify=False)
+    r = run(t)
+    assert r.success, r.failure
+    assert r.tls is not None and not (r.tls.verified and r.tls.hostname_match)
+    assert r.mailbox is not None
 
 
 def examine_count(stack: MailStack, user: str, mailbox: str = "INBOX") -> int:
@@ -471,3 +501,115 @@ def test_echoed_password_is_masked() -> None:
         r = run(plain_target(server.port, password=password))
     assert r.failure is not None and r.failure.kind is FailureKind.REPLY
     assert "***" in r.failure.detail and "hunter2" not in shown(r)
+
+
+def scram_server(final: bytes) -> Script:
+    """AUTHENTICATE SCRAM-SHA-256 answered with a well-formed server-first, then ``final``
+    (a continuation or a tagged response) in place of a proof made with the password."""
+
+    def answer(line: bytes) -> bytes | None:
+        words = line.split()
+        if b"AUTHENTICATE" in line and len(words) == 4:
+            client_first = base64.b64decode(words[3]).decode()
+            nonce = client_first.rsplit("r=", 1)[1]
+            server_first = f"r={nonce}srv,s={base64.b64encode(b'salt').decode()},i=4096"
+            return b"+ " + base64.b64encode(server_first.encode()) + b"\r\n"
+        if not line.startswith(b"A"):  # the client-final-message
+            return final
+        return ordinary(line)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("final", "detail"),
+    [
+        (
+            b"+ " + base64.b64encode(b"v=" + base64.b64encode(b"x" * 32)) + b"\r\n",
+            "SCRAM-SHA-256: server signature does not match",
+        ),
+        (b"A1 OK logged in without a proof\r\n", "SCRAM-SHA-256: server did not send its sig"),
+    ],
+    ids=["wrong-signature", "no-signature"],
+)
+def test_scram_server_must_prove_it_knows_the_password(final: bytes, detail: str) -> None:
+    greeting = b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=SCRAM-SHA-256] hi\r\n"
+    with scripted(greeting, scram_server(final)) as (port, _):
+        r = run(plain_target(port, mechanism="SCRAM-SHA-256"))
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.AUTH, FailureKind.PROTOCOL), f
+    assert f.detail.startswith(detail) and not r.auth.success
+    assert Phase.SELECT not in phases(r)
+
+
+def test_plaintext_injected_after_starttls_ok_stops_before_tls() -> None:
+    def injecting(line: bytes) -> bytes | None:
+        if b"STARTTLS" in line:
+            return b"A1 OK Begin TLS negotiation now.\r\n* OK [CAPABILITY IMAP4rev1] forged\r\n"
+        return ordinary(line)
+
+    greeting = b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] hi\r\n"
+    with scripted(greeting, injecting) as (port, received):
+        r = run(plain_target(port, tls=TLSMode.STARTTLS, allow_insecure=False))
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.TLS_HANDSHAKE, FailureKind.PROTOCOL), f
+    assert len(received) == 1 and r.tls is None and not r.auth.attempted
+
+
+def test_untagged_bye_mid_session_is_a_reply_failure() -> None:
+    def bye(line: bytes) -> bytes | None:
+        if b"NOOP" in line:
+            return b"* BYE [UNAVAILABLE] Server shutting down\r\n"
+        return ordinary(line)
+
+    with scripted(b"* OK [CAPABILITY IMAP4rev1] hi\r\n", bye) as (port, _):
+        r = run(plain_target(port))
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.NOOP, FailureKind.REPLY), f
+    assert f.detail == "BYE [UNAVAILABLE] Server shutting down"
+    assert r.mailbox is not None and r.mailbox.messages == 5  # what it learnt stays
+
+
+def test_xoauth2_error_report_is_answered_and_the_no_shown() -> None:
+    """Gmail's way: a rejected token gets a base64 JSON report as a challenge, the client
+    answers with an empty line, then the NO."""
+    report = base64.b64encode(b'{"status":"400","schemes":"Bearer"}')
+
+    def gmail(line: bytes) -> bytes | None:
+        if b"AUTHENTICATE XOAUTH2" in line:
+            return b"+ " + report + b"\r\n"
+        if line == b"\r\n":
+            return b"A1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n"
+        return ordinary(line)
+
+    greeting = b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=PLAIN] Gimap ready\r\n"
+    with scripted(greeting, gmail) as (port, received):
+        r = run(plain_target(port, mechanism="XOAUTH2", password="ya29.token-value"))
+    f = r.failure
+    assert f is not None and (f.phase, f.kind) == (Phase.AUTH, FailureKind.REPLY), f
+    assert f.detail == "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+    assert received[-1] == b"\r\n" and "ya29" not in shown(r)
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "SCRAM-SHA-256"])
+def test_dovecot_transcript_shows_the_dialogue_never_the_password(
+    mailstack: MailStack, mechanism: str
+) -> None:
+    lines: list[str] = []
+    t = dovecot(mailstack, mechanism=mechanism, password="probe-pass")
+    r = asyncio.run(probe.run(t, wire=lines.append))
+    assert r.success, r.failure
+    text = "\n".join(lines)
+    for sent in ("C: A1 STARTTLS", "C: A2 CAPABILITY", 'EXAMINE "INBOX"', "C: A5 NOOP"):
+        assert sent in text, text
+    assert "S: * OK [CAPABILITY IMAP4rev1" in text  # the greeting, as Dovecot sent it
+    assert "* BYE" in text and "* TLS TLSv1.3" in text and "* phase select ok in" in text
+    assert "probe-pass" not in text and sasl_forms("probe", "probe-pass").isdisjoint(lines)
+    login = next(line for line in lines if line.startswith("C: A3 "))
+    assert login.endswith("***"), login
+
+
+def sasl_forms(user: str, password: str) -> set[str]:
+    plain = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    return {f"C: {plain}", f"C: A3 AUTHENTICATE PLAIN {plain}"}

@@ -23,9 +23,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # model, validator, sections, YAML loader
     ("targets",),  # a target's expansions, offset and shard: functions of the model
     ("net",),  # resolver lanes, the reader-generic connection, TLS facts, SASL
-    ("smtp", "imap", "pop3"),  # the SMTP, IMAP and POP3 clients: readers, sessions
+    (
+        "smtp",
+        "pop3",
+        "imap",
+    ),  # the SMTP client: transport, reply, ESMTP, TLS scan, session; POP3; IMAP
     ("probe",),  # the health check built on the client
-    ("send", "maildomain", "imapcheck", "discovery"),  # also on it; mail-domain DNS; IMAP
+    # also on it; mail-domain DNS; IMAP; Authentication-Results of a received message
+    ("send", "maildomain", "imapcheck", "discovery", "canary_verdicts"),
     ("canary",),  # send + imapcheck
     ("runner", "report", "admission"),  # one run of a target; --once report; /probe allow-list
     ("store", "selfmetrics"),  # latest results; the exporter's own instruments
@@ -136,6 +141,7 @@ def test_no_import_cycles() -> None:
             ("prometheus_client", "apscheduler", "yaml", "exporter.metrics", "exporter.store"),
         ),
         ("exporter.smtp", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
+        ("exporter.imap.mailbox", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.pop3", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.maildomain", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),
         ("exporter.send", ("prometheus_client", "apscheduler", "yaml", "exporter.store")),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,12 @@ _DOMAIN = re.compile(
 )
 _HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,252})")
 MIN_DOMAIN_INTERVAL = 60.0
+# RFC 6376 §3.1: a selector is one or more DNS labels.
+_SELECTOR = re.compile(
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*"
+)
+MAX_SENDING_ADDRESSES = 32
+MAX_DKIM_SELECTORS = 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NO_PASSWORD = IMAPConfig.__dataclass_fields__["password"].default
 
@@ -139,6 +145,18 @@ class FeatureSections(Validator):
             if not 0 < ports[key] < 65536:
                 self.error(join(path, key), f"expected 1-65535, got {ports[key]}")
                 ports[key] = default
+        selectors = self._list(d, "dkim_selectors", path, "a DKIM selector", _SELECTOR.fullmatch)
+        if len(selectors) > MAX_DKIM_SELECTORS:
+            self.error(
+                join(path, "dkim_selectors"),
+                f"{len(selectors)} selectors; at most {MAX_DKIM_SELECTORS}",
+            )
+        sending = self._list(d, "sending_addresses", path, "an IP address", is_ip)
+        if len(sending) > MAX_SENDING_ADDRESSES:
+            self.error(
+                join(path, "sending_addresses"),
+                f"{len(sending)} addresses; at most {MAX_SENDING_ADDRESSES}",
+            )
         return DomainChecks(
             name=name,
             interval=interval,
@@ -149,7 +167,28 @@ class FeatureSections(Validator):
             smtp_port=ports["smtp_port"],
             mta_sts_port=ports["mta_sts_port"],
             tls_ca_file=self.file_path(d, "tls_ca_file", path),
+            dkim_selectors=tuple(dict.fromkeys(s.lower() for s in selectors)),
+            reverse_dns=self.typed(d, "reverse_dns", path, bool, _D("reverse_dns")),
+            sending_addresses=tuple(dict.fromkeys(str(ipaddress.ip_address(a)) for a in sending)),
         )
+
+    def _list(
+        self, d: dict[str, Any], key: str, path: str, what: str, ok: Callable[[str], object]
+    ) -> list[str]:
+        """A list of strings each ``ok`` accepts, without repeats; errors name the item."""
+        raw = d.get(key)
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.error(join(path, key), f"expected a list, got {type_name(raw)}")
+            return []
+        out: list[str] = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, str) or not ok(item):
+                self.error(f"{join(path, key)}[{i}]", f"expected {what}, got {item!r}")
+            elif item not in out:
+                out.append(item)
+        return out
 
     def canary(self, raw: Any, path: str) -> CanaryConfig | None:
         d = self.mapping(raw, path, config_keys(CanaryConfig))

@@ -174,7 +174,8 @@ class RelayTest:
 
 @dataclass(frozen=True, slots=True)
 class DomainChecks:
-    """Checks on the mail domain (DNS records, MTA-STS, DANE, DNSBL); each off unless on.
+    """Checks on the mail domain (DNS records, MTA-STS, DANE, DNSBL, DKIM keys, reverse
+    DNS); each off unless on.
 
     They run on their own, slower ``interval``; DNS answers are cached by TTL."""
 
@@ -187,6 +188,9 @@ class DomainChecks:
     smtp_port: int = 25  # where DANE connects to each MX for STARTTLS
     mta_sts_port: int = 443  # port of https://mta-sts.<domain>/
     tls_ca_file: str | None = None  # CA bundle for the MTA-STS fetch; None: system store
+    dkim_selectors: tuple[str, ...] = ()  # key records at <selector>._domainkey.<domain>
+    reverse_dns: bool = False  # PTR, FCrDNS and greeting name of each MX address
+    sending_addresses: tuple[str, ...] = ()  # PTR and FCrDNS of each (outbound relays)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ class App(Protocol):
         ...
 
     async def probe(
-        self, target: str, module: str | None, scrape_timeout: str | None
+        self, target: str, module: str | None, scrape_timeout: str | None, debug: bool = False
     ) -> str | Refusal: ...
 
 
@@ -149,7 +149,11 @@ class Routes:
             await self._send(writer, request, 200, body, "application/json")
         elif path == "/":
             await self._send(
-                writer, request, 200, landing_page(self.app.store), "text/html; charset=utf-8"
+                writer,
+                request,
+                200,
+                landing_page(self.app.store, self.app.config),
+                "text/html; charset=utf-8",
             )
         elif path == "/-/healthy":
             await self._send(writer, request, 200, "Healthy\n")
@@ -256,12 +260,16 @@ class Routes:
             )
             return
         module = (params.get("module") or [None])[0]
+        # As blackbox_exporter: debug=true answers the transcript, metrics and module.
+        debug = (params.get("debug") or [""])[0].lower() == "true"
         answer = await self.app.probe(
-            target, module, request.headers.get("x-prometheus-scrape-timeout-seconds")
+            target, module, request.headers.get("x-prometheus-scrape-timeout-seconds"), debug
         )
         if isinstance(answer, Refusal):
             status = _REFUSAL_STATUS[answer.kind]
             await self._send(writer, request, status, answer.message, "text/plain")
+        elif debug:
+            await self._send(writer, request, HTTPStatus.OK, answer)  # text/plain, utf-8
         else:
             await self._send(writer, request, HTTPStatus.OK, answer, CONTENT_TYPE)
 

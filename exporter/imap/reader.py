@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -53,19 +54,23 @@ class Response:
     ``keyword`` is the status (OK, NO, BAD, BYE, PREAUTH) of a status response, else the data
     keyword (CAPABILITY, EXISTS, FETCH, SEARCH...), upper case; "" for a continuation.
     ``number`` is the leading number of ``* 23 EXISTS``. ``code`` is the response code
-    inside ``[...]`` of a status response. ``text`` is the human-readable rest, control
-    characters replaced and clipped: safe to show. ``data`` is the raw rest after the
-    keyword (after the code, for status responses), literal announcements kept in place,
-    and ``literals`` their contents in order."""
+    inside ``[...]`` of a status response. ``data`` is the raw rest after the keyword (after
+    the code, for status responses), literal announcements kept in place, and ``literals``
+    their contents in order; ``text`` is ``data`` made safe to show (decoded, control
+    characters replaced, clipped)."""
 
     kind: Kind
     keyword: str
     tag: str | None = None
     number: int | None = None
     code: str | None = None
-    text: str = ""
     data: bytes = b""
     literals: tuple[bytes, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """``data`` made safe to show (computed when asked: most responses never are)."""
+        return clean(self.data)
 
     @property
     def is_status(self) -> bool:
@@ -166,7 +171,7 @@ class IMAPReader:
         self._size += len(data)
         if self._size > MAX_COMMAND_BYTES:
             raise ProtocolError(f"more than {MAX_COMMAND_BYTES} bytes of responses to one command")
-        pos, size = 0, len(data)
+        pos, size, buf = 0, len(data), self._buf
         while pos < size:
             if self._literal_left:
                 take = data[pos : pos + self._literal_left]
@@ -177,57 +182,64 @@ class IMAPReader:
                     self._literals.append(bytes(self._literal))
                     self._literal = bytearray()
                 continue
-            buf = self._buf
             end = data.find(b"\n", pos)
             if end == -1:
                 buf += data[pos:]
                 if len(buf) > self._max_line:
                     raise ProtocolError(f"response line longer than {self._max_line} bytes")
                 return
-            buf += data[pos : end + 1]
+            if buf:  # the rest of a line begun in an earlier chunk
+                buf += data[pos : end + 1]
+                line = bytes(buf)
+                buf.clear()
+            else:
+                line = data[pos : end + 1]
             pos = end + 1
-            if len(buf) - 2 > self._max_line:
+            if len(line) - 2 > self._max_line:
                 raise ProtocolError(f"response line longer than {self._max_line} bytes")
-            if len(buf) < 2 or buf[-2] != 0x0D:
-                raise ProtocolError(f"response line not ended by CRLF: {_preview(bytes(buf))}")
-            line = bytes(buf[:-2])
-            buf.clear()
-            self._line(line)
+            if len(line) < 2 or line[-2] != 0x0D:
+                raise ProtocolError(f"response line not ended by CRLF: {_preview(line)}")
+            self._line(line[:-2])
 
     def _line(self, line: bytes) -> None:
-        literal = _LITERAL.search(line) if line.endswith(b"}") else None
-        self._segments.append(line)
-        if literal is not None:
+        if line.endswith(b"}") and (literal := _LITERAL.search(line)) is not None:
             size = int(literal.group(1))
             if size > self._max_literal:
                 raise ProtocolError(f"literal of {size} bytes exceeds {self._max_literal}")
+            self._segments.append(line)
             if size:
                 self._literal_left = size
             else:
                 self._literals.append(b"")
             return
-        segments, literals = self._segments, self._literals
-        self._segments, self._literals = [], []
-        self._response(segments, tuple(literals))
+        if self._segments:  # the end of a response with literals
+            first, *more = self._segments
+            more.append(line)
+            literals = tuple(self._literals)
+            self._segments, self._literals = [], []
+            self._response(first, more, literals)
+        else:
+            self._response(line, (), ())
 
-    def _response(self, segments: list[bytes], literals: tuple[bytes, ...]) -> None:
-        first = segments[0]
+    def _response(self, first: bytes, more: Sequence[bytes], literals: tuple[bytes, ...]) -> None:
         head, _, rest = first.partition(b" ")
         if head == b"*":
-            response = _untagged(rest, segments, literals)
+            response = _untagged(first, rest, more, literals)
             self._count += 1
             if self._count > MAX_UNTAGGED:
                 raise ProtocolError(f"more than {MAX_UNTAGGED} untagged responses to one command")
         elif head == b"+":
             if not self._continuation:
                 raise ProtocolError(f"continuation request nobody asked for: {_preview(first)}")
-            response = Response(Kind.CONTINUATION, "", text=clean(rest), data=rest)
+            response = Response(Kind.CONTINUATION, "", None, None, None, rest)
         else:
-            if not _TAG.fullmatch(head):
-                raise ProtocolError(f"malformed response {_preview(first)}")
-            if self._tag is None:
-                raise ProtocolError(f"tagged response with no command in flight: {_preview(first)}")
             if head != self._tag:
+                if not _TAG.fullmatch(head):
+                    raise ProtocolError(f"malformed response {_preview(first)}")
+                if self._tag is None:
+                    raise ProtocolError(
+                        f"tagged response with no command in flight: {_preview(first)}"
+                    )
                 raise ProtocolError(
                     f"tagged response for the wrong tag (expected {self._tag.decode()}): "
                     f"{_preview(first)}"
@@ -237,29 +249,31 @@ class IMAPReader:
             if status_text not in TAGGED_STATUS:
                 raise ProtocolError(f"malformed tagged response {_preview(first)}")
             code, text = _code(text)
-            response = Response(
-                Kind.TAGGED, status_text, head.decode(), None, code, clean(text), text, literals
-            )
+            response = Response(Kind.TAGGED, status_text, head.decode(), None, code, text, literals)
             self._tag = None  # the command is complete
             self._continuation = False
         self._ready.append(response)
 
 
-def _untagged(rest: bytes, segments: list[bytes], literals: tuple[bytes, ...]) -> Response:
+def _untagged(
+    first: bytes, rest: bytes, more: Sequence[bytes], literals: tuple[bytes, ...]
+) -> Response:
     word, _, after = rest.partition(b" ")
     number = None
     if word.isdigit() and len(word) <= 10:
         number = int(word)
         word, _, after = after.partition(b" ")
-    if not _KEYWORD.fullmatch(word):
-        raise ProtocolError(f"malformed untagged response {_preview(segments[0])}")
+    # isalpha() is ASCII-only on bytes, and true for nearly every keyword: the regex is
+    # only for the rest (X-GM-..., digits).
+    if not (word.isalpha() and len(word) <= 64) and not _KEYWORD.fullmatch(word):
+        raise ProtocolError(f"malformed untagged response {_preview(first)}")
     keyword = word.decode("ascii").upper()
-    if len(segments) > 1:  # literal announcements stay in place; their octets are in literals
-        after = b"".join([after, *segments[1:]])
-    if keyword in STATUS and number is None:
+    if more:  # literal announcements stay in place; their octets are in literals
+        after = b"".join([after, *more])
+    if number is None and keyword in STATUS:
         code, text = _code(after)
-        return Response(Kind.UNTAGGED, keyword, None, None, code, clean(text), text, literals)
-    return Response(Kind.UNTAGGED, keyword, None, number, None, clean(after), after, literals)
+        return Response(Kind.UNTAGGED, keyword, None, None, code, text, literals)
+    return Response(Kind.UNTAGGED, keyword, None, number, None, after, literals)
 
 
 def _code(text: bytes) -> tuple[str | None, bytes]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
 
@@ -37,7 +37,8 @@ LITERAL_MINUS_MAX = 4096  # RFC 7888: the largest non-synchronizing literal LITE
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5", "XOAUTH2")
 AUTO = ("PLAIN", "LOGIN")
 
-_CAPABILITY_NAME = re.compile(r"[A-Z0-9][A-Z0-9=+._:/-]*")
+# A whole word (between whitespace) of atom characters, at most MAX_NAME long.
+_CAPABILITY_NAME = re.compile(r"(?<!\S)[A-Z0-9][A-Z0-9=+._:/-]{0,63}(?!\S)")  # 63: MAX_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +57,26 @@ class IMAPSession:
     """State of one IMAP probe run. Everything it learns stays readable after a failure, so
     the result can report the certificate of a server whose login then failed."""
 
-    def __init__(self, target: Target, *, max_line: int | None = None) -> None:
+    def __init__(
+        self,
+        target: Target,
+        wire: Callable[[str], None] | None = None,
+        *,
+        max_line: int | None = None,
+    ) -> None:
         self.target = target
+        self.wire = wire  # debug transcript sink; lines are redacted before it sees them
         self.module = target.module
         self.phase = Phase.RESOLVE
         self.timings: list[PhaseTiming] = []
-        self.conn: Connection | None = None
+        self.conn: Connection[Response] | None = None
         self.reader = IMAPReader() if max_line is None else IMAPReader(max_line=max_line)
         self.address: str | None = None
         self.tls: TLSInfo | None = None
         self.auth = AuthInfo()
         self.capabilities: tuple[str, ...] = ()  # as last advertised before authentication
         self.authenticated = False  # logged in, or PREAUTH
+        self.after_login: tuple[str, ...] | None = None  # listed by the login's completion
         self.mailbox: MailboxInfo | None = None
         self.logout_ok = False
         self.logging_out = False
@@ -105,8 +114,10 @@ class IMAPSession:
         target, module = self.target, self.module
         with self.step(Phase.RESOLVE):
             self.address = await resolve(target.host, target.port, module.ip_protocol)
+            self.note(f"resolved {target.host} to {self.address}")
         with self.step(Phase.CONNECT):
             self.conn = await Connection.open(self.address, target.port, self.reader)
+            self.note(f"connected to {self.address} port {target.port}")
         if module.tls is TLSMode.IMPLICIT:
             with self.step(Phase.TLS_HANDSHAKE):
                 await self._handshake()
@@ -114,7 +125,7 @@ class IMAPSession:
             await self._greeting()
         if not self.capabilities:
             with self.step(Phase.CAPABILITY):
-                self.capabilities = await self._capability(Phase.CAPABILITY)
+                self.capabilities = await self.capability(Phase.CAPABILITY)
         if module.tls is TLSMode.STARTTLS:
             await self._starttls()
         if module.auth is not None and not self.authenticated:
@@ -154,7 +165,8 @@ class IMAPSession:
         if greeting.code is not None and greeting.code.upper().startswith("CAPABILITY "):
             self.capabilities = parse_capabilities(greeting.code[11:])
 
-    async def _capability(self, phase: Phase) -> tuple[str, ...]:
+    async def capability(self, phase: Phase) -> tuple[str, ...]:
+        """Ask for the capabilities (CAPABILITY) and return them."""
         self._seen_capabilities = None
         self.check(await self.command("CAPABILITY", phase), phase)
         if self._seen_capabilities is None:
@@ -185,7 +197,7 @@ class IMAPSession:
         with self.step(Phase.CAPABILITY_TLS):
             # RFC 9051 §6.2.1: forget everything learnt before TLS.
             self.capabilities = ()
-            self.capabilities = await self._capability(Phase.CAPABILITY_TLS)
+            self.capabilities = await self.capability(Phase.CAPABILITY_TLS)
 
     async def _handshake(self) -> None:
         assert self.conn is not None
@@ -193,6 +205,8 @@ class IMAPSession:
         sni = None if is_ip(server_name) else server_name
         obj = await self.conn.start_tls(tls.client_context(), sni)
         self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
+        if self.wire is not None:
+            self.note(_tls_note(self.tls))
         if self.module.tls_verify:
             if not self.tls.verified:
                 raise TLSError(
@@ -225,6 +239,7 @@ class IMAPSession:
             )
         self.auth = AuthInfo(attempted=True, mechanism=mechanism)
         username, password = auth.username, auth.password.reveal()
+        self._seen_capabilities = None
         try:
             if mechanism == "LOGIN":
                 done = await self.command_parts(
@@ -237,6 +252,8 @@ class IMAPSession:
         self.check(done, Phase.AUTH)
         self.auth = AuthInfo(attempted=True, success=True, mechanism=mechanism)
         self.authenticated = True
+        # Servers list more once logged in (UIDPLUS, say), often in the OK itself.
+        self.after_login = self._seen_capabilities
 
     async def _authenticate(self, mechanism: str, username: str, password: str) -> Completion:
         """One SASL exchange over AUTHENTICATE (RFC 9051 §6.2.2), with SASL-IR (RFC 4959)
@@ -325,6 +342,8 @@ class IMAPSession:
                 if isinstance(step, Completion):  # the server refused the literal
                     return step
             assert self.conn is not None
+            if self.wire is not None:
+                self.wire(f"C: ({len(part)} octets, not shown)")
             await self.conn.send_bytes(part, phase)
             line = ""
         self._send(line, phase)
@@ -334,7 +353,13 @@ class IMAPSession:
 
     async def read(self, phase: Phase) -> Response:
         assert self.conn is not None
-        return await self.conn.read(phase)
+        response = await self.conn.read(phase)
+        if self.wire is not None:
+            if phase is Phase.AUTH and response.kind is Kind.CONTINUATION:
+                self.wire("S: + ***")  # a SASL challenge: salts, nonces, our data echoed
+            else:
+                self.wire("S: " + self.redact(str(response)))
+        return response
 
     async def _until(
         self, phase: Phase, *, stop_at_continuation: bool = False
@@ -375,7 +400,14 @@ class IMAPSession:
 
     def _send(self, line: str, phase: Phase) -> None:
         assert self.conn is not None
+        if self.wire is not None:
+            self.wire("C: " + self.redact(_masked_command(line, phase)))
         self.conn.send_line(line, phase)
+
+    def note(self, text: str) -> None:
+        """A line of the debug transcript that is not on the wire (addresses, TLS, timings)."""
+        if self.wire is not None:
+            self.wire("* " + self.redact(text))
 
     def redact(self, text: str) -> str:
         """Mask anything derived from our credentials that a server might echo back."""
@@ -402,8 +434,12 @@ class _Step:
         self._session.phase = self._phase
         self._start = time.perf_counter()
 
-    def __exit__(self, *_exc: object) -> None:
-        self._session.timings.append(PhaseTiming(self._phase, time.perf_counter() - self._start))
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        seconds = time.perf_counter() - self._start
+        self._session.timings.append(PhaseTiming(self._phase, seconds))
+        if self._session.wire is not None:
+            done = "ok" if exc_type is None else "failed"
+            self._session.note(f"phase {self._phase} {done} in {seconds * 1000:.1f} ms")
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -411,13 +447,9 @@ def parse_capabilities(raw: bytes | str) -> tuple[str, ...]:
     """The capability names of a CAPABILITY response, upper case, bounded in count and size;
     anything that is not an atom is left out."""
     text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-    names: list[str] = []
-    for word in text.upper().split():
-        if len(word) <= MAX_NAME and _CAPABILITY_NAME.fullmatch(word) and word not in names:
-            names.append(word)
-            if len(names) >= MAX_CAPABILITIES:
-                break
-    return tuple(names)
+    # One C-level scan: Dovecot lists some 40 names after login, and a probe parses 2-3 lists.
+    names = dict.fromkeys(_CAPABILITY_NAME.findall(text.upper()))
+    return tuple(names)[:MAX_CAPABILITIES]
 
 
 def choose(capabilities: Sequence[str], wanted: Sequence[str]) -> str | None:
@@ -475,6 +507,30 @@ def utf7_encode(name: str) -> str:
             pending.append(char)
     flush()
     return "".join(out)
+
+
+def _masked_command(line: str, phase: Phase) -> str:
+    """``line`` as the transcript shows it: in AUTH, the command and mechanism (and LOGIN's
+    user name) but never a password, SASL payload or proof."""
+    if phase is not Phase.AUTH:
+        return line
+    words = line.split(" ")
+    if len(words) >= 2 and words[1].upper() == "AUTHENTICATE":
+        return " ".join(words[:3]) + (" ***" if len(words) > 3 else "")
+    if len(words) >= 2 and words[1].upper() == "LOGIN":
+        return " ".join(words[:3]) + " ***"
+    return "***" if line else ""
+
+
+def _tls_note(info: TLSInfo) -> str:
+    leaf = info.leaf
+    cert = "no certificate"
+    if leaf is not None:
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(leaf.not_after))
+        cert = f"certificate {leaf.subject!r} issued by {leaf.issuer!r}, expires {expires}"
+    verified = "verified" if info.verified else f"not verified ({info.verify_error})"
+    name = "matches" if info.hostname_match else "does not match"
+    return f"TLS {info.version} {info.cipher}; {cert}; {verified}; {info.server_name} {name}"
 
 
 def _text(response: Response) -> str:

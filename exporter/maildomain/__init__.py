@@ -6,6 +6,8 @@ metrics, no scheduling. ``check()`` always returns a ``DomainResult`` and never 
 - mta_sts: ``_mta-sts`` TXT, the HTTPS policy, MX matching  (mtasts.py)
 - dane:    TLSA per MX, AD bit, certificate match          (dane.py)
 - dnsbl:   each MX address in each configured zone          (dnsbl.py)
+- dkim:    key records of the configured selectors          (dkim.py)
+- reverse_dns: PTR, FCrDNS, greeting name of MX / sending addresses (ptr.py)
 
 DNS goes through a ``DNSCache`` (dnscache.py): answers are kept for their TTL, so pass the
 same cache to every check of a domain and re-checks within the TTL ask nothing again.
@@ -33,9 +35,11 @@ from ..results.domain import (
     RecordsResult,
 )
 from .dane import check_dane
+from .dkim import check_dkim
 from .dnsbl import check_dnsbl
 from .dnscache import DNSCache
 from .mtasts import check_mta_sts
+from .ptr import check_reverse_dns
 from .records import check_dmarc, check_tlsrpt, lookup_mx
 from .spf import check_spf
 
@@ -66,6 +70,10 @@ def enabled_checks(checks: DomainChecks) -> tuple[DomainCheck, ...]:
         on.add(DomainCheck.DANE)
     if checks.dnsbl:
         on.add(DomainCheck.DNSBL)
+    if checks.dkim_selectors:
+        on.add(DomainCheck.DKIM)
+    if checks.reverse_dns or checks.sending_addresses:
+        on.add(DomainCheck.REVERSE_DNS)
     return tuple(c for c in DomainCheck if c in on)
 
 
@@ -118,6 +126,8 @@ async def check(
         mta_sts=run.mta_sts,
         dane=run.dane,
         dnsbl=run.dnsbl,
+        dkim=run.dkim,
+        reverse_dns=run.reverse_dns,
     )
 
 
@@ -141,6 +151,8 @@ class _Run:
         self.mta_sts = None
         self.dane = None
         self.dnsbl = None
+        self.dkim = None
+        self.reverse_dns = None
 
     async def execute(self) -> str | None:
         """The MX lookup, then the enabled checks concurrently; the error if DNS failed."""
@@ -159,6 +171,10 @@ class _Run:
             jobs.append(self._guard(DomainCheck.DANE, self._dane()))
         if self.checks.dnsbl:
             jobs.append(self._guard(DomainCheck.DNSBL, self._dnsbl()))
+        if self.checks.dkim_selectors:
+            jobs.append(self._guard(DomainCheck.DKIM, self._dkim()))
+        if self.checks.reverse_dns or self.checks.sending_addresses:
+            jobs.append(self._guard(DomainCheck.REVERSE_DNS, self._reverse_dns()))
         await asyncio.gather(*jobs)
         return None
 
@@ -207,6 +223,25 @@ class _Run:
         assert self.mx is not None
         self.dnsbl, findings = await check_dnsbl(
             self.mx.hosts, self.checks.dnsbl, self.cache, self.deadline
+        )
+        self.findings += findings
+
+    async def _dkim(self) -> None:
+        self.dkim, findings = await check_dkim(
+            self.domain, self.checks.dkim_selectors, self.cache, self.deadline
+        )
+        self.findings += findings
+
+    async def _reverse_dns(self) -> None:
+        assert self.mx is not None
+        self.reverse_dns, findings = await check_reverse_dns(
+            self.mx.hosts if self.checks.reverse_dns else (),
+            self.checks.sending_addresses,
+            self.cache,
+            self.deadline,
+            greeting=self.checks.reverse_dns,
+            port=self.checks.smtp_port,
+            ehlo_name=self.ehlo_name or _ehlo_name(),
         )
         self.findings += findings
 

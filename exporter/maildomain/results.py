@@ -5,6 +5,7 @@ here too."""
 from ..results.domain import (
     RECORD_CHECKS,
     DANEHost,
+    DKIMKey,
     DMARCResult,
     DNSBLEntry,
     DomainCheck,
@@ -14,6 +15,7 @@ from ..results.domain import (
     MXHost,
     MXResult,
     RecordsResult,
+    ReverseDNS,
     SPFResult,
     TLSRPTResult,
 )
@@ -21,6 +23,7 @@ from ..results.domain import (
 __all__ = [
     "RECORD_CHECKS",
     "DANEHost",
+    "DKIMKey",
     "DMARCResult",
     "DNSBLEntry",
     "DomainCheck",
@@ -30,6 +33,7 @@ __all__ = [
     "MXHost",
     "MXResult",
     "RecordsResult",
+    "ReverseDNS",
     "SPFResult",
     "TLSRPTResult",
 ]

@@ -88,6 +88,28 @@ def domain_samples(entry: DomainEntry) -> list[tuple[str, str, float]]:
                 out.append(
                     ("smtp_domain_dnsbl_return_code_info", f'{labels},code="{escape(code)}"', 1)
                 )
+    for k in r.dkim or ():
+        if k.error is not None:  # the lookup failed: the finding says why, nothing is known
+            continue
+        sel = f',selector="{escape(k.selector)}"'
+        out.append(("smtp_domain_dkim_key_present", sel, 1 if k.present else 0))
+        if not k.present:
+            continue
+        out.append(("smtp_domain_dkim_key_valid", sel, 1 if k.valid else 0))
+        if k.key_size is not None and k.key_type is not None:
+            kt = f'{sel},key_type="{escape(k.key_type)}"'
+            out.append(("smtp_domain_dkim_key_size", kt, k.key_size))
+        out.append(("smtp_domain_dkim_testing", sel, 1 if k.testing else 0))
+        out.append(("smtp_domain_dkim_revoked", sel, 1 if k.revoked else 0))
+    for p in r.reverse_dns or ():
+        labels = f',address="{escape(p.address)}"'
+        if p.mx_host is not None:
+            labels += f',mx_host="{escape(p.mx_host)}"'
+        if p.error is None:  # else the lookup failed: the finding says why
+            out.append(("smtp_domain_ptr_present", labels, 1 if p.ptr_names else 0))
+            out.append(("smtp_domain_ptr_forward_confirmed", labels, p.forward_confirmed))
+        if p.name_matches is not None:
+            out.append(("smtp_domain_ptr_greeting_match", labels, p.name_matches))
     return out
 
 

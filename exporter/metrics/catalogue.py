@@ -329,6 +329,55 @@ DOMAIN: tuple[MetricSpec, ...] = (
         "The address a DNSBL zone answered for a listed MX address.",
         ("mx_host", "address", "zone", "code"),
     ),
+    MetricSpec(
+        "smtp_domain_dkim_key_present",
+        "gauge",
+        "1 if <selector>._domainkey.<domain> has a TXT record.",
+        ("selector",),
+    ),
+    MetricSpec(
+        "smtp_domain_dkim_key_valid",
+        "gauge",
+        "1 if the selector has exactly one well-formed key record with a usable key "
+        "(not revoked, RSA at least 1024 bits).",
+        ("selector",),
+    ),
+    MetricSpec(
+        "smtp_domain_dkim_key_size",
+        "gauge",
+        "Size of the selector's public key in bits (RSA modulus; 256 for ed25519).",
+        ("selector", "key_type"),
+    ),
+    MetricSpec(
+        "smtp_domain_dkim_testing",
+        "gauge",
+        "1 if the selector's key record has t=y (testing mode).",
+        ("selector",),
+    ),
+    MetricSpec(
+        "smtp_domain_dkim_revoked",
+        "gauge",
+        "1 if the selector's key record has an empty p= (revoked key).",
+        ("selector",),
+    ),
+    MetricSpec(
+        "smtp_domain_ptr_present",
+        "gauge",
+        "1 if the address (an MX host's, or a configured sending address) has a PTR record.",
+        ("address", "mx_host"),
+    ),
+    MetricSpec(
+        "smtp_domain_ptr_forward_confirmed",
+        "gauge",
+        "1 if a PTR name of the address resolves back to it (forward-confirmed reverse DNS).",
+        ("address", "mx_host"),
+    ),
+    MetricSpec(
+        "smtp_domain_ptr_greeting_match",
+        "gauge",
+        "1 if the MX address's SMTP greeting and EHLO reply name its forward-confirmed PTR name.",
+        ("address", "mx_host"),
+    ),
 )
 HISTOGRAM = MetricSpec(
     "smtp_probe_phase_seconds",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol as Interface
 
 from ..config import Target
@@ -33,16 +34,21 @@ log = logging.getLogger(__name__)
 MAX_DETAIL = 256
 
 
-async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
-    """Probe ``target`` once, ending by ``deadline`` (default: the module's timeout)."""
+async def run(
+    target: Target,
+    deadline: Deadline | None = None,
+    wire: Callable[[str], None] | None = None,
+) -> ProbeResult:
+    """Probe ``target`` once, ending by ``deadline`` (default: the module's timeout).
+    ``wire``, if given, hears the redacted transcript (``/probe?debug=true``)."""
     deadline = deadline or Deadline.after(target.module.timeout)
     if target.module.protocol == Protocol.POP3:
         return await _run_mailbox(POP3Session(target), Protocol.POP3, target, deadline)
     if target.module.protocol == Protocol.IMAP:
-        return await _run_mailbox(IMAPSession(target), Protocol.IMAP, target, deadline)
+        return await _run_mailbox(IMAPSession(target, wire), Protocol.IMAP, target, deadline)
     started_at = time.time()
     start = time.perf_counter()
-    session = Session(target)
+    session = Session(target, wire)
     failure: Failure | None = None
     try:
         async with asyncio.timeout_at(deadline.at):
@@ -64,9 +70,21 @@ async def run(target: Target, deadline: Deadline | None = None) -> ProbeResult:
         failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
     finally:
         session.close()
+    if failure is not None and wire is not None:
+        session.note(f"failed in phase {failure.phase}: {failure.kind}: {failure.detail}")
     if _should_scan(target, session, failure):
         await session.tls_scan(deadline)
+        scan = session.posture.tls_scan
+        if wire is not None and scan is not None:
+            session.note(
+                f"TLS scan: tried {' '.join(scan.tested) or 'none'}, accepted "
+                f"{' '.join(scan.accepted) or 'none'}; key {scan.key_type} {scan.key_bits} "
+                f"bits; signature {scan.signature_algorithm}"
+                + (f"; incomplete: {scan.error}" if scan.error else "")
+            )
     findings = session.posture.findings
+    if wire is not None and findings:
+        session.note("posture findings: " + "; ".join(findings))
     if failure is None and findings and target.module.posture.fail_on_findings:
         # Every protocol phase passed: the posture is what failed, in a phase of its own,
         # so the failure is not blamed on the handshake or STARTTLS that worked.

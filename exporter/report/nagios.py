@@ -169,10 +169,17 @@ def _nagios_state(
 
 def _nagios_domain_state(d: DomainResult) -> _Verdict:
     """A failed check or a finding that stops mail (a DNSBL listing, a DANE mismatch, an MX
-    an enforced MTA-STS policy does not name) is CRITICAL; other findings WARNING."""
+    an enforced MTA-STS policy does not name, a DKIM key that is missing or unusable, an
+    address without forward-confirmed reverse DNS) is CRITICAL; other findings (a weak or
+    testing DKIM key, a greeting name that is not the PTR name) WARNING."""
     if not d.success:
         return _Verdict(CRITICAL, d.domain, (f"domain check failed: {d.error}",))
     blocking = any(b.listed for b in d.dnsbl or ()) or any(h.match is False for h in d.dane or ())
+    # Answered lookups only: a DNS error is a finding (WARNING), not a known-bad record.
+    blocking = blocking or any(k.error is None and not k.valid for k in d.dkim or ())
+    blocking = blocking or any(
+        p.error is None and not p.forward_confirmed for p in d.reverse_dns or ()
+    )
     m = d.mta_sts
     if m is not None and m.valid and m.mode == "enforce":
         blocking = blocking or any(not ok for _, ok in m.mx_match)

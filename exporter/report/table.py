@@ -111,7 +111,8 @@ def _flag(value: bool | None, good: str = "ok", bad: str = "FAIL") -> str:
 
 
 def domain_row(d: DomainResult) -> list[str]:
-    """DOMAIN RESULT MX SPF DMARC TLS-RPT MTA-STS DANE DNSBL: one cell per enabled check."""
+    """DOMAIN RESULT MX SPF DMARC TLS-RPT MTA-STS DANE DNSBL DKIM PTR: one cell per enabled
+    check."""
     mx = "-"
     if d.mx is not None and d.mx.answered:
         mx = "null MX" if d.mx.null_mx else f"{d.mx.records} hosts"
@@ -141,11 +142,52 @@ def domain_row(d: DomainResult) -> list[str]:
     result = "ok" if not d.findings else f"{len(d.findings)} findings"
     if not d.success:
         result = "FAIL"
-    return [d.domain, result, mx, spf, dmarc, tlsrpt, sts, dane, dnsbl]
+    return [d.domain, result, mx, spf, dmarc, tlsrpt, sts, dane, dnsbl, _dkim(d), _ptr(d)]
+
+
+def _dkim(d: DomainResult) -> str:
+    """``2/3 ok, 1 MISSING``: selectors with a usable key, then what is wrong with others."""
+    if d.dkim is None:
+        return "-"
+    bad: list[str] = []
+    for k in d.dkim:
+        if k.error is not None:
+            bad.append(f"{k.selector} ERROR")
+        elif not k.present:
+            bad.append(f"{k.selector} MISSING")
+        elif k.revoked:
+            bad.append(f"{k.selector} REVOKED")
+        elif not k.valid:
+            bad.append(f"{k.selector} BAD")
+        elif k.key_type == "rsa" and (k.key_size or 0) < 2048:
+            bad.append(f"{k.selector} weak {k.key_size}")
+        elif k.testing:
+            bad.append(f"{k.selector} t=y")
+    usable = sum(1 for k in d.dkim if k.valid)
+    return ", ".join([f"{usable}/{len(d.dkim)} ok", *bad])
+
+
+def _ptr(d: DomainResult) -> str:
+    """``3/3 FCrDNS``, then addresses without PTR, not confirmed, or misnamed."""
+    if d.reverse_dns is None:
+        return "-"
+    bad: list[str] = []
+    for p in d.reverse_dns:
+        if p.error is not None:
+            bad.append(f"{p.address} ERROR")
+        elif not p.ptr_names:
+            bad.append(f"{p.address} NO PTR")
+        elif not p.forward_confirmed:
+            bad.append(f"{p.address} UNCONFIRMED")
+        elif p.name_matches is False:
+            bad.append(f"{p.address} greeting {p.greeting_name or '-'}")
+    confirmed = sum(1 for p in d.reverse_dns if p.forward_confirmed)
+    return ", ".join([f"{confirmed}/{len(d.reverse_dns)} FCrDNS", *bad])
 
 
 def domain_table(domains: Sequence[DomainResult]) -> str:
     header = ["DOMAIN", "RESULT", "MX", "SPF", "DMARC", "TLS-RPT", "MTA-STS", "DANE", "DNSBL"]
+    header += ["DKIM", "PTR"]
     text = _align([header, *(domain_row(d) for d in domains)]) + "\n"
     for d in domains:
         notes = ([f"check failed: {d.error}"] if d.error else []) + [

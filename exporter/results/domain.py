@@ -19,6 +19,8 @@ class DomainCheck(StrEnum):
     MTA_STS = "mta_sts"
     DANE = "dane"
     DNSBL = "dnsbl"
+    DKIM = "dkim"
+    REVERSE_DNS = "reverse_dns"
 
 
 RECORD_CHECKS = (DomainCheck.MX, DomainCheck.SPF, DomainCheck.DMARC, DomainCheck.TLSRPT)
@@ -107,6 +109,40 @@ class DNSBLEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DKIMKey:
+    """The key record at ``<selector>._domainkey.<domain>`` (RFC 6376 §3.6.1, RFC 8463)."""
+
+    selector: str
+    present: bool  # a TXT record at the name (NXDOMAIN / NODATA: False)
+    valid: bool = False  # exactly one record, well-formed, a usable key (not revoked, RSA >= 1024)
+    key_type: str | None = None  # rsa | ed25519, when the key parsed
+    key_size: int | None = None  # bits: the RSA modulus; 256 for ed25519
+    testing: bool = False  # t=y: receivers may treat failures as unsigned
+    revoked: bool = False  # an empty p=
+    record: str | None = None  # the record (clipped)
+    error: str | None = None  # the lookup failed: nothing else is known
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseDNS:
+    """Reverse DNS of one address: an MX host's (``mx_host`` set) or a configured sending
+    address (``mx_host`` None)."""
+
+    address: str
+    mx_host: str | None = None
+    ptr_names: tuple[str, ...] = ()  # lower case, no trailing dot
+    forward_confirmed: bool = False  # a PTR name resolves (A / AAAA) back to the address
+    confirmed_name: str | None = None  # the first PTR name that does
+    greeting_name: str | None = None  # first word of the 220 greeting (MX addresses)
+    ehlo_name: str | None = None  # first word of the 250 EHLO reply
+    # The greeting and EHLO names are the forward-confirmed PTR name; None when not
+    # compared (a sending address, no greeting read, or no forward-confirmed PTR name).
+    name_matches: bool | None = None
+    error: str | None = None  # the PTR lookup failed: nothing else is known
+    greeting_error: str | None = None  # the greeting could not be read
+
+
+@dataclass(frozen=True, slots=True)
 class DomainResult:
     """One check of one mail domain. ``success`` says whether the domain's DNS could be
     queried at all (the MX lookup got an answer); findings say what is wrong with it."""
@@ -123,6 +159,8 @@ class DomainResult:
     mta_sts: MTASTSResult | None = None  # when mta_sts: true
     dane: tuple[DANEHost, ...] | None = None  # when dane: true, one per MX host
     dnsbl: tuple[DNSBLEntry, ...] | None = None  # when dnsbl zones are set
+    dkim: tuple[DKIMKey, ...] | None = None  # when dkim_selectors are set, one per selector
+    reverse_dns: tuple[ReverseDNS, ...] | None = None  # MX and sending addresses
 
     def findings_for(self, check: DomainCheck) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.check is check)

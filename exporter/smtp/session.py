@@ -64,8 +64,12 @@ class Session:
         target, module = self.target, self.module
         with self.step(Phase.RESOLVE):
             self.address = await resolve(target.host, target.port, module.ip_protocol)
+            if self.wire is not None:
+                self.note(f"resolved {target.host} to {self.address}")
         with self.step(Phase.CONNECT):
             self.conn = await Connection.open(self.address, target.port)
+            if self.wire is not None:
+                self.note(f"connected to {self.address} port {target.port}")
         if module.tls is TLSMode.IMPLICIT:
             with self.step(Phase.TLS_HANDSHAKE):
                 await self._handshake()
@@ -158,6 +162,8 @@ class Session:
         sni = None if is_ip(server_name) else server_name
         obj = await self.conn.start_tls(tls.client_context(), sni)
         self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
+        if self.wire is not None:
+            self.note(_tls_note(self.tls))
         if self.module.tls_verify:
             if not self.tls.verified:
                 raise TLSError(
@@ -237,7 +243,7 @@ class Session:
     async def command(self, line: str, phase: Phase) -> Reply:
         assert self.conn is not None
         if self.wire is not None:
-            self.wire("C: " + self.redact(line))
+            self.wire("C: " + self.redact(_masked_command(line, phase)))
         self.conn.send(line, phase)
         return await self.read(phase)
 
@@ -246,8 +252,19 @@ class Session:
         reply = await self.conn.read_reply(phase)
         self.last_code = reply.code
         if self.wire is not None:
-            self.wire("S: " + self.redact(str(reply)))
+            # Line by line, as sent: a multiline EHLO reply is one line per extension.
+            last = len(reply.lines) - 1
+            for i, text in enumerate(reply.lines or ("",)):
+                if phase is Phase.AUTH and reply.code == 334:
+                    text = "***"  # a SASL challenge: salts, nonces, or our own data echoed
+                sep = "-" if i < last else " "
+                self.wire(f"S: {reply.code}{sep}{self.redact(text)}".rstrip())
         return reply
+
+    def note(self, text: str) -> None:
+        """A line of the debug transcript that is not on the wire (addresses, TLS, timings)."""
+        if self.wire is not None:
+            self.wire("* " + self.redact(text))
 
     def expect(self, reply: Reply, code: int, phase: Phase, *, greeting: bool = False) -> None:
         if greeting and reply.lines:
@@ -282,8 +299,34 @@ class _Step:
         self._session.phase = self._phase
         self._start = time.perf_counter()
 
-    def __exit__(self, *_exc: object) -> None:
-        self._session.timings.append(PhaseTiming(self._phase, time.perf_counter() - self._start))
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        seconds = time.perf_counter() - self._start
+        self._session.timings.append(PhaseTiming(self._phase, seconds))
+        if self._session.wire is not None:
+            done = "ok" if exc_type is None else "failed"
+            self._session.note(f"phase {self._phase} {done} in {seconds * 1000:.1f} ms")
+
+
+def _masked_command(line: str, phase: Phase) -> str:
+    """``line`` as the transcript shows it: in AUTH, the mechanism but never a payload
+    (credentials, or a proof derived from them), whatever the mechanism."""
+    if phase is not Phase.AUTH:
+        return line
+    words = line.split(" ", 2)
+    if words[0].upper() == "AUTH":
+        return " ".join(words[:2]) + (" ***" if len(words) > 2 else "")
+    return "***" if line else ""
+
+
+def _tls_note(info: TLSInfo) -> str:
+    leaf = info.leaf
+    cert = "no certificate"
+    if leaf is not None:
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(leaf.not_after))
+        cert = f"certificate {leaf.subject!r} issued by {leaf.issuer!r}, expires {expires}"
+    verified = "verified" if info.verified else f"not verified ({info.verify_error})"
+    name = "matches" if info.hostname_match else "does not match"
+    return f"TLS {info.version} {info.cipher}; {cert}; {verified}; {info.server_name} {name}"
 
 
 def _data(reply: Reply) -> bytes:
