@@ -18,6 +18,7 @@ import pytest
 
 from exporter import probe
 from exporter.config import AuthConfig, Module, Secret, Target, TLSMode
+from exporter.report.transcript import Transcript
 from exporter.results import FailureKind, Phase, ProbeResult
 from tests.servers.mailfault import (
     IMAP_BEHAVIOURS,
@@ -38,6 +39,7 @@ BOUNDED_DEADLINE = 10.0
 MEMORY_BOUND = 4 * 1024 * 1024
 # Longer than the TLS shutdown's timer (exporter/net/memtls.py: 2 s).
 SHUTDOWN_GRACE = 3.0
+TRANSCRIPT_BYTES = 40 * 1024  # exporter/report/transcript.py keeps 32 KiB, plus its notes
 USER = "probe"
 PASSWORD = "Mailfault-S3cret"
 TLS_MODES = {None: TLSMode.NONE, "starttls": TLSMode.STARTTLS, "implicit": TLSMode.IMPLICIT}
@@ -54,6 +56,12 @@ KNOWN: dict[tuple[str, str], str] = {
         "every ready response without yielding; with 16-64 KiB reads it was 0.02-0.2 s"
     ),
 }
+# The password and the SASL PLAIN forms that carry it.
+SECRET_FORMS = (
+    PASSWORD,
+    base64.b64encode(PASSWORD.encode()).decode(),
+    base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
+)
 CASES = [
     pytest.param(
         protocol,
@@ -98,6 +106,7 @@ def run_against(
     server_ctx: ssl.SSLContext,
     ca_file: str,
     trace_memory: bool = False,
+    transcript: Transcript | None = None,
 ) -> tuple[ProbeResult, float, int]:
     """(result, seconds from outside, peak traced memory or 0) of one probe, and a check
     that the probe left no connection to the server open.
@@ -105,11 +114,13 @@ def run_against(
     Memory is traced only when asked: tracemalloc slows every allocation (the server's
     too, in its thread) several times over, which would distort the timings."""
     spec = TABLES[protocol][behaviour]
+    if transcript is None:
+        transcript = Transcript()
     with SERVERS[protocol](behaviour, spec.tls, ssl_context=server_ctx) as server:
         timeout = BOUNDED_DEADLINE if spec.bounded else DEADLINE
         target = target_for(protocol, server.port, spec, ca_file, timeout)
         result, elapsed, peak, left = asyncio.run(
-            _probe_and_settle(target, server.port, trace_memory)
+            _probe_and_settle(target, server.port, trace_memory, transcript)
         )
         assert server.errors == []
     assert not left, f"{behaviour}: the probe left its connection open: {left}"
@@ -117,7 +128,7 @@ def run_against(
 
 
 async def _probe_and_settle(
-    target: Target, port: int, trace_memory: bool
+    target: Target, port: int, trace_memory: bool, wire: Transcript
 ) -> tuple[ProbeResult, float, int, list[str]]:
     """Probe (its duration and memory peak measured), then let the loop run as a
     long-lived exporter's would: a TLS session closed gracefully keeps its socket until
@@ -127,7 +138,7 @@ async def _probe_and_settle(
         tracemalloc.start()
     start = time.monotonic()
     try:
-        result = await probe.run(target)
+        result = await probe.run(target, wire=wire)
     finally:
         elapsed = time.monotonic() - start
         peak = tracemalloc.get_traced_memory()[1] if trace_memory else 0
@@ -175,7 +186,16 @@ def test_every_protocol_has_enough_hostile_behaviours():
 @pytest.mark.parametrize(("protocol", "behaviour"), CASES)
 def test_hostile_mailbox(protocol, behaviour, server_ctx, certs):
     spec = TABLES[protocol][behaviour]
-    result, elapsed, _ = run_against(protocol, behaviour, server_ctx, str(certs.ca_file))
+    transcript = Transcript()
+    result, elapsed, _ = run_against(
+        protocol, behaviour, server_ctx, str(certs.ca_file), transcript=transcript
+    )
+    # The /probe?debug=true transcript (IMAP's; POP3 keeps none): secrets masked, bounded.
+    text = transcript.text()
+    for secret in SECRET_FORMS:
+        assert secret not in text, f"{behaviour}: a credential in the transcript"
+    assert not any(ord(c) < 32 and c != "\n" for c in text), repr(text[:200])
+    assert len(text) <= TRANSCRIPT_BYTES
 
     deadline = BOUNDED_DEADLINE if spec.bounded else DEADLINE
     assert elapsed <= deadline * 1.1, f"{behaviour} took {elapsed:.2f}s"
