@@ -462,6 +462,26 @@ def test_implicit_plaintext(kind, server_ctx, client_ctx):
             c.close()
 
 
+@pytest.mark.parametrize("kind", [IMAPFault, POP3Fault], ids=["imap", "pop3"])
+def test_tls_then_tarpit(kind, server_ctx, client_ctx):
+    with session(kind, "tls_then_tarpit", server_ctx, client_ctx) as (c, _):
+        if kind is IMAPFault:
+            imap_to(c, "starttls")
+            c.send(b"a2 STARTTLS")
+            c.expect(rb"^a2 OK")
+            c.starttls()
+            c.send(b"a3 CAPABILITY")
+        else:
+            pop3_to(c, "starttls")
+            c.send(b"STLS")
+            c.expect(rb"^\+OK")
+            c.starttls()
+            c.send(b"CAPA")
+        c.sock.settimeout(QUIET_WAIT)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            c.sock.recv(1)
+
+
 def test_imap_logindisabled(server_ctx, client_ctx):
     with session(IMAPFault, "logindisabled", server_ctx, client_ctx) as (c, _):
         c.expect(rb"^\* OK")
@@ -879,6 +899,7 @@ _TESTED = {name.removeprefix("test_imap_") for name in dir() if name.startswith(
     "normal_implicit",
     "implicit_plaintext",
     "credential_replay",
+    "tls_then_tarpit",
 }
 _TESTED_POP3 = {
     part
@@ -892,6 +913,7 @@ _TESTED_POP3 = {
     "quit_close",
     "implicit_plaintext",
     "credential_replay",
+    "tls_then_tarpit",
 }
 
 

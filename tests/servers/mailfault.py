@@ -165,6 +165,11 @@ IMAP_BEHAVIOURS: dict[str, Behaviour] = {
         "tls_handshake",
         "timeout",
     ),
+    "tls_then_tarpit": _b(
+        "STARTTLS and its handshake succeed, then the server never answers again.",
+        "capability_tls",
+        "timeout",
+    ),
     "implicit_plaintext": _b(
         "On the implicit-TLS port, a plaintext '* OK' greeting instead of TLS; open after.",
         "tls_handshake",
@@ -333,6 +338,11 @@ POP3_BEHAVIOURS: dict[str, Behaviour] = {
     "stls_stall": _b(
         "STLS gets its +OK, then the server neither reads nor sends anything.",
         "tls_handshake",
+        "timeout",
+    ),
+    "tls_then_tarpit": _b(
+        "STLS and its handshake succeed, then the server never answers again.",
+        "capability_tls",
         "timeout",
     ),
     "implicit_plaintext": _b(
@@ -656,6 +666,10 @@ class _IMAPSession(_Session):
         elif b == "starttls_stall":
             await self.send(tag + b" OK Begin TLS negotiation now\r\n")
             await self.hang()
+        elif b == "tls_then_tarpit":
+            await self.send(tag + b" OK Begin TLS negotiation now\r\n")
+            await self.upgrade()
+            await self.hang()
         else:
             await self.send(tag + b" OK Begin TLS negotiation now\r\n")
             await self.upgrade()
@@ -849,6 +863,10 @@ class _POP3Session(_Session):
             await self.upgrade()
         elif b == "stls_stall":
             await self.send(b"+OK Begin TLS negotiation\r\n")
+            await self.hang()
+        elif b == "tls_then_tarpit":
+            await self.send(b"+OK Begin TLS negotiation\r\n")
+            await self.upgrade()
             await self.hang()
         else:
             await self.send(b"+OK Begin TLS negotiation\r\n")
