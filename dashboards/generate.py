@@ -729,6 +729,7 @@ def panels() -> list[Json]:
             size=(24, 6),
         )
     )
+    canary_verdict_panels(L, add)
 
     # ---- exporter
     add(row(L, "Exporter"))
@@ -854,6 +855,63 @@ def panels() -> list[Json]:
     domain_panels(L, add)
     slo_panels(L, add)
     return out
+
+
+def canary_verdict_panels(L: Layout, add: Any) -> None:
+    """Where the canary landed and what the receiving host thought of it (#19)."""
+    add(
+        state_timeline(
+            L,
+            "Canary placement and DKIM alignment",
+            "Per route: the last canary was in the inbox (smtp_canary_placement "
+            'placement="inbox"; no: in Junk or not delivered; alert SMTPCanaryLandedInJunk), '
+            "its DKIM signature aligned with the From domain (smtp_canary_dkim_aligned; alert "
+            "SMTPCanaryDKIMNotAligned), and it carried Authentication-Results of the route's "
+            "authserv_id (smtp_canary_auth_results_found; alert SMTPCanaryNoAuthResults).",
+            [
+                query(
+                    f'smtp_canary_placement{{{SEL}, placement="inbox"}}',
+                    "{{target}} {{route}} in inbox",
+                ),
+                query(f"smtp_canary_dkim_aligned{{{SEL}}}", "{{target}} {{route}} DKIM aligned"),
+                query(
+                    f"smtp_canary_auth_results_found{{{SEL}}}",
+                    "{{target}} {{route}} Authentication-Results",
+                ),
+            ],
+            YES_NO,
+        )
+    )
+    add(
+        table(
+            L,
+            "Canary authentication at the receiver",
+            "Per route: the SPF, DKIM and DMARC results the receiving host wrote into the "
+            "last canary's Authentication-Results (smtp_canary_auth_result; alert "
+            "SMTPCanaryAuthNotPass for anything but pass). Headers from other hosts, or "
+            "forged below the receiver's, are not read.",
+            [query(f"smtp_canary_auth_result{{{SEL}}} == 1", instant=True, table=True)],
+            keep=["target", "module", "route", "method", "result"],
+            rename={},
+        )
+    )
+    add(
+        table(
+            L,
+            "Canary DKIM verified by the exporter",
+            "Per route: the exporter's own verification of the last canary's DKIM signature "
+            "with the key in DNS (smtp_canary_local_dkim_result; alert "
+            "SMTPCanaryLocalDKIMNotPass where the receiver reports no DKIM result), and "
+            "whether a passing signature aligns with the From domain "
+            "(smtp_canary_local_dkim_aligned).",
+            [
+                query(f"smtp_canary_local_dkim_result{{{SEL}}} == 1", instant=True, table=True),
+                query(f"smtp_canary_local_dkim_aligned{{{SEL}}}", instant=True, table=True),
+            ],
+            keep=["target", "module", "route", "result", "Value #B"],
+            rename={"Value #B": "aligned"},
+        )
+    )
 
 
 def posture_panels(L: Layout, add: Any) -> None:

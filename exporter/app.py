@@ -322,7 +322,7 @@ class Exporter:
         stored = self.store.last_canary(entry.target)
         if stored is None:
             return entry
-        return replace(entry, canary=stored.canary, last_delivered=stored.last_delivered)
+        return replace(entry, routes=stored.routes)
 
     def _restricted(self, cfg: config.Config, target: config.Target) -> bool:
         """Whether /probe must check ``target`` against its module's allow-list: a module

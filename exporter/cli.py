@@ -48,9 +48,10 @@ async def probe_all(
     """Probe every target once, concurrently (bounded), in config order, and check every
     mail domain a module asks for (beside the probes); then send the canary of every module
     that has one, through targets whose probe passed."""
-    from .canary import run_canary
+    from .canary import run_canaries
     from .discovery import make_resolver
     from .maildomain import check_domain, domain_checks
+    from .maildomain.dnscache import DNSCache
     from .runner import run_target
 
     gate = asyncio.Semaphore(concurrency)
@@ -69,7 +70,10 @@ async def probe_all(
     results = [r for run in runs for _, r in run.results]
     # The canary rule is the scheduler's (Run.canary_target); --once sends each due one.
     due = [t for run in runs if (t := run.canary_target) is not None]
-    sent = await asyncio.gather(*(run_canary(t, t.module.canary) for t in due if t.module.canary))
+    cache = DNSCache(resolver)  # the canaries' DKIM keys
+    sent = await asyncio.gather(
+        *(run_canaries(t, t.module.canary, cache) for t in due if t.module.canary)
+    )
     canaries = {(t.name, t.module.name): c for t, c in zip(due, sent, strict=True)}
     return results, canaries, list(await domains)
 
@@ -229,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ok = (
         all(r.success for r in results)
-        and all(c.success for c in canaries.values())
+        and all(c.success for routes in canaries.values() for c in routes)
         and all(d.success for d in domains)
     )
     return EXIT_OK if ok else EXIT_FAILED

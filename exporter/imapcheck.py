@@ -31,8 +31,8 @@ from .config.features import parse_imap_config as parse_imap_config
 from .config.model import AuthConfig, IMAPConfig, IMAPTLSMode, Module, Target, TLSMode
 from .deadline import Deadline
 from .errors import ProbeError
-from .imap import mailbox
-from .imap.session import IMAPSession, quoted
+from .imap import folders, mailbox
+from .imap.session import IMAPSession, mailbox_name, quoted
 from .results import FailureKind, IMAPFailure, IMAPPhase, Phase
 
 TOKEN_HEADER = "X-SMTP-Health-Canary"
@@ -43,6 +43,10 @@ MAX_SWEEP = 100  # stale canaries removed per session; the rest wait for the nex
 SWEEP_RESERVE = 1.0  # seconds that must be left for a sweep to start
 MAX_ERROR = 256
 LAST_POLL_RESERVE = 0.25  # seconds kept free after the last poll so it can finish
+# The found canary, for its Authentication-Results (the receiver's are on top) and its DKIM
+# signatures: a partial FETCH keeps the literal under the reader's 64 KiB cap. A canary is a
+# few KiB; one that reaches the cap is read for its header only (its body hash cannot be).
+MAX_MESSAGE = 60_000
 
 _TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -99,6 +103,14 @@ class IMAPCheck:
     expunged: bool = False  # deleted for good (UID EXPUNGE), not only flagged
     swept: int = 0  # stale canaries of ours this session deleted
     late: int = 0  # of those, how many the server received after their timeout
+    folder: str | None = None  # where it was found
+    junk: bool = False  # ... and that folder is a Junk one (listed or configured)
+    message: bytes | None = None  # as delivered (its first MAX_MESSAGE bytes)
+
+    @property
+    def complete(self) -> bool:
+        """The whole message was read (shorter than the cap), so its body can be checked."""
+        return self.message is not None and len(self.message) < MAX_MESSAGE
 
     @property
     def access_ok(self) -> bool:
@@ -153,6 +165,11 @@ class _State:
         self.concluded = False  # the conversation has its answer
         self.failure: IMAPFailure | None = None
         self.not_found: str | None = None
+        self.selected: str | None = None  # the mailbox open now
+        self.swept_in: set[str] = set()  # mailboxes swept this session (once each)
+        self.folder: str | None = None
+        self.junk = False
+        self.message: bytes | None = None
 
     @property
     def phase(self) -> IMAPPhase:
@@ -170,16 +187,22 @@ class _State:
 
     def result(self) -> IMAPCheck:
         """What is known now; a late failure (in the logout, say) does not undo the rest."""
+        not_found = self.not_found
         if self.settled:
             failure = None
         elif self.concluded:
             failure = self.failure
+        elif self.step is IMAPPhase.SEARCH and self.polls and self.seen_at is None:
+            # The deadline fell on a poll after others had read the mailbox: it was
+            # readable and the canary not in it, which is "not delivered", not a failure
+            # to read it (a loaded server takes longer than the last poll's reserve).
+            failure, not_found = None, f"not found within {self.deadline.budget:g}s"
         else:
             failure = self.timeout_failure()
         if failure is not None:
             detail = _clean(self.session.redact(failure.detail), self.cfg) or ""
             failure = dataclasses.replace(failure, detail=detail)
-        error = failure.detail if failure is not None else self.not_found
+        error = failure.detail if failure is not None else not_found
         return IMAPCheck(
             found=self.seen_at is not None,
             seen_at=self.seen_at,
@@ -190,13 +213,18 @@ class _State:
             expunged=self.expunged,
             swept=self.swept,
             late=self.late,
+            folder=self.folder,
+            junk=self.junk,
+            message=self.message,
         )
 
 
 def _target(cfg: IMAPConfig, budget: float) -> Target:
     """The canary's mailbox as an IMAP module: SELECT (read-write) of the folder; with
     ``tls: none`` the credentials go in clear, as configured."""
-    auth = AuthConfig(cfg.username, cfg.password, allow_insecure=cfg.tls is IMAPTLSMode.NONE)
+    auth = AuthConfig(
+        cfg.username, cfg.password, cfg.mechanisms, allow_insecure=cfg.tls is IMAPTLSMode.NONE
+    )
     module = Module(
         name="canary-imap",
         protocol="imap",
@@ -255,9 +283,18 @@ async def find_and_delete(
 async def _converse(session: IMAPSession, state: _State, token: str) -> None:
     """Find, delete and sweep; records the outcome in ``state``; raises on failure."""
     await session.establish()
-    await session.select()
-    uids = await _poll(session, state, token)
+    junk = state.cfg.junk_folders
+    if junk is None:
+        state.step = IMAPPhase.LIST
+        junk = tuple(await folders.find_junk(session, _OPEN, state.cfg.folder))
+    places = [(state.cfg.folder, False), *((name, True) for name in junk)]
+    uids = await _poll(session, state, token, places)
     if uids:
+        state.step = IMAPPhase.SEARCH
+        fetched = await mailbox.uid_fetch(
+            session, uids[:1], f"(UID BODY.PEEK[]<0.{MAX_MESSAGE}>)", _OPEN
+        )
+        state.message = fetched[0].body if fetched else None
         state.step = IMAPPhase.DELETE
         state.expunged = await _delete(session, state, uids)
         state.deleted = True
@@ -267,22 +304,41 @@ async def _converse(session: IMAPSession, state: _State, token: str) -> None:
     state.settled = True
 
 
-async def _poll(session: IMAPSession, state: _State, token: str) -> list[int]:
+async def _open(session: IMAPSession, state: _State, folder: str) -> None:
+    """SELECT ``folder`` (read-write: the canary is deleted there) unless it is open."""
+    if state.selected == folder:
+        return
+    state.step = IMAPPhase.SELECT
+    state.selected = None
+    session.check(await session.command(f"SELECT {mailbox_name(folder)}", _OPEN), _OPEN)
+    state.selected = folder
+
+
+async def _poll(
+    session: IMAPSession, state: _State, token: str, places: list[tuple[str, bool]]
+) -> list[int]:
+    """Search each folder (the configured one, then the Junk ones) until found."""
+    rounds = 0
     while True:
-        state.step = IMAPPhase.SEARCH
-        if state.polls:
-            await mailbox.noop(session, _OPEN)  # lets lazy servers announce new mail first
-        found = await mailbox.uid_search(session, f"HEADER {TOKEN_HEADER} {quoted(token)}", _OPEN)
-        state.polls += 1
-        uids = await _verified(session, found[:MAX_CANDIDATES], token)
-        if uids:
-            state.seen_at = time.time()
-            return uids
-        if state.polls == 1:
-            # The canary is rarely there at the first look: sweep while it travels, so the
-            # sweep costs the round trip nothing.
-            await _sweep(session, state, token)
+        for folder, junk in places:
+            await _open(session, state, folder)
             state.step = IMAPPhase.SEARCH
+            if rounds and len(places) == 1:
+                # Lets lazy servers announce new mail first (a SELECT does that anyway).
+                await mailbox.noop(session, _OPEN)
+            criteria = f"HEADER {TOKEN_HEADER} {quoted(token)}"
+            found = await mailbox.uid_search(session, criteria, _OPEN)
+            state.polls += 1
+            uids = await _verified(session, found[:MAX_CANDIDATES], token)
+            if uids:
+                state.seen_at = time.time()
+                state.folder, state.junk = folder, junk
+                return uids
+            if not rounds:
+                # The canary is rarely there at the first look: sweep while it travels, so
+                # the sweep costs the round trip nothing.
+                await _sweep(session, state, token)
+        rounds += 1
         left = state.deadline.remaining() - LAST_POLL_RESERVE
         if left <= 0:
             return []
@@ -309,10 +365,12 @@ async def _sweep(session: IMAPSession, state: _State, token: str) -> None:
     """Delete the owner's canaries sent over max_age ago that are still in the folder (not
     the one being looked for, nothing already flagged \\Deleted, nothing whose header is
     not exactly one of our tokens); count those the server received after their timeout."""
-    spec = state.sweep
-    if spec is None or state.deadline.remaining() < SWEEP_RESERVE:
+    spec, here = state.sweep, state.selected
+    if spec is None or here is None or here in state.swept_in:
         return
-    state.sweep = None  # once per session
+    if state.deadline.remaining() < SWEEP_RESERVE:
+        return
+    state.swept_in.add(here)  # once per mailbox and session
     state.step = IMAPPhase.SWEEP
     needle = quoted(f"{TOKEN_PREFIX}.{spec.owner}.")
     found = await mailbox.uid_search(session, f"UNDELETED HEADER {TOKEN_HEADER} {needle}", _OPEN)

@@ -37,7 +37,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import maildomain, probe
-from .canary import run_canary
+from .canary import run_canaries
 from .config import Config, DNSConfig, Target
 from .deadline import Deadline
 from .discovery import expand, make_resolver
@@ -320,15 +320,17 @@ class ProbeScheduler:
 
         async def run() -> None:
             try:
-                result = await run_canary(target, canary)
-                self._store.record_canary(target, result)
-                if not result.success:
-                    log.warning(
-                        "canary failed: %s (module %s): %s",
-                        target.name,
-                        target.module.name,
-                        result.reason,
-                    )
+                results = await run_canaries(target, canary, self._dns_cache)
+                self._store.record_canary(target, *results)
+                for result in results:
+                    if not result.success:
+                        log.warning(
+                            "canary failed: %s (module %s, route %s): %s",
+                            target.name,
+                            target.module.name,
+                            result.route,
+                            result.reason,
+                        )
             except Exception:  # a canary bug must not leave the task's error unobserved
                 log.exception("canary for %s failed unexpectedly", target.name)
             finally:

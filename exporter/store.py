@@ -67,20 +67,52 @@ def origin_of(target: Target) -> Origin:
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    target: Target
-    result: ProbeResult | None = None
-    probes: int = 0
-    failures: tuple[tuple[Phase, int], ...] = ()  # phase -> count, only phases that failed
-    canary: CanaryResult | None = None
+class RouteCanary:
+    """The last canary of one route and what the store keeps across its canaries."""
+
+    canary: CanaryResult
     last_delivered: float | None = None  # kept across canaries that fail
-    # Canary counts since the exporter started: round trips by CANARY_BUCKETS (cumulative,
-    # empty until the first), their sum, and canaries the IMAP sweep found stale / late.
+    # Counts since the exporter started: round trips by CANARY_BUCKETS (cumulative, empty
+    # until the first), their sum, and canaries the IMAP sweep found stale / late.
     round_trip_buckets: tuple[int, ...] = ()
     round_trip_sum: float = 0.0
     round_trip_count: int = 0
     canaries_swept: int = 0
     canaries_late: int = 0
+
+    @property
+    def route(self) -> str:
+        return self.canary.route
+
+    def after(self, canary: CanaryResult) -> RouteCanary:
+        """This route's history with ``canary`` as its last."""
+        delivered = canary.delivered_at if canary.delivered else self.last_delivered
+        buckets, total, count = self.round_trip_buckets, self.round_trip_sum, self.round_trip_count
+        rt = canary.round_trip_seconds
+        if rt is not None:
+            counts = buckets or (0,) * len(CANARY_BUCKETS)
+            buckets = tuple(
+                n + (rt <= bound) for n, bound in zip(counts, CANARY_BUCKETS, strict=True)
+            )
+            total, count = total + rt, count + 1
+        return RouteCanary(
+            canary,
+            delivered,
+            buckets,
+            total,
+            count,
+            self.canaries_swept + canary.swept,
+            self.canaries_late + canary.late,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    target: Target
+    result: ProbeResult | None = None
+    probes: int = 0
+    failures: tuple[tuple[Phase, int], ...] = ()  # phase -> count, only phases that failed
+    routes: tuple[RouteCanary, ...] = ()  # the last canary of each route, in config order
     # The last RECENT results, oldest first (``recent``), and the last failure, kept however
     # many successes follow it (blackbox_exporter's history keeps failures apart the same way).
     ring: bytes = b""
@@ -123,6 +155,19 @@ class Entry:
             ring=(self.ring + packed)[-RECENT * _RING.size :],
             last_failure=last,
         )
+
+    @property
+    def canary(self) -> CanaryResult | None:
+        """The last canary of the first route (the only one, without ``routes``)."""
+        return self.routes[0].canary if self.routes else None
+
+    @property
+    def canaries(self) -> tuple[CanaryResult, ...]:
+        return tuple(r.canary for r in self.routes)
+
+
+# The history of a route before its first canary (``after`` gives it one).
+_NO_ROUTE = RouteCanary(CanaryResult("", 0.0, False, 0.0))
 
 
 # A mail domain is checked once per module that asks for it: (domain, module name).
@@ -280,31 +325,19 @@ class ResultStore:
         self._notify(new)
         return old
 
-    def record_canary(self, target: Target, canary: CanaryResult) -> None:
+    def record_canary(self, target: Target, *canaries: CanaryResult) -> None:
+        """Record the last canary of each route given; routes no longer configured go."""
         key = key_of(target)
+        configured = target.module.canary.all_routes if target.module.canary else ()
         with self._lock:
             old = self._entries.get(key)
             if old is None or old.target != target:
                 return
-            delivered = canary.delivered_at if canary.delivered else old.last_delivered
-            buckets, total, count = old.round_trip_buckets, old.round_trip_sum, old.round_trip_count
-            rt = canary.round_trip_seconds
-            if rt is not None:
-                counts = buckets or (0,) * len(CANARY_BUCKETS)
-                buckets = tuple(
-                    n + (rt <= bound) for n, bound in zip(counts, CANARY_BUCKETS, strict=True)
-                )
-                total, count = total + rt, count + 1
-            new = self._entries[key] = replace(
-                old,
-                canary=canary,
-                last_delivered=delivered,
-                round_trip_buckets=buckets,
-                round_trip_sum=total,
-                round_trip_count=count,
-                canaries_swept=old.canaries_swept + canary.swept,
-                canaries_late=old.canaries_late + canary.late,
-            )
+            known = {r.route: r for r in old.routes}
+            for canary in canaries:
+                known[canary.route] = known.get(canary.route, _NO_ROUTE).after(canary)
+            routes = tuple(known[r.name] for r in configured if r.name in known)
+            new = self._entries[key] = replace(old, routes=routes)
         self._notify(new)
 
     def entries(self) -> list[Entry]:
@@ -318,7 +351,7 @@ class ResultStore:
         origin, wanted = origin_of(target), target.labels
         with self._lock:
             for key, entry in self._entries.items():
-                if key[:2] == origin and entry.canary is not None:
+                if key[:2] == origin and entry.routes:
                     labels = dict(key[2])
                     if all(labels.get(k) == v for k, v in wanted):
                         return entry

@@ -20,6 +20,7 @@ TABLES = {
     "auth": model.AuthConfig,
     "target": model.Target,
     "canary": model.CanaryConfig,
+    "route": model.CanaryRoute,
     "imap": model.IMAPConfig,
     "posture": model.PostureConfig,
     "domain": model.DomainChecks,

@@ -72,6 +72,20 @@ IMAP_ONLY = frozenset(
         "smtp_canary_late_arrivals_total",
         "smtp_canary_swept_total",
         "smtp_canary_last_delivered_timestamp_seconds",
+        "smtp_canary_placement",
+    }
+)
+# Metrics of the receiving host's Authentication-Results on the canary: they need a receiver
+# that writes them (the deliverability testbed); tests/test_canary_matrix.py proves these
+# expressions there.
+VERDICT_ONLY = frozenset(
+    {
+        "smtp_canary_auth_result",
+        "smtp_canary_auth_results_found",
+        "smtp_canary_auth_results_ignored",
+        "smtp_canary_dkim_aligned",
+        "smtp_canary_local_dkim_result",
+        "smtp_canary_local_dkim_aligned",
     }
 )
 # The posture fixture's relay test recipient, which its MX refuses.
@@ -369,6 +383,7 @@ def prove_expressions(
         needs_imap = [c for c in checks if c.names() & IMAP_ONLY]
         assert needs_imap, "no canary delivery panel or rule left to check?"
         checks = [c for c in checks if c not in needs_imap]
+    checks = [c for c in checks if not c.names() & VERDICT_ONLY]
 
     exp = RunningExporter(config).start()
     # The rules are loaded too, so recording rules and ALERTS exist.

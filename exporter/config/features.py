@@ -12,7 +12,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from .model import (
+    AUTH_MECHANISMS,
     CanaryConfig,
+    CanaryRoute,
     DomainChecks,
     IMAPConfig,
     IMAPTLSMode,
@@ -41,6 +43,12 @@ _SELECTOR = re.compile(
 MAX_SENDING_ADDRESSES = 32
 MAX_DKIM_SELECTORS = 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ROUTE = re.compile(r"[a-z0-9_-]{1,32}")
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 ftext
+# Headers the canary writes itself; one of these in ``headers`` would make two.
+_OWN_HEADERS = frozenset(
+    {"from", "to", "subject", "date", "message-id", "x-smtp-health-canary", "sender"}
+)
 _NO_PASSWORD = IMAPConfig.__dataclass_fields__["password"].default
 
 
@@ -192,15 +200,18 @@ class FeatureSections(Validator):
 
     def canary(self, raw: Any, path: str) -> CanaryConfig | None:
         d = self.mapping(raw, path, config_keys(CanaryConfig))
-        addresses = {}
-        for key in ("from", "to"):
-            value = self.typed(d, key, path, str, None)
-            if not value:
-                self.error(join(path, key), "required: an email address")
-            elif not _ADDRESS.fullmatch(value):
-                self.error(join(path, key), f"not a plain email address: {value!r}")
-            else:
-                addresses[key] = value
+        sender = self._address(d, "from", path)
+        single = [k for k in ("to", "imap", "authserv_id") if d.get(k) is not None]
+        routes: tuple[CanaryRoute, ...] = ()
+        if d.get("routes") is not None:
+            for k in single:
+                self.error(join(path, k), "not allowed beside routes: set it in each route")
+            routes = self._routes(d["routes"], join(path, "routes"))
+            recipient, imap, authserv_id = "", None, None
+        else:
+            recipient = self._address(d, "to", path)
+            imap = self._imap(d.get("imap"), join(path, "imap"))
+            authserv_id = self._authserv_id(d, path)
         interval = self.duration(d, "interval", path, default_of(CanaryConfig, "interval"))
         timeout = self.duration(
             d, "timeout", path, min(default_of(CanaryConfig, "timeout"), interval)
@@ -210,19 +221,89 @@ class FeatureSections(Validator):
                 join(path, "timeout"),
                 f"{timeout:g}s is longer than the canary interval {interval:g}s",
             )
-        imap = None
-        if d.get("imap") is not None:
-            try:
-                imap = parse_imap_config(
-                    d["imap"], join(path, "imap"), self.file, self.env, self.base
-                )
-            except ConfigError as exc:
-                # Its lines already carry the file name; keep ours uniform.
-                prefix = f"{self.file}: "
-                self.errors += [line.removeprefix(prefix) for line in str(exc).splitlines()]
-        if len(addresses) != 2:
+        headers = self._headers(d.get("headers"), join(path, "headers"))
+        if sender is None or (recipient is None) or (d.get("routes") is not None and not routes):
             return None
-        return CanaryConfig(addresses["from"], addresses["to"], interval, timeout, imap)
+        return CanaryConfig(
+            sender, recipient, interval, timeout, imap, authserv_id, headers, routes
+        )
+
+    def _address(self, d: dict[str, Any], key: str, path: str) -> str | None:
+        value = self.typed(d, key, path, str, None)
+        if not value:
+            self.error(join(path, key), "required: an email address")
+        elif not _ADDRESS.fullmatch(value):
+            self.error(join(path, key), f"not a plain email address: {value!r}")
+        else:
+            return value
+        return None
+
+    def _imap(self, raw: Any, path: str) -> IMAPConfig | None:
+        if raw is None:
+            return None
+        try:
+            return parse_imap_config(raw, path, self.file, self.env, self.base)
+        except ConfigError as exc:
+            # Its lines already carry the file name; keep ours uniform.
+            prefix = f"{self.file}: "
+            self.errors += [line.removeprefix(prefix) for line in str(exc).splitlines()]
+            return None
+
+    def _authserv_id(self, d: dict[str, Any], path: str) -> str | None:
+        """The receiving host's authserv-id: a host name, ``*.`` + one (one label stands
+        for any), or "" for headers without one (Microsoft 365)."""
+        value = self.typed(d, "authserv_id", path, str, None)
+        if value is None or value == "":
+            return value
+        name = value.lower().removeprefix("*.").rstrip(".")
+        if not _DOMAIN.fullmatch(name):
+            self.error(join(path, "authserv_id"), f"not a host name: {value!r}")
+            return None
+        return value.lower().rstrip(".")
+
+    def _routes(self, raw: Any, path: str) -> tuple[CanaryRoute, ...]:
+        if not isinstance(raw, list) or not raw:
+            got = "an empty list" if raw == [] else type_name(raw)
+            self.error(path, f"expected a non-empty list of routes, got {got}")
+            return ()
+        out: list[CanaryRoute] = []
+        names: set[str] = set()
+        for i, item in enumerate(raw):
+            here = f"{path}[{i}]"
+            d = self.mapping(item, here, config_keys(CanaryRoute))
+            name = self.typed(d, "name", here, str, None)
+            if not name or not _ROUTE.fullmatch(name):
+                self.error(join(here, "name"), f"expected [a-z0-9_-]{{1,32}}, got {name!r}")
+                name = None
+            elif name in names:
+                self.error(join(here, "name"), f"route {name!r} is defined twice")
+                name = None
+            else:
+                names.add(name)
+            recipient = self._address(d, "to", here)
+            imap = self._imap(d.get("imap"), join(here, "imap"))
+            authserv_id = self._authserv_id(d, here)
+            if name is not None and recipient is not None:
+                out.append(CanaryRoute(name, recipient, imap, authserv_id))
+        return tuple(out) if len(out) == len(raw) else ()
+
+    def _headers(self, raw: Any, path: str) -> tuple[tuple[str, str], ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.error(path, f"expected a mapping of header name to value, got {type_name(raw)}")
+            return ()
+        out: list[tuple[str, str]] = []
+        for name, value in raw.items():
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                self.error(join(path, str(name)), "not a header field name")
+            elif name.lower() in _OWN_HEADERS:
+                self.error(join(path, name), "set by the canary itself")
+            elif not isinstance(value, str) or _CONTROL.search(value) or len(value) > 200:
+                self.error(join(path, name), "expected one line of text, at most 200 characters")
+            else:
+                out.append((name, value))
+        return tuple(out)
 
 
 def parse_imap_config(
@@ -259,6 +340,23 @@ def parse_imap_config(
     interval = v.duration(d, "poll_interval", path, 1.0)
     if interval < 0.1:
         v.error(f"{path}.poll_interval", "must be at least 100ms")
+    junk: tuple[str, ...] | None = None
+    if d.get("junk_folders") is not None:
+        raw_junk = d["junk_folders"]
+        if not isinstance(raw_junk, list) or not all(
+            isinstance(f, str) and f and f.isascii() and not _CONTROL.search(f) for f in raw_junk
+        ):
+            v.error(f"{path}.junk_folders", "expected a list of non-empty ASCII folder names")
+        else:
+            junk = tuple(dict.fromkeys(f for f in raw_junk if f != folder))
+    raw_mech = d.get("mechanism", "auto")
+    mechanisms = tuple(dict.fromkeys(raw_mech if isinstance(raw_mech, list) else [raw_mech]))
+    if not mechanisms or any(m not in AUTH_MECHANISMS for m in mechanisms):
+        v.error(
+            f"{path}.mechanism",
+            f"expected one or a list of {', '.join(AUTH_MECHANISMS)}, got {raw_mech!r}",
+        )
+        mechanisms = ("auto",)
     cfg = IMAPConfig(
         host=host or "",
         port=port or (993 if tls is IMAPTLSMode.IMPLICIT else 143),
@@ -269,6 +367,8 @@ def parse_imap_config(
         tls_verify=v.typed(d, "tls_verify", path, bool, True),
         tls_ca_file=v.file_path(d, "tls_ca_file", path),
         poll_interval=interval,
+        junk_folders=junk,
+        mechanisms=mechanisms,
     )
     v.raise_if_any()
     return cfg

@@ -139,6 +139,23 @@ class IMAPConfig:
     tls_verify: bool = True
     tls_ca_file: str | None = None
     poll_interval: float = 1.0
+    # Where else to look, for the placement: None finds the \Junk special-use mailbox
+    # (RFC 6154), else one named Junk or Spam; () looks in ``folder`` only.
+    junk_folders: tuple[str, ...] | None = None
+    # The first of these the server offers ("auto": PLAIN, then LOGIN); XOAUTH2 takes an
+    # OAuth 2.0 access token as the password.
+    mechanisms: tuple[str, ...] = field(default=("auto",), metadata=key("mechanism"))
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRoute:
+    """One way a canary goes: to ``recipient``, read back from ``imap``, judged by the
+    Authentication-Results of ``authserv_id`` (the receiving host's)."""
+
+    name: str
+    recipient: str = field(metadata=key("to"))
+    imap: IMAPConfig | None = None
+    authserv_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +163,20 @@ class CanaryConfig:
     """Send a marked message through the target now and then; optionally find it over IMAP."""
 
     sender: str = field(metadata=key("from"))
-    recipient: str = field(metadata=key("to"))
+    recipient: str = field(metadata=key("to"))  # the "default" route's; "" with ``routes``
     interval: float = 600.0  # between canaries, independent of the probe interval
     timeout: float = 300.0  # how long to look for it in the mailbox
     imap: IMAPConfig | None = None
+    authserv_id: str | None = None  # the "default" route's
+    headers: tuple[tuple[str, str], ...] = ()  # added to every canary (a filter's marker)
+    routes: tuple[CanaryRoute, ...] = ()  # several, each labelled; else the one above
+
+    @property
+    def all_routes(self) -> tuple[CanaryRoute, ...]:
+        """The routes, or the single form's ``to``, ``imap``, ``authserv_id`` as "default"."""
+        if self.routes:
+            return self.routes
+        return (CanaryRoute("default", self.recipient, self.imap, self.authserv_id),)
 
 
 @dataclass(frozen=True, slots=True)

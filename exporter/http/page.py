@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from .. import __version__
 from ..config import Config, Target
+from ..report.common import canaries_text, canary_findings
 from ..results import display_name
 from ..store import Entry, Outcome, ResultStore
 
@@ -74,9 +75,21 @@ def _row(entry: Entry, now: float, linked: bool) -> str:
         else:
             f = r.failure
             status, detail = "down", f"{f.phase}: {f.kind}: {f.detail}"
-    c = entry.canary
-    if status == "up" and c is not None and not c.success:
-        status, detail = "down", f"canary: {c.reason}"
+    canaries = entry.canaries
+    failed = next((c for c in canaries if not c.success), None)
+    if status == "up" and failed is not None:
+        via = "" if failed.route == "default" else f" ({failed.route})"
+        status, detail = "down", f"canary{via}: {failed.reason}"
+    # Delivered, but junked or not authenticated: a finding, beside the status.
+    findings = [
+        f"{c.route}: {f}" if c.route != "default" else f
+        for c in canaries
+        for f in canary_findings(c)
+    ]
+    if status == "up" and canaries:
+        detail += f"; canary {canaries_text(canaries)}"
+    if findings:
+        detail += "; finding: " + "; ".join(findings)
     lf = entry.last_failure
     cells = [
         _e(display_name(target.name, target.labels)),

@@ -169,58 +169,119 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         "smtp_canary_send_success",
         "gauge",
         "1 if the last canary was accepted for every recipient.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_send_duration_seconds",
         "gauge",
         "Time to connect, send the last canary and quit.",
+        ("route",),
     ),
     MetricSpec(
-        "smtp_canary_last_sent_timestamp_seconds", "gauge", "When the last canary was sent."
+        "smtp_canary_last_sent_timestamp_seconds",
+        "gauge",
+        "When the last canary was sent.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_imap_success",
         "gauge",
         "1 if the last canary's IMAP session connected, logged in and searched the mailbox "
         "(and deleted what it found); 0 if it could not, and delivery is then unknown.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_imap_failed_phase",
         "gauge",
         "1 with the phase and kind of the last IMAP session's failure; 0 with empty labels "
         "after a success.",
-        ("phase", "kind"),
+        ("route", "phase", "kind"),
     ),
     MetricSpec(
         "smtp_canary_delivered",
         "gauge",
         "1 if the last canary was found in the IMAP mailbox before its deadline; 0 if the "
         "mailbox was read and it was not there.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_last_round_trip_seconds",
         "gauge",
         "From sending the last canary to finding it over IMAP.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_last_delivered_timestamp_seconds",
         "gauge",
         "When a canary was last found in the mailbox.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_round_trip_seconds",
         "histogram",
         "Canary round trips (sending to finding it over IMAP) since the exporter started.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_late_arrivals_total",
         "counter",
         "Canaries the IMAP sweep found that the server received after their timeout.",
+        ("route",),
     ),
     MetricSpec(
         "smtp_canary_swept_total",
         "counter",
         "Stale canaries (older than the timeout, never found in time) the IMAP sweep deleted.",
+        ("route",),
+    ),
+    MetricSpec(
+        "smtp_canary_placement",
+        "gauge",
+        "1 for the folder the last canary was found in (inbox: the configured one; junk: "
+        "the Junk folder); 0 for the other, both 0 when it was not delivered.",
+        ("route", "placement"),
+    ),
+    MetricSpec(
+        "smtp_canary_auth_results_found",
+        "gauge",
+        "1 if the last canary carried an Authentication-Results header of the route's "
+        "authserv_id; 0 if it had none (no verdicts).",
+        ("route",),
+    ),
+    MetricSpec(
+        "smtp_canary_auth_results_ignored",
+        "gauge",
+        "Authentication-Results headers on the last canary not trusted: another "
+        "authserv_id, or below the receiving host's (forged by a sender, or an earlier hop).",
+        ("route",),
+    ),
+    MetricSpec(
+        "smtp_canary_auth_result",
+        "gauge",
+        "1 with the result (pass, fail, softfail, none, neutral, temperror, permerror, policy) "
+        "of each method (spf, dkim, dmarc) the receiving host reported for the last canary.",
+        ("route", "method", "result"),
+    ),
+    MetricSpec(
+        "smtp_canary_dkim_aligned",
+        "gauge",
+        "1 if a DKIM signature that passed at the receiving host aligns with the canary's "
+        "From domain (DMARC relaxed alignment); 0 if none does.",
+        ("route",),
+    ),
+    MetricSpec(
+        "smtp_canary_local_dkim_result",
+        "gauge",
+        "1 with the result of the exporter's own verification of the last canary's DKIM "
+        "signatures (pass if any passed, else the first one's).",
+        ("route", "result"),
+    ),
+    MetricSpec(
+        "smtp_canary_local_dkim_aligned",
+        "gauge",
+        "1 if a signature that passed the exporter's own verification aligns with the "
+        "canary's From domain; 0 if none does.",
+        ("route",),
     ),
     MetricSpec("smtp_probes_total", "counter", "Probes completed since the exporter started."),
     MetricSpec(

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from prometheus_client.utils import floatToGoString
 
-from ..results import PROBE_PHASES, CanaryResult, Phase, Posture, ProbeResult, TLSInfo
-from ..store import CANARY_BUCKETS, Entry
+from ..results import PROBE_PHASES, CanaryResult, Phase, Placement, Posture, ProbeResult, TLSInfo
+from ..results.verdicts import AuthVerdicts
+from ..store import CANARY_BUCKETS, Entry, RouteCanary
 from ..targets import Discovery
 from .aggregate import discovery_text
 from .catalogue import EXTENSIONS, MECHANISMS, PER_TARGET
@@ -80,8 +81,8 @@ def render_target(entry: Entry, *, counters: bool = True) -> tuple[str, ...]:
             _tls(lines, r.tls)
         _capabilities(lines, entry, r)
         _posture(lines, r.posture)
-    if entry.canary is not None:
-        _canary(lines, entry.canary)
+    for route in entry.routes:
+        _canary(lines, route.canary)
     _canary_history(lines, entry, counters)
     return tuple("".join(family) for family in lines.out)
 
@@ -180,42 +181,80 @@ def _posture(lines: _Lines, p: Posture) -> None:
 
 
 def _canary(lines: _Lines, c: CanaryResult) -> None:
-    """The last canary's outcome."""
-    lines.add("smtp_canary_send_success", 1 if c.send_ok else 0)
-    lines.add("smtp_canary_send_duration_seconds", c.send_seconds)
-    lines.add("smtp_canary_last_sent_timestamp_seconds", c.sent_at)
+    """The last canary's outcome, on its route."""
+    route = f',route="{escape(c.route)}"'
+    lines.add("smtp_canary_send_success", 1 if c.send_ok else 0, route)
+    lines.add("smtp_canary_send_duration_seconds", c.send_seconds, route)
+    lines.add("smtp_canary_last_sent_timestamp_seconds", c.sent_at, route)
     if c.checked:
         f = c.imap_failure
-        lines.add("smtp_canary_imap_success", 0 if f else 1)
+        lines.add("smtp_canary_imap_success", 0 if f else 1, route)
         lines.add(
             "smtp_canary_imap_failed_phase",
             1 if f else 0,
-            f',phase="{f.phase}",kind="{f.kind}"' if f else ',phase="",kind=""',
+            route + (f',phase="{f.phase}",kind="{f.kind}"' if f else ',phase="",kind=""'),
         )
     if c.delivered is not None:  # None: the mailbox could not be read
-        lines.add("smtp_canary_delivered", 1 if c.delivered else 0)
+        lines.add("smtp_canary_delivered", 1 if c.delivered else 0, route)
+        for place in Placement:  # both 0 when it was not there
+            lines.add(
+                "smtp_canary_placement",
+                1 if c.placement is place else 0,
+                f'{route},placement="{place}"',
+            )
     if c.round_trip_seconds is not None:
-        lines.add("smtp_canary_last_round_trip_seconds", c.round_trip_seconds)
+        lines.add("smtp_canary_last_round_trip_seconds", c.round_trip_seconds, route)
+    _verdicts(lines, c.verdicts, route)
+    if c.local_dkim:  # None: not verified; (): unsigned
+        # As canary_verdicts.dkim_summary (not imported: it would load dkimpy here).
+        passed = [s for s in c.local_dkim if s.result == "pass"]
+        verdict = "pass" if passed else c.local_dkim[0].result
+        lines.add("smtp_canary_local_dkim_result", 1, f'{route},result="{verdict}"')
+        lines.add(
+            "smtp_canary_local_dkim_aligned", 1 if any(s.aligned for s in passed) else 0, route
+        )
+
+
+def _verdicts(lines: _Lines, v: AuthVerdicts | None, route: str) -> None:
+    """The receiving host's Authentication-Results; none when they were not read."""
+    if v is None:
+        return
+    lines.add("smtp_canary_auth_results_found", 1 if v.found else 0, route)
+    lines.add("smtp_canary_auth_results_ignored", v.ignored, route)
+    for method in ("spf", "dkim", "dmarc"):
+        result = getattr(v, method)
+        if result is not None:  # the receiver did not report this method
+            lines.add("smtp_canary_auth_result", 1, f'{route},method="{method}",result="{result}"')
+    if v.found and v.dkim_aligned is not None:
+        lines.add("smtp_canary_dkim_aligned", 1 if v.dkim_aligned else 0, route)
 
 
 def _canary_history(lines: _Lines, entry: Entry, counters: bool) -> None:
-    """What the store keeps across canaries: last delivery, counters, round-trip histogram."""
-    if entry.last_delivered is not None:
-        lines.add("smtp_canary_last_delivered_timestamp_seconds", entry.last_delivered)
+    """What the store keeps across canaries, per route: last delivery, counters, round-trip
+    histogram."""
     canary = entry.target.module.canary
-    if not counters or canary is None or canary.imap is None:
+    if canary is None:
         return
-    # Counters and the histogram from the start, so rates and quantiles never flicker.
-    lines.add("smtp_canary_late_arrivals_total", entry.canaries_late)
-    lines.add("smtp_canary_swept_total", entry.canaries_swept)
-    name, base = "smtp_canary_round_trip_seconds", lines.base
-    out = lines.out[_INDEX[name]]
-    counts = entry.round_trip_buckets or (0,) * len(CANARY_BUCKETS)
-    for le, n in zip(_CANARY_LE, counts, strict=True):
-        out.append(f'{name}_bucket{{{base},le="{le}"}} {n}\n')
-    out.append(f'{name}_bucket{{{base},le="+Inf"}} {entry.round_trip_count}\n')
-    out.append(f"{name}_sum{{{base}}} {fmt(entry.round_trip_sum)}\n")
-    out.append(f"{name}_count{{{base}}} {entry.round_trip_count}\n")
+    known = {r.route: r for r in entry.routes}
+    for spec in canary.all_routes:
+        history = known.get(spec.name)
+        route = f',route="{escape(spec.name)}"'
+        if history is not None and history.last_delivered is not None:
+            lines.add("smtp_canary_last_delivered_timestamp_seconds", history.last_delivered, route)
+        if not counters or spec.imap is None:
+            continue
+        # Counters and the histogram from the start, so rates and quantiles never flicker.
+        history = history or RouteCanary(CanaryResult(spec.name, 0.0, False, 0.0))
+        lines.add("smtp_canary_late_arrivals_total", history.canaries_late, route)
+        lines.add("smtp_canary_swept_total", history.canaries_swept, route)
+        name, base = "smtp_canary_round_trip_seconds", lines.base + route
+        out = lines.out[_INDEX[name]]
+        counts = history.round_trip_buckets or (0,) * len(CANARY_BUCKETS)
+        for le, n in zip(_CANARY_LE, counts, strict=True):
+            out.append(f'{name}_bucket{{{base},le="{le}"}} {n}\n')
+        out.append(f'{name}_bucket{{{base},le="+Inf"}} {history.round_trip_count}\n')
+        out.append(f"{name}_sum{{{base}}} {fmt(history.round_trip_sum)}\n")
+        out.append(f"{name}_count{{{base}}} {history.round_trip_count}\n")
 
 
 # Counts since the exporter started (counters, the canary histogram) mean nothing for one probe.

@@ -10,9 +10,11 @@ from ..results import Phase, ProbeResult
 
 if TYPE_CHECKING:
     from ..results import CanaryResult
+    from ..results.verdicts import DKIMSignature
 
 
-Canaries = dict[tuple[str, str], "CanaryResult"]
+# The last canary of each route, by (target, module); one route unless `routes` is set.
+Canaries = dict[tuple[str, str], tuple["CanaryResult", ...]]
 
 PHASE_ABBREV = {
     Phase.MX_LOOKUP: "mx",
@@ -89,8 +91,60 @@ def canary_text(c: CanaryResult | None) -> str:
     if c.imap_failure is not None:
         return f"FAIL imap {c.imap_failure.phase}"
     if c.delivered and c.round_trip_seconds is not None:
-        return f"delivered {_seconds(c.round_trip_seconds)}"
+        text = f"delivered {_seconds(c.round_trip_seconds)}"
+        if c.placement is not None:
+            text += f" {c.placement.upper() if c.placement == 'junk' else c.placement}"
+        v = c.verdicts
+        if v is not None:
+            auth = " ".join(f"{m}={getattr(v, m) or '-'}" for m in ("spf", "dkim", "dmarc"))
+            text += f" {auth}" if v.found else " no-auth-results"
+            if v.dkim_aligned is False:
+                text += " dkim-unaligned"
+        if c.local_dkim:
+            text += f" local-dkim={local_dkim(c.local_dkim)}"
+        return text
     return "NOT delivered"
+
+
+def canaries_text(canaries: tuple[CanaryResult, ...]) -> str:
+    """The CANARY cell: one canary as ``canary_text``; several, each after its route."""
+    if not canaries:
+        return "-"
+    if len(canaries) == 1 and canaries[0].route == "default":
+        return canary_text(canaries[0])
+    return "; ".join(f"{c.route}: {canary_text(c)}" for c in canaries)
+
+
+def canary_findings(c: CanaryResult) -> list[str]:
+    """What the receiving side made of a delivered canary, when it is not all well: landed
+    in Junk, no Authentication-Results of the route's authserv_id, a method that did not
+    pass, a passing DKIM signature not aligned with the From domain."""
+    out = []
+    if c.placement == "junk":
+        out.append(f"landed in Junk ({c.folder})")
+    v = c.verdicts
+    if v is not None:
+        if not v.found:
+            out.append("no Authentication-Results from the receiving host")
+        for method in ("spf", "dkim", "dmarc"):
+            result = getattr(v, method)
+            if result is not None and result != "pass":
+                out.append(f"{method.upper()} {result}")
+        if v.dkim_aligned is False:
+            out.append("DKIM not aligned with the From domain")
+    # Our own verification speaks where the receiver said nothing of DKIM.
+    if c.local_dkim and (v is None or v.dkim is None):
+        result = local_dkim(c.local_dkim)
+        if result != "pass":
+            out.append(f"DKIM {result} (verified by the exporter)")
+    return out
+
+
+def local_dkim(signatures: tuple[DKIMSignature, ...]) -> str:
+    """One verdict of the exporter's own DKIM verification: pass if any signature passed."""
+    if any(s.result == "pass" for s in signatures):
+        return "pass"
+    return str(signatures[0].result)
 
 
 def failure_text(r: ProbeResult, c: CanaryResult | None) -> str:
@@ -98,6 +152,8 @@ def failure_text(r: ProbeResult, c: CanaryResult | None) -> str:
         return f"{r.failure.phase}: {reason(r)}"
     if c is not None and c.reason:
         return f"canary: {c.reason}"
+    if c is not None and (findings := canary_findings(c)):
+        return "canary: " + "; ".join(findings)
     if r.posture.findings:
         return "finding: " + "; ".join(r.posture.findings)
     return "-"

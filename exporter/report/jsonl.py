@@ -13,6 +13,7 @@ from ..results import ProbeResult, TLSScan
 if TYPE_CHECKING:
     from ..results import CanaryResult
     from ..results.domain import DomainResult
+    from ..results.verdicts import AuthVerdicts
 
 
 from .common import Canaries
@@ -44,10 +45,46 @@ def canary_dict(c: CanaryResult | None) -> dict[str, Any] | None:
         "swept": c.swept,
         "late_arrivals": c.late,
         "error": c.reason,
+        "route": c.route,
+        "placement": None if c.placement is None else str(c.placement),  # null: not found
+        "folder": c.folder,
+        "verdicts": verdicts_dict(c.verdicts),
+        # The exporter's own DKIM verification: null when not verified; [] when unsigned.
+        "local_dkim": None
+        if c.local_dkim is None
+        else [
+            {
+                "result": str(s.result),
+                "domain": s.domain,
+                "selector": s.selector,
+                "aligned": s.aligned,
+                "reason": s.reason,
+            }
+            for s in c.local_dkim
+        ],
     }
 
 
-def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any]:
+def verdicts_dict(v: AuthVerdicts | None) -> dict[str, Any] | None:
+    """The receiving host's verdicts; null when not read (not found, no authserv_id)."""
+    if v is None:
+        return None
+    return {
+        "found": v.found,  # an Authentication-Results header of the authserv_id was there
+        "authserv_id": v.authserv_id,
+        "spf": None if v.spf is None else str(v.spf),
+        "dkim": None if v.dkim is None else str(v.dkim),
+        "dmarc": None if v.dmarc is None else str(v.dmarc),
+        "dkim_aligned": v.dkim_aligned,
+        "from_domain": v.from_domain,
+        "spf_domain": v.spf_domain,
+        "ignored_headers": v.ignored,
+    }
+
+
+def as_dict(
+    r: ProbeResult, canary: CanaryResult | None = None, routes: tuple[CanaryResult, ...] = ()
+) -> dict[str, Any]:
     """The JSON shape of one result (documented in the README)."""
     tls = None
     if r.tls is not None:
@@ -94,7 +131,8 @@ def as_dict(r: ProbeResult, canary: CanaryResult | None = None) -> dict[str, Any
             "success": r.auth.success,
             "mechanism": r.auth.mechanism,
         },
-        "canary": canary_dict(canary),
+        "canary": canary_dict(canary),  # the first route's (the only one without routes)
+        "canaries": [canary_dict(c) for c in routes or ((canary,) if canary else ())],
         "posture": {
             "auth_advertised_before_tls": r.posture.auth_advertised_before_tls,
             "auth_accepted_before_tls": r.posture.auth_accepted_before_tls,
@@ -143,6 +181,9 @@ def json_lines(
     domains: Sequence[DomainResult] = (),
 ) -> str:
     canaries = canaries or {}
-    lines = [json.dumps(as_dict(r, canaries.get((r.target, r.module)))) for r in results]
+    lines = []
+    for r in results:
+        routes = canaries.get((r.target, r.module), ())
+        lines.append(json.dumps(as_dict(r, routes[0] if routes else None, routes)))
     lines += [json.dumps(domain_dict(d)) for d in domains]
     return "".join(line + "\n" for line in lines)

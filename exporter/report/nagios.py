@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..results.domain import DomainResult
 
 
-from .common import Canaries, canary_text, cert_days, display_name
+from .common import Canaries, canary_findings, canary_text, cert_days, display_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ def nagios(
     canaries = canaries or {}
     names = _unique_names(results)
     verdicts = [
-        _nagios_state(r, th, canaries.get((r.target, r.module)), name)
+        _nagios_state(r, th, canaries.get((r.target, r.module), ()), name)
         for r, name in zip(results, names, strict=True)
     ]
     domain_verdicts = [_nagios_domain_state(d) for d in domains]
@@ -116,7 +116,7 @@ def nagios(
 
 
 def _nagios_state(
-    r: ProbeResult, th: NagiosThresholds, canary: CanaryResult | None, name: str
+    r: ProbeResult, th: NagiosThresholds, routes: tuple[CanaryResult, ...], name: str
 ) -> _Verdict:
     if r.failure is not None:
         f = r.failure
@@ -155,13 +155,16 @@ def _nagios_state(
         # An open relay is abused within hours; the other findings weaken, not break.
         state = CRITICAL if finding.startswith("open relay") else WARNING
         problems.append((state, finding))
-    if canary is not None:
+    for canary in routes:
+        via = "" if canary.route == "default" else f" ({canary.route})"
         if canary.success:
-            notes.append(f"canary {canary_text(canary)}")
+            notes.append(f"canary{via} {canary_text(canary)}")
+            # Delivered, but junked or not authenticated: it works, and is about to stop.
+            problems += [(WARNING, f"canary{via} {f}") for f in canary_findings(canary)]
         else:
             # Unreadable mailbox: the check is blind, which is not a lost message.
             blind = canary.send_ok and canary.imap_failure is not None
-            problems.append((WARNING if blind else CRITICAL, f"canary {canary.reason}"))
+            problems.append((WARNING if blind else CRITICAL, f"canary{via} {canary.reason}"))
     problems.sort(key=lambda p: -p[0])  # the worst first: it is the one the summary shows
     state = max((s for s, _ in problems), default=OK)
     return _Verdict(state, name, tuple(text for _, text in problems), tuple(notes))

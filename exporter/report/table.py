@@ -16,7 +16,8 @@ from .common import (
     PHASE_ABBREV,
     Canaries,
     auth_text,
-    canary_text,
+    canaries_text,
+    canary_findings,
     cert_days,
     display_name,
     failure_text,
@@ -35,7 +36,10 @@ def table(
     header = ["TARGET", "MODULE", "RESULT", "TOTAL", "TLS", "CERT", "VERIFY", "AUTH"]
     rows = [[*header, *(["CANARY"] if canaries else []), "FAILURE"]]
     for r in results:
-        c = canaries.get((r.target, r.module))
+        routes = canaries.get((r.target, r.module), ())
+        c = next(
+            (x for x in routes if x.reason or canary_findings(x)), routes[0] if routes else None
+        )
         days = cert_days(r)
         rows.append(
             [
@@ -47,7 +51,7 @@ def table(
                 f"{math.floor(days)}d" if days is not None else "-",
                 verify_text(r),
                 auth_text(r),
-                *([canary_text(c)] if canaries else []),
+                *([canaries_text(routes)] if canaries else []),
                 failure_text(r, c),
             ]
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .verdicts import AuthVerdicts, DKIMSignature
+
 
 class Protocol(StrEnum):
     """The protocol a module probes (``protocol:``); SMTP unless a module says otherwise."""
@@ -315,6 +317,7 @@ class IMAPPhase(StrEnum):
     GREETING = "greeting"
     STARTTLS = "starttls"
     LOGIN = "login"
+    LIST = "list"  # finding the Junk folder
     SELECT = "select"
     SEARCH = "search"
     DELETE = "delete"
@@ -335,6 +338,13 @@ class IMAPFailure:
     detail: str
 
 
+class Placement(StrEnum):
+    """Where a canary was found: the configured folder, or a Junk folder (label values)."""
+
+    INBOX = "inbox"
+    JUNK = "junk"
+
+
 @dataclass(frozen=True, slots=True)
 class CanaryResult:
     token: str
@@ -350,6 +360,15 @@ class CanaryResult:
     imap_failure: IMAPFailure | None = None  # the mailbox could not be read (or cleaned)
     swept: int = 0  # stale canaries of this target the session deleted
     late: int = 0  # of those, received by the server after their timeout
+    route: str = "default"  # the canary route (recipient + mailbox) it went by
+    placement: Placement | None = None  # where it was found; None: not found, or not looked
+    folder: str | None = None  # the mailbox it was found in, as configured or listed
+    # The receiving host's Authentication-Results verdicts; None when the canary was not
+    # found, or the route names no authserv_id.
+    verdicts: AuthVerdicts | None = None
+    # Its DKIM signatures verified by the exporter (empty: unsigned); None when not
+    # checked (not found, no DNS, or the message was too long to read whole).
+    local_dkim: tuple[DKIMSignature, ...] | None = None
 
     @property
     def imap_ok(self) -> bool | None:

@@ -47,6 +47,7 @@ BEHAVIOURS: dict[str, str] = {
     # second on a loaded machine, close to the tests' 2 s budget.
     "endless_untagged": "After a successful login, 1 KiB '* OK' lines forever, never the reply.",
     "search_tarpit": "UID SEARCH never answered.",
+    "search_tarpit_later": "The first UID SEARCH of a session answered, every later one never.",
     "huge_literal": "SELECT answered with a FETCH announcing a 2 GB literal, then silence.",
     "login_echo": "Login refused with a reply echoing the credentials, raw and base64.",
 }
@@ -59,6 +60,7 @@ class _Session:
         self.server, self.reader, self.writer = server, reader, writer
         self.behaviour = server.behaviour
         self.rng = random.Random(1)
+        self.searches = 0
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -141,7 +143,10 @@ class _Session:
         sub, _, rest = args.partition(b" ")
         sub = sub.upper()
         if sub == b"SEARCH":
-            if self.behaviour == "search_tarpit":
+            self.searches += 1
+            if self.behaviour == "search_tarpit" or (
+                self.behaviour == "search_tarpit_later" and self.searches > 1
+            ):
                 await self.hang()
             needle = re.search(rb'"([^"]*)"\s*$', rest)
             want = needle.group(1).decode().lower() if needle else ""
