@@ -854,6 +854,7 @@ def panels() -> list[Json]:
     posture_panels(L, add)
     domain_panels(L, add)
     slo_panels(L, add)
+    mailbox_panels(L, add)
     return out
 
 
@@ -1324,6 +1325,166 @@ def slo_panels(L: Layout, add: Any) -> None:
     )
 
 
+def both(template: str) -> str:
+    """One query over the IMAP and POP3 families: ``template`` names ``{p}_...`` metrics;
+    each side gets a ``protocol`` label (imap, pop3), as the Mailbox* alerts do."""
+    sides = [
+        f'label_replace({template.replace("{p}", p)}, "protocol", "{p}", "", "")'
+        for p in ("imap", "pop3")
+    ]
+    return " or ".join(sides)
+
+
+def mailbox_panels(L: Layout, add: Any) -> None:
+    """IMAP and POP3 targets (modules with protocol: imap or pop3): the imap_* and pop3_*
+    families, each panel over both."""
+    add(row(L, "IMAP and POP3"))
+    legend = "{{target}} ({{module}}, {{protocol}}) {{address}} {{ip_protocol}}"
+    add(
+        state_timeline(
+            L,
+            "IMAP / POP3 up / down per target",
+            "imap_probe_success, pop3_probe_success: 1 if every phase of the last probe passed "
+            "(connect, greeting, CAPABILITY / CAPA, STARTTLS / STLS, login, SELECT / STAT, "
+            "LOGOUT / QUIT). Alert MailboxTargetDown.",
+            [query(both(f"{{p}}_probe_success{{{SEL}}}"), legend)],
+            UP_DOWN,
+            size=(12, 8),
+        )
+    )
+    add(
+        table(
+            L,
+            "Failing IMAP / POP3 targets: phase and kind",
+            "imap_probe_failed_phase, pop3_probe_failed_phase: where the last probe failed and "
+            "why (reply: the server said NO, BAD, BYE or -ERR; --once shows its text).",
+            [
+                query(
+                    both(f"{{p}}_probe_failed_phase{{{SEL}}} == 1"),
+                    instant=True,
+                    table=True,
+                )
+            ],
+            keep=["target", "module", "protocol", "address", "ip_protocol", "phase", "kind"],
+            rename={},
+        )
+    )
+    add(
+        panel(
+            L,
+            "bargauge",
+            "IMAP / POP3 days to certificate expiry",
+            "Days until the earliest certificate of the chain each IMAP or POP3 server presents "
+            "expires (alerts MailboxCertificateExpiringSoon at 14, ...Critical at 3).",
+            [
+                query(
+                    both(
+                        f"(({{p}}_tls_earliest_cert_expiry_timestamp_seconds{{{SEL}}}"
+                        " - time()) / 86400)"
+                    ),
+                    legend,
+                    instant=True,
+                )
+            ],
+            unit="d",
+            decimals=1,
+            min_value=0,
+            steps=thresholds(("red", None), ("orange", 3), ("yellow", 14), ("green", 30)),
+            options=BARGAUGE,
+            size=(8, 8),
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "IMAP / POP3 certificate verified and names the host",
+            "imap_tls_chain_verified, pop3_tls_chain_verified: the chain verified against the "
+            "trust store; imap_tls_hostname_match, pop3_tls_hostname_match: it names the host "
+            "(alerts MailboxTLSNotVerified, MailboxTLSHostnameMismatch).",
+            [
+                query(both(f"{{p}}_tls_chain_verified{{{SEL}}}"), f"{legend} verified"),
+                query(both(f"{{p}}_tls_hostname_match{{{SEL}}}"), f"{legend} names host"),
+            ],
+            YES_NO,
+            size=(8, 8),
+        )
+    )
+    add(
+        state_timeline(
+            L,
+            "IMAP / POP3 login",
+            "imap_auth_success, pop3_auth_success for modules with auth: 1 if the login "
+            "succeeded, 0 if it was refused (alert MailboxAuthFailing); no value when the "
+            "probe failed before the login.",
+            [query(both(f"max without (mechanism) ({{p}}_auth_success{{{SEL}}})"), legend)],
+            value_map((0, "failed", "red"), (1, "ok", "green")),
+            size=(8, 8),
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "Messages in the mailbox",
+            "imap_mailbox_messages: messages in the module's mailbox (SELECT / EXAMINE); "
+            "pop3_mailbox_messages: messages in the maildrop (STAT). A mailbox that only grows "
+            "is one nobody reads (or expunges).",
+            [
+                query(f"imap_mailbox_messages{{{SEL}}}", "{{target}} ({{module}}) {{mailbox}}"),
+                query(f"pop3_mailbox_messages{{{SEL}}}", "{{target}} ({{module}})"),
+            ],
+            unit="none",
+            min_value=0,
+            size=(8, 8),
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "IMAP / POP3 phase durations (last probe)",
+            "imap_probe_phase_duration_seconds, pop3_probe_phase_duration_seconds: each phase "
+            "each target's last probe ran (a phase not reached has no value).",
+            [
+                query(
+                    both(f"{{p}}_probe_phase_duration_seconds{{{SEL}}}"),
+                    "{{target}} ({{protocol}}) {{phase}}",
+                )
+            ],
+            unit="s",
+            size=(8, 8),
+        )
+    )
+    add(
+        timeseries(
+            L,
+            "IMAP / POP3 failed probes by phase",
+            "imap_probe_failures_total, pop3_probe_failures_total: failed probes per target "
+            "and failing phase in each interval (alert MailboxProbesFailingIntermittently).",
+            [
+                query(
+                    both(f"increase({{p}}_probe_failures_total{{{SEL}}}[$__rate_interval]) > 0"),
+                    f"{legend} {{{{phase}}}}",
+                )
+            ],
+            unit="none",
+            min_value=0,
+            interval="5m",
+            size=(8, 8),
+        )
+    )
+    add(
+        table(
+            L,
+            "IMAP / POP3 capabilities",
+            "What each server announced (CAPABILITY / CAPA, after TLS) and the SASL mechanisms "
+            "it offers, from fixed lists (imap_capabilities_info, pop3_capabilities_info).",
+            [query(both(f"{{p}}_capabilities_info{{{SEL}}}"), instant=True, table=True)],
+            keep=["target", "module", "protocol", "capabilities", "mechanisms"],
+            rename={},
+            size=(24, 7),
+        )
+    )
+
+
 def variables() -> list[Json]:
     """Data source, job and target: job and target accept several values and All."""
 
@@ -1366,9 +1527,15 @@ def variables() -> list[Json]:
         query_var(
             "job",
             "Job",
-            'label_values({__name__=~"smtp_probe_success|smtp_exporter_build_info"}, job)',
+            'label_values({__name__=~"smtp_probe_success|imap_probe_success|pop3_probe_success'
+            '|smtp_exporter_build_info"}, job)',
         ),
-        query_var("target", "Target", 'label_values(smtp_probe_success{job=~"$job"}, target)'),
+        query_var(
+            "target",
+            "Target",
+            'label_values({__name__=~"smtp_probe_success|imap_probe_success|pop3_probe_success",'
+            ' job=~"$job"}, target)',
+        ),
     ]
 
 

@@ -232,6 +232,11 @@ class Exporter:
         if mod is None:
             return Refusal(RefusalKind.INVALID, f"unknown module {name!r}\n")
         mx = target.startswith("mx:")
+        if mx and mod.protocol != "smtp":
+            return Refusal(
+                RefusalKind.INVALID,
+                f"mx: targets are probed over SMTP; module {name!r} has protocol {mod.protocol}\n",
+            )
         try:
             host, port = config.parse_target(target[3:] if mx else target, mod.default_port)
         except ValueError as exc:

@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     adhoc = p.add_argument_group("ad-hoc target (instead of --config.file)")
     adhoc.add_argument("--target", help="host[:port] to probe")
+    adhoc.add_argument(
+        "--protocol",
+        choices=config.PROTOCOLS,
+        default="smtp",
+        help="smtp, or imap / pop3: probe a mailbox server (default ports 143/993, 110/995)",
+    )
+    adhoc.add_argument("--mailbox", help="with --protocol imap: the mailbox to EXAMINE (INBOX)")
     adhoc.add_argument("--tls", choices=[m.value for m in config.TLSMode], default="starttls")
     adhoc.add_argument(
         "--tls-optional",
@@ -212,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 def adhoc_config(args: argparse.Namespace) -> config.Config:
     """A one-target config from flags, validated by the same code as a file."""
     module: dict[str, object] = {
+        "protocol": args.protocol,
         "tls": args.tls,
         "tls_required": not args.tls_optional,
         "tls_verify": not args.no_tls_verify,
@@ -222,6 +230,7 @@ def adhoc_config(args: argparse.Namespace) -> config.Config:
         ("tls_ca_file", args.tls_ca_file),
         ("ehlo_name", args.ehlo_name),
         ("tls_server_name", args.tls_server_name),
+        ("mailbox", args.mailbox),
     ):
         if value:
             module[key] = os.path.abspath(value) if key == "tls_ca_file" else value
@@ -265,6 +274,8 @@ _ADHOC_FLAGS = {
     "modules.adhoc.ip_protocol": "--ip-protocol",
     "modules.adhoc.tls_required": "--tls-optional",
     "modules.adhoc.tls": "--tls",
+    "modules.adhoc.protocol": "--protocol",
+    "modules.adhoc.mailbox": "--mailbox",
     "targets[0].target": "--target",
     "targets[0].interval": "--timeout",
 }

@@ -46,7 +46,10 @@ class Run:
         configured, and only when that is what was probed (not an ``mx:`` domain's hosts,
         not each family of ``ip_protocol: both``) and the probe passed. The one rule the
         scheduler and ``--once`` follow; whether it is *due* (its interval) is theirs."""
-        if self.target.module.canary is None or len(self.probed) != 1:
+        module = self.target.module
+        # The config refuses a canary on IMAP and POP3 modules; a Module built in code is
+        # held to the same: a canary is SMTP mail.
+        if module.canary is None or module.protocol != "smtp" or len(self.probed) != 1:
             return None
         concrete, result = self.probed[0]
         return self.target if concrete == self.target and result.success else None

@@ -319,7 +319,9 @@ class ResultStore:
             if old is None or old.target != target:
                 return None
             new = self._entries[key] = old.recorded(result)
-            for timing in result.phases:
+            # smtp_probe_phase_seconds is SMTP's: IMAP and POP3 phases stay out of it (#18).
+            phases = result.phases if target.module.protocol == "smtp" else ()
+            for timing in phases:
                 hist = self._histograms.setdefault((target.module.name, timing.phase), Histogram())
                 hist.observe(timing.seconds)
         self._notify(new)

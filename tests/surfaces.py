@@ -60,14 +60,24 @@ def select(samples: list[Sample], name: str, **labels: str) -> list[Sample]:
     ]
 
 
+# The protocols' family prefixes: smtp_*, and the IMAP and POP3 families of #18.
+PROTOCOLS = ("smtp", "imap", "pop3")
+
+
 def metrics_summary(samples: list[Sample], **labels: str) -> str:
-    """One line for the matrix: success, the failed phase and kind, the canary's outcome."""
+    """One line for the matrix: success, the failed phase and kind, the canary's outcome;
+    an IMAP or POP3 target's from its own families (named by their prefix), with the
+    mailbox's count."""
     parts = []
-    for s in select(samples, "smtp_probe_success", **labels):
-        parts.append(f"success={s.value:g}")
-    for s in select(samples, "smtp_probe_failed_phase", **labels):
-        if s.value == 1:
-            parts.append(f"failed_phase={s.labels.get('phase')}/{s.labels.get('kind')}")
+    for p in PROTOCOLS:
+        prefix = "" if p == "smtp" else f"{p}_"
+        for s in select(samples, f"{p}_probe_success", **labels):
+            parts.append(f"{prefix}success={s.value:g}")
+        for s in select(samples, f"{p}_probe_failed_phase", **labels):
+            if s.value == 1:
+                parts.append(f"failed_phase={s.labels.get('phase')}/{s.labels.get('kind')}")
+        for s in select(samples, f"{p}_mailbox_messages", **labels):
+            parts.append(f"messages={s.value:g}")
     for name in ("smtp_canary_send_success", "smtp_canary_delivered"):
         for s in select(samples, name, **labels):
             parts.append(f"{name.removeprefix('smtp_')}={s.value:g}")
@@ -125,6 +135,8 @@ def once_summary(run: OnceRun, module: str) -> str:
         texts = []
         for obj in json_objects(run.stdout, module):
             text = f"success={str(obj['success']).lower()}"
+            if obj.get("protocol", "smtp") != "smtp":
+                text += f" {obj['protocol']}"
             if obj["failed_phase"]:
                 text += f" {obj['failed_phase']}/{obj['failure_kind']}"
             if obj.get("canary"):

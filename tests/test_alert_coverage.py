@@ -31,7 +31,8 @@ RULES = ROOT / "alerting" / "rules.yml"
 DASHBOARD = ROOT / "dashboards" / "smtp-health-exporter.json"
 
 SHOWS = ("failure", "finding", "—")
-NAME = re.compile(r"\bsmtp_[a-z0-9_]+\b")
+# smtp_*, and the IMAP and POP3 families of #18.
+NAME = re.compile(r"\b(?:smtp|imap|pop3)_[a-z0-9_]+\b")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def doc_rows(text: str) -> tuple[list[Row], list[str]]:
             if header[-1] != "shows":
                 problems.append(f"table without a 'shows' column: {line}")
             continue
-        m = re.fullmatch(r"`(smtp_[a-z0-9_]+)`", cells[0])
+        m = re.fullmatch(r"`((?:smtp|imap|pop3)_[a-z0-9_]+)`", cells[0])
         if header is None or m is None:
             continue
         if len(cells) != len(header):
@@ -90,7 +91,7 @@ def check_rows(
             if r.metric not in on_panels:
                 problems.append(f"{r.metric} ({r.shows}): no dashboard panel shows it")
         elif word := pattern.search(r.meaning):
-            named = set(re.findall(r"`(smtp_[a-z0-9_]+)`", r.meaning)) & marked
+            named = set(re.findall(r"`((?:smtp|imap|pop3)_[a-z0-9_]+)`", r.meaning)) & marked
             if not named:
                 problems.append(
                     f"{r.metric}: marked — but its meaning says {word[0]!r}; mark it failure "

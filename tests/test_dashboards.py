@@ -27,6 +27,7 @@ import json
 import math
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -93,7 +94,9 @@ RELAY_TO = "relay-test@outside.example.net"
 # What Grafana substitutes for its built-in variables, at the resolution of the test.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 # Metric names as they appear in PromQL: ours, recording rules (level:metric:ops) and up.
-METRIC_NAME = re.compile(r"\b(smtp_[a-z0-9_]+|[a-z_]+:[a-z0-9_]+:[a-z0-9_]+|up)\b")
+METRIC_NAME = re.compile(r"\b((?:smtp|imap|pop3)_[a-z0-9_]+|[a-z_]+:[a-z0-9_]+:[a-z0-9_]+|up)\b")
+# The IMAP and POP3 targets' families (#18): data only from the real Dovecot (IMAP, POP3).
+MAILBOX_ONLY = re.compile(r"(imap|pop3)_")
 
 
 def require_tool(name: str) -> str:
@@ -364,6 +367,7 @@ def prove_expressions(
     failing: str,
     *,
     imap: bool,
+    mailbox: bool = False,
     timeout: float = 25.0,
     alerts: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
@@ -384,6 +388,8 @@ def prove_expressions(
         assert needs_imap, "no canary delivery panel or rule left to check?"
         checks = [c for c in checks if c not in needs_imap]
     checks = [c for c in checks if not c.names() & VERDICT_ONLY]
+    if not mailbox:
+        checks = [c for c in checks if not any(MAILBOX_ONLY.match(n) for n in c.names())]
 
     exp = RunningExporter(config).start()
     # The rules are loaded too, so recording rules and ALERTS exist.
@@ -626,24 +632,62 @@ def test_every_expression_returns_data_with_a_canary_through_postfix(
         f'  - {{target: "127.0.0.1:{mailstack.submission_port}", module: submission,'
         " interval: 1s}\n"
     )
-    config = exporter_config(
-        tmp_path,
-        ca_file,
-        good.port,
-        bad.port,
-        modules + posture.modules,
-        submission + posture.targets,
-        posture.top,
+    # IMAP and POP3 (#18): logins to the real Dovecot (STARTTLS; implicit TLS), one it
+    # refuses and a POP3 port that refuses, so the panels listing failures have some.
+    login = f"{{username: probe, password_file: {smtp_pw}}}"
+    wrong_pw = tmp_path / "wrong-pw"
+    wrong_pw.write_text("not-the-password\n")
+    modules += (
+        f"  imap: {{protocol: imap, tls: starttls, tls_ca_file: {mailstack.ca_file},"
+        f" timeout: 2s, auth: {login}}}\n"
+        f"  pop3s: {{protocol: pop3, tls: implicit, tls_ca_file: {mailstack.ca_file},"
+        f" timeout: 2s, auth: {login}}}\n"
+        "  pop3down: {protocol: pop3, tls: implicit, timeout: 1s}\n"
+        f"  imapbad: {{protocol: imap, tls: implicit, tls_ca_file: {mailstack.ca_file},"
+        f" timeout: 3s, auth: {{username: probe, password_file: {wrong_pw}}}}}\n"
     )
-    targets = [
-        f"127.0.0.1:{good.port}",
-        f"127.0.0.1:{bad.port}",
-        f"127.0.0.1:{mailstack.submission_port}",
-        *posture.names,
-    ]
-    prove_expressions(
-        tmp_path, config, targets, targets[1], imap=True, timeout=40, alerts=posture.alerts
-    )
+    with socket.socket() as closed:  # bound, not listening: connect() is refused
+        closed.bind(("127.0.0.1", 0))
+        mailbox = [
+            (f"127.0.0.1:{mailstack.imap_port}", "imap"),
+            (f"127.0.0.1:{mailstack.pop3s_port}", "pop3s"),
+            (f"127.0.0.1:{closed.getsockname()[1]}", "pop3down"),
+            (f"127.0.0.1:{mailstack.imaps_port}", "imapbad"),
+        ]
+        submission += "".join(
+            f'  - {{target: "{t}", module: {m}, interval: 3s}}\n' for t, m in mailbox
+        )
+        config = exporter_config(
+            tmp_path,
+            ca_file,
+            good.port,
+            bad.port,
+            modules + posture.modules,
+            submission + posture.targets,
+            posture.top,
+        )
+        targets = [
+            f"127.0.0.1:{good.port}",
+            f"127.0.0.1:{bad.port}",
+            f"127.0.0.1:{mailstack.submission_port}",
+            *(t for t, _ in mailbox),
+            *posture.names,
+        ]
+        alerts = posture.alerts | {
+            ("MailboxTargetDown", mailbox[2][0]),
+            ("MailboxTargetDown", mailbox[3][0]),
+            ("MailboxAuthFailing", mailbox[3][0]),
+        }
+        prove_expressions(
+            tmp_path,
+            config,
+            targets,
+            targets[1],
+            imap=True,
+            mailbox=True,
+            timeout=40,
+            alerts=alerts,
+        )
 
 
 def test_without_filtering_keeps_matchers_and_strings():

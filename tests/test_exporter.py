@@ -157,7 +157,7 @@ def test_every_documented_metric_is_real_and_every_real_metric_documented():
     documented = {
         line.split("|")[1].strip().strip("`")
         for line in doc.splitlines()
-        if line.startswith("| `smtp_")
+        if line.startswith(("| `smtp_", "| `imap_", "| `pop3_"))
     }
     assert documented == {m.name for m in METRICS} | set(OWN_METRICS)
 

@@ -89,6 +89,10 @@ PROTOCOL_PORTS = {
     "pop3": {TLSMode.NONE: 110, TLSMode.STARTTLS: 110, TLSMode.IMPLICIT: 995},
 }
 AUTH_MECHANISMS = ("auto", "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "XOAUTH2")
+# What the IMAP and POP3 probes log in with: SMTP's names, with LOGIN meaning IMAP's LOGIN
+# command / POP3's USER and PASS (both clients speak every SASL mechanism SMTP's does).
+MAILBOX_AUTH_MECHANISMS = AUTH_MECHANISMS
+PROTOCOLS = ("smtp", "imap", "pop3")  # exporter.results.Protocol's values
 IP_PROTOCOLS = ("auto", "ip4", "ip6", "both")
 # Labels the exporter sets itself; a target's extra labels may not shadow them.
 RESERVED_LABELS = frozenset(

@@ -17,6 +17,8 @@ from .features import FeatureSections
 from .model import (
     AUTH_MECHANISMS,
     IP_PROTOCOLS,
+    MAILBOX_AUTH_MECHANISMS,
+    PROTOCOLS,
     RESERVED_LABELS,
     AuthConfig,
     Config,
@@ -35,6 +37,14 @@ from .validator import hint, join, type_name
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _EHLO = re.compile(r"[A-Za-z0-9.\-\[\]:_]{1,255}")
+_MAILBOX = re.compile(r"[\x20-\x7e]{1,255}")
+# Module keys that mean nothing for IMAP and POP3, refused rather than ignored, with why.
+_SMTP_ONLY = {
+    "ehlo_name": "IMAP and POP3 send no EHLO",
+    "canary": "a canary is mail sent over SMTP; give it an SMTP module",
+    "posture": "its checks are of an SMTP session",
+    "domain": "mail-domain checks (MX, SPF, MTA-STS, DANE) belong to an SMTP module",
+}
 
 
 def _M(name: str) -> Any:
@@ -70,7 +80,11 @@ class ConfigValidator(FeatureSections):
             if not _NAME.fullmatch(str(name)):
                 self.error(path, "module names may use letters, digits, '_', '-' and '.'")
             if raw is None or isinstance(raw, dict):
-                raw = {**module_defaults, **(raw or {})}
+                inherited = module_defaults
+                if (raw or {}).get("protocol", "smtp") != "smtp":
+                    # defaults.ehlo_name is for the SMTP modules: IMAP and POP3 send no EHLO.
+                    inherited = {k: v for k, v in module_defaults.items() if k != "ehlo_name"}
+                raw = {**inherited, **(raw or {})}
             modules[str(name)] = self.module(str(name), raw, path)
         default_module = self.typed(defaults, "module", "defaults", str, None)
         if default_module is not None and default_module not in modules:
@@ -103,6 +117,8 @@ class ConfigValidator(FeatureSections):
 
     def module(self, name: str, raw: Any, path: str) -> Module:
         d = self.mapping(raw, path, config_keys(Module))
+        protocol = self.choice(d, "protocol", path, PROTOCOLS, _M("protocol"))
+        self.protocol_keys(d, path, protocol)
         tls = TLSMode(self.choice(d, "tls", path, tuple(TLSMode), default_of(Module, "tls").value))
         port = self.typed(d, "port", path, int, None)
         if port is not None and not 0 < port < 65536:
@@ -115,6 +131,7 @@ class ConfigValidator(FeatureSections):
             self.error(join(path, "tls_server_name"), f"not a valid host name: {server_name!r}")
         kwargs: dict[str, Any] = {
             "name": name,
+            "protocol": protocol,
             "tls": tls,
             "port": port,
             "tls_required": self.typed(d, "tls_required", path, bool, _M("tls_required")),
@@ -123,7 +140,7 @@ class ConfigValidator(FeatureSections):
             "tls_server_name": server_name,
             "timeout": self.duration(d, "timeout", path, _M("timeout")),
             "ip_protocol": self.choice(d, "ip_protocol", path, IP_PROTOCOLS, _M("ip_protocol")),
-            "auth": self.auth(d.get("auth"), join(path, "auth")) if "auth" in d else None,
+            "auth": self.auth(d.get("auth"), join(path, "auth"), protocol) if "auth" in d else None,
             "canary": self.canary(d["canary"], join(path, "canary")) if "canary" in d else None,
             "posture": self.posture(d.get("posture"), join(path, "posture"), tls),
             "domain": self.domain(d["domain"], join(path, "domain")) if "domain" in d else None,
@@ -135,9 +152,33 @@ class ConfigValidator(FeatureSections):
         }
         if ehlo:
             kwargs["ehlo_name"] = ehlo
+        if protocol == "imap":
+            mailbox = self.typed(d, "mailbox", path, str, _M("mailbox"))
+            if not _MAILBOX.fullmatch(mailbox):
+                self.error(
+                    join(path, "mailbox"),
+                    f"expected a mailbox name of 1-255 printable ASCII characters, got {mailbox!r}",
+                )
+            kwargs["mailbox"] = mailbox
+            kwargs["mailbox_select"] = self.typed(
+                d, "mailbox_select", path, bool, _M("mailbox_select")
+            )
         return Module(**kwargs)
 
-    def auth(self, raw: Any, path: str) -> AuthConfig | None:
+    def protocol_keys(self, d: dict[str, Any], path: str, protocol: str) -> None:
+        """Refuse the keys the module's protocol has no use for (a key silently ignored
+        would let an operator believe it is checked)."""
+        if protocol != "smtp":
+            for key, why in _SMTP_ONLY.items():
+                if key in d:
+                    self.error(join(path, key), f"not for protocol {protocol}: {why}")
+        if protocol != "imap":
+            why = "POP3 has one mailbox per login" if protocol == "pop3" else "IMAP's"
+            for key in ("mailbox", "mailbox_select"):
+                if key in d:
+                    self.error(join(path, key), f"only for protocol imap ({why})")
+
+    def auth(self, raw: Any, path: str, protocol: str = "smtp") -> AuthConfig | None:
         d = self.mapping(raw, path, config_keys(AuthConfig))
         username = self.typed(d, "username", path, str, None)
         if not username:
@@ -147,7 +188,7 @@ class ConfigValidator(FeatureSections):
             self.error(path, "set exactly one of password_file, password_env")
             return None
         secret = self.secret(d, sources[0], path)
-        mechanisms = self.mechanisms(d.get("mechanism", "auto"), join(path, "mechanism"))
+        mechanisms = self.mechanisms(d.get("mechanism", "auto"), join(path, "mechanism"), protocol)
         allow = self.typed(
             d, "allow_insecure", path, bool, default_of(AuthConfig, "allow_insecure")
         )
@@ -155,14 +196,16 @@ class ConfigValidator(FeatureSections):
             return None
         return AuthConfig(username, secret, mechanisms, allow)
 
-    def mechanisms(self, raw: Any, path: str) -> tuple[str, ...]:
+    def mechanisms(self, raw: Any, path: str, protocol: str = "smtp") -> tuple[str, ...]:
         """One mechanism or a list of allowed ones, in order of preference."""
         items = raw if isinstance(raw, list) else [raw]
+        allowed = AUTH_MECHANISMS if protocol == "smtp" else MAILBOX_AUTH_MECHANISMS
+        where = "" if protocol == "smtp" else f" for protocol {protocol}"
         out: list[str] = []
         for item in items:
-            if not isinstance(item, str) or item not in AUTH_MECHANISMS:
+            if not isinstance(item, str) or item not in allowed:
                 self.error(
-                    path, f"expected one or a list of {', '.join(AUTH_MECHANISMS)}, got {item!r}"
+                    path, f"expected one or a list of {', '.join(allowed)}{where}, got {item!r}"
                 )
             elif item not in out:
                 out.append(item)
@@ -203,6 +246,13 @@ class ConfigValidator(FeatureSections):
             if name is None:
                 continue
             mx = name.startswith("mx:")
+            if mx and module.protocol != "smtp":
+                self.error(
+                    join(path, "target"),
+                    f"mx: targets are probed over SMTP; module {mod_name!r} has protocol "
+                    f"{module.protocol}: give the host, e.g. imap.example.com",
+                )
+                continue
             try:
                 host, port = parse_target(name[3:] if mx else name, module.default_port)
                 if mx and is_ip(host):

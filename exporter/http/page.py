@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from .. import __version__
 from ..config import Config, Target
-from ..report.common import canaries_text, canary_findings
+from ..report.common import canaries_text, canary_findings, mailbox_text
 from ..results import display_name
 from ..store import Entry, Outcome, ResultStore
 
@@ -72,6 +72,8 @@ def _row(entry: Entry, now: float, linked: bool) -> str:
             days = f"{(expires - now) / 86400:.0f}"
         if r.failure is None:
             status, detail = "up", f"{r.duration_seconds * 1000:.0f} ms"
+            if r.mailbox is not None:  # IMAP, POP3: what the mailbox holds
+                detail += f", {r.protocol.value.upper()} {mailbox_text(r)}"
         else:
             f = r.failure
             status, detail = "down", f"{f.phase}: {f.kind}: {f.detail}"

@@ -17,6 +17,7 @@ from ..store import CANARY_BUCKETS, Entry, RouteCanary
 from ..targets import Discovery
 from .aggregate import discovery_text
 from .catalogue import EXTENSIONS, MECHANISMS, PER_TARGET
+from .mailbox import render_mailbox
 from .text import escape, fmt
 
 _INDEX = {spec.name: i for i, spec in enumerate(PER_TARGET)}
@@ -68,6 +69,9 @@ def render_target(entry: Entry, *, counters: bool = True) -> tuple[str, ...]:
     ``counters``, the counter and histogram families stay empty (what /probe leaves out,
     not worth formatting at every request)."""
     lines = _Lines(entry)
+    if entry.target.module.protocol != "smtp":  # IMAP, POP3: imap_* / pop3_* (mailbox.py)
+        render_mailbox(lines, entry, counters)
+        return tuple("".join(family) for family in lines.out)
     plan = phase_plan(entry)
     if counters:
         lines.add("smtp_probes_total", entry.probes)

@@ -32,6 +32,11 @@ PHASE_ABBREV = {
     Phase.MAIL: "mail",
     Phase.RCPT: "rcpt",
     Phase.DATA: "data",
+    Phase.CAPABILITY: "cap",
+    Phase.CAPABILITY_TLS: "cap2",
+    Phase.SELECT: "select",
+    Phase.STAT: "stat",
+    Phase.LOGOUT: "logout",
 }
 
 
@@ -44,6 +49,17 @@ def cert_days(result: ProbeResult, now: float | None = None) -> float | None:
     if result.tls is None or result.tls.earliest_not_after is None:
         return None
     return (result.tls.earliest_not_after - (time.time() if now is None else now)) / 86400
+
+
+def mailbox_text(r: ProbeResult) -> str:
+    """What an IMAP SELECT / EXAMINE or a POP3 STAT counted: ``3 messages in INBOX``,
+    ``3 messages (2048 B)``; ``-`` when the probe did not get that far (or is SMTP's)."""
+    box = r.mailbox
+    if box is None:
+        return "-"
+    size = f" ({box.size_bytes} B)" if box.size_bytes is not None else ""
+    noun = "message" if box.messages == 1 else "messages"
+    return f"{box.messages} {noun}{size}" + (f" in {box.name}" if box.name else "")
 
 
 def reason(result: ProbeResult) -> str:

@@ -106,6 +106,7 @@ def as_dict(
     f = r.failure
     return {
         "target": r.target,
+        "protocol": r.protocol.value,
         "labels": dict(r.labels),
         "host": r.host,
         "module": r.module,
@@ -131,6 +132,9 @@ def as_dict(
             "success": r.auth.success,
             "mechanism": r.auth.mechanism,
         },
+        # IMAP: SELECT / EXAMINE's count; POP3: STAT's count and size. null: SMTP, or not
+        # reached.
+        "mailbox": None if r.mailbox is None else _plain(r.mailbox),
         "canary": canary_dict(canary),  # the first route's (the only one without routes)
         "canaries": [canary_dict(c) for c in routes or ((canary,) if canary else ())],
         "posture": {

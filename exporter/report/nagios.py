@@ -15,7 +15,14 @@ if TYPE_CHECKING:
     from ..results.domain import DomainResult
 
 
-from .common import Canaries, canary_findings, canary_text, cert_days, display_name
+from .common import (
+    Canaries,
+    canary_findings,
+    canary_text,
+    cert_days,
+    display_name,
+    mailbox_text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,7 @@ def nagios(
     Returns the text and the exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
     if not results:
         return "SMTP UNKNOWN - no targets configured\n", UNKNOWN
+    service = _service(results)
     canaries = canaries or {}
     names = _unique_names(results)
     verdicts = [
@@ -86,6 +94,8 @@ def nagios(
                 "0",
             )
         )
+        if r.mailbox is not None:
+            perf.append(_perfdata(f"{prefix}messages", str(r.mailbox.messages), lo="0"))
         days = cert_days(r)
         if days is not None:
             perf.append(
@@ -109,7 +119,7 @@ def nagios(
             shown = [f"{v.name}: {v.problems[0]}" for v in failing[:_SUMMARY_PROBLEMS]]
             more = len(failing) - _SUMMARY_PROBLEMS
             summary += "; " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-    lines = [f"SMTP {_STATE[worst]} - {_plain_text(summary)} | {' '.join(perf)}"]
+    lines = [f"{service} {_STATE[worst]} - {_plain_text(summary)} | {' '.join(perf)}"]
     if len(every) > 1:
         lines += [f"[{_STATE[v.state]}] {_plain_text(v.text())}" for v in every]
     return "\n".join(lines) + "\n", worst
@@ -151,6 +161,8 @@ def _nagios_state(
             notes.append(left)
     if r.auth.attempted:
         notes.append(f"AUTH {r.auth.mechanism} ok")
+    if r.mailbox is not None:
+        notes.append(mailbox_text(r))
     for finding in r.posture.findings:
         # An open relay is abused within hours; the other findings weaken, not break.
         state = CRITICAL if finding.startswith("open relay") else WARNING
@@ -189,6 +201,13 @@ def _nagios_domain_state(d: DomainResult) -> _Verdict:
     state = CRITICAL if blocking else (WARNING if d.findings else OK)
     found = tuple(f"{f.check}: {f.reason}" for f in d.findings)
     return _Verdict(state, d.domain, found, () if found else ("no findings",), "; ")
+
+
+def _service(results: Sequence[ProbeResult]) -> str:
+    """The status line's service word: the protocol all targets share (SMTP, IMAP, POP3),
+    ``MAIL`` for a mix."""
+    protocols = {r.protocol for r in results}
+    return protocols.pop().value.upper() if len(protocols) == 1 else "MAIL"
 
 
 def _unique_names(results: Sequence[ProbeResult]) -> list[str]:

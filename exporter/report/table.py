@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..results import Phase, ProbeResult
+from ..results import Phase, ProbeResult, Protocol
 
 if TYPE_CHECKING:
     from ..results.domain import DomainResult
@@ -21,6 +21,7 @@ from .common import (
     cert_days,
     display_name,
     failure_text,
+    mailbox_text,
     verify_text,
 )
 
@@ -33,7 +34,11 @@ def table(
     """Aligned tables: outcome per target, per-phase milliseconds, then (if any module
     checks its mail domain) one row per domain and its findings."""
     canaries = canaries or {}
-    header = ["TARGET", "MODULE", "RESULT", "TOTAL", "TLS", "CERT", "VERIFY", "AUTH"]
+    # IMAP and POP3 targets (#18): which protocol, and the mailbox's count; an SMTP-only
+    # report keeps its columns.
+    mail = any(r.protocol is not Protocol.SMTP for r in results)
+    header = ["TARGET", "MODULE", *(["PROTO"] if mail else []), "RESULT", "TOTAL", "TLS", "CERT"]
+    header += ["VERIFY", "AUTH", *(["MAILBOX"] if mail else [])]
     rows = [[*header, *(["CANARY"] if canaries else []), "FAILURE"]]
     for r in results:
         routes = canaries.get((r.target, r.module), ())
@@ -45,12 +50,14 @@ def table(
             [
                 display_name(r),
                 r.module,
+                *([r.protocol.value] if mail else []),
                 "ok" if r.success else "FAIL",
                 f"{r.duration_seconds * 1000:.0f}ms",
                 r.tls.version if r.tls else "-",
                 f"{math.floor(days)}d" if days is not None else "-",
                 verify_text(r),
                 auth_text(r),
+                *([mailbox_text(r)] if mail else []),
                 *([canaries_text(routes)] if canaries else []),
                 failure_text(r, c),
             ]
