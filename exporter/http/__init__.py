@@ -1,7 +1,8 @@
 """HTTP endpoints: /metrics, /probe, a landing page, /-/healthy, /-/ready, POST /-/reload.
 
 ``request``: HTTP/1.1 parsing; ``routes``: what each path answers; ``page``: the HTML
-landing page; ``server``: connections (TLS, keep-alive, deadlines, room, memory).
+landing page; ``server``: connections (keep-alive, deadlines, room, memory); ``tls``: TLS
+below a connection, over memory BIOs, its state made at the client's first bytes.
 
 A small HTTP/1.1 server on the exporter's event loop (asyncio streams, keep-alive, TLS and
 basic auth from --web.config.file). On the loop, a /probe request awaits its probe in its

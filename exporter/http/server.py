@@ -11,7 +11,6 @@ import socket
 import ssl
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from ..httplimits import (
     CONNECTIONS_CEILING,
@@ -24,6 +23,7 @@ from ..httplimits import (
 )
 from .request import MAX_LINE, BadRequest, read_request
 from .routes import App, Routes, WebAuth, _Rendered
+from .tls import TLSConnection
 
 log = logging.getLogger(__name__)
 # A slow or stalled client must not hold a connection for ever.
@@ -38,14 +38,41 @@ SEND_BUFFER = 256 << 10
 # to the system: glibc keeps freed heap pages otherwise, and RSS stayed at 700 MB+.
 TRIM_AFTER_PEAK = 64  # connections at the surge's peak
 TRIM_DELAY = 1.0  # seconds after the surge fell to a quarter of its peak
+# At most one trim per this many seconds: a full collection takes 0.1 s+ on a large heap,
+# and a client opening and closing 64 connections in turn must not make the loop do it
+# every second.
+TRIM_EVERY = 10.0
 
 
-@dataclass(eq=False, slots=True)
-class _Conn:
-    """One client connection; ``Server._idle`` holds it while it waits for a request."""
+class _Conn(asyncio.Protocol):
+    """One client connection; ``Server._idle`` holds it while it waits for a request. Until
+    its first bytes arrive (after the TLS handshake, with TLS) it is its transport's protocol
+    and an idle connection costs the socket, the transport and this: no task, no streams
+    (asyncio's ~5 KiB of small objects each, whose arenas CPython kept after a flood of idle
+    connections had gone). Then ``Server._serve`` reads and answers its requests."""
 
-    writer: asyncio.StreamWriter
-    task: asyncio.Task[None]
+    __slots__ = ("deadline", "server", "task", "timer", "transport")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.deadline = 0.0  # loop time by which its first request must have been read
+        self.timer: asyncio.TimerHandle | None = None  # closes it at the deadline, until then
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server._admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.server._start(self, data)
+
+    def eof_received(self) -> bool:
+        return False  # closed before sending a byte: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._gone(self)  # only before _start, which hands the transport on
 
 
 class Server(Routes):
@@ -77,6 +104,7 @@ class Server(Routes):
         self._trim = malloc_trim()
         self._peak = 0  # most connections open at once since the last trim
         self._trim_handle: asyncio.TimerHandle | None = None
+        self._trimmed = float("-inf")  # loop time of the last trim
         self._rendered: _Rendered | None = None  # while an answer is written from it
 
     @property
@@ -88,14 +116,21 @@ class Server(Routes):
         host, port = self.address
         self.max_connections = connection_cap(raise_fd_limit(), self.reserved_fds)
         self._auth_pool = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
-        # TLS is started by each connection itself (_connection), so the handshake counts
-        # against the first request's deadline, a connection stuck in it can be closed to
-        # make room, and a reload's new certificate applies to the next connection.
-        self._server = await asyncio.start_server(
-            self._connection,
+        loop = asyncio.get_running_loop()
+
+        # TLS (when configured at the connection's accept: a reload's new certificate applies
+        # to the next one) goes below the connection. The handshake counts against the first
+        # request's deadline, and a connection stuck in it can be closed to make room, as any
+        # idle one.
+        def factory() -> asyncio.Protocol:
+            conn = _Conn(self)
+            ctx = self.ssl_context
+            return conn if ctx is None else TLSConnection(ctx, conn)
+
+        self._server = await loop.create_server(
+            factory,
             host or "0.0.0.0",  # ":port" means every interface, as in Prometheus
             port,
-            limit=MAX_LINE,
             reuse_address=True,
             backlog=1024,  # a burst of connections must not overflow the accept queue
         )
@@ -104,9 +139,12 @@ class Server(Routes):
         if self._server is None:
             return
         self._server.close()
-        tasks = [conn.task for conn in self._conns]
+        tasks = [conn.task for conn in self._conns if conn.task is not None]
         for task in tasks:
             task.cancel()
+        for conn in list(self._conns):
+            if conn.task is None and conn.transport is not None:
+                conn.transport.abort()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.wait_closed()
         if self._auth_pool is not None:
@@ -115,34 +153,67 @@ class Server(Routes):
             self._trim_handle.cancel()
 
     # --- connections ------------------------------------------------------------------
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _admit(self, conn: _Conn) -> None:
+        """A new connection: room for it (closing the one idle the longest if need be), its
+        send buffer, its first request's deadline."""
+        transport = conn.transport
+        assert transport is not None
         cap = self.max_connections
-        if self.ssl_context is not None:
+        if isinstance(transport, TLSConnection):
             cap = min(cap, TLS_CONNECTIONS_CEILING)
         if len(self._conns) >= cap and not self._evict_idle():
-            writer.transport.abort()  # every connection is busy answering: no room
+            transport.abort()  # every connection is busy answering: no room
             return
-        sock = writer.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             # The kernel's send buffer grows to 4 MB by default: a client that reads nothing
             # had the loop inflate and copy that much for it before backpressure began.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        conn = _Conn(writer, task)
         self._conns.add(conn)
         self._idle[conn] = None
         self._peak = max(self._peak, len(self._conns))
+        loop = asyncio.get_running_loop()
+        conn.deadline = loop.time() + FIRST_REQUEST_TIMEOUT
+        conn.timer = loop.call_at(conn.deadline, transport.abort)
+
+    def _start(self, conn: _Conn, data: bytes) -> None:
+        """A connection's first bytes: streams and a task to read and answer its requests."""
+        transport = conn.transport
+        assert transport is not None
+        if conn.timer is not None:
+            conn.timer.cancel()  # the task keeps the deadline from here
+            conn.timer = None
+        if conn not in self._conns:  # closed to make room while the bytes were on their way
+            transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(MAX_LINE, loop)
+        stream = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport.set_protocol(stream)
+        stream.connection_made(transport)
+        writer = asyncio.StreamWriter(transport, stream, reader, loop)
+        stream.data_received(data)
+        conn.task = loop.create_task(self._serve(conn, reader, writer))
+
+    def _gone(self, conn: _Conn) -> None:
+        """A connection closed before its first bytes (by the client, its deadline, or to
+        make room)."""
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        self._conns.discard(conn)
+        self._idle.pop(conn, None)
+        conn.transport = None  # no cycle through a TLS layer that refers back to conn
+        self._maybe_trim()
+
+    async def _serve(
+        self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         graceful = False
         loop = asyncio.get_running_loop()
-        deadline: float | None = loop.time() + FIRST_REQUEST_TIMEOUT
+        deadline: float | None = conn.deadline
         try:
-            ctx = self.ssl_context
-            if ctx is not None:
-                # No await before this: the client's hello must not reach the plain reader.
-                async with asyncio.timeout_at(deadline):
-                    await writer.start_tls(ctx, ssl_handshake_timeout=FIRST_REQUEST_TIMEOUT)
             first = b""
             while True:
                 if deadline is None:  # kept alive: wait for the next request's first byte
@@ -193,8 +264,11 @@ class Server(Routes):
         ):
             return
 
+        loop = asyncio.get_running_loop()
+
         def trim() -> None:
             self._trim_handle = None
+            self._trimmed = loop.time()
             self._peak = len(self._conns)
             assert self._trim is not None
             # Aborted connections leave cycles (exception, traceback, frame, future) that
@@ -202,7 +276,8 @@ class Server(Routes):
             gc.collect()
             self._trim()
 
-        self._trim_handle = asyncio.get_running_loop().call_later(TRIM_DELAY, trim)
+        delay = max(TRIM_DELAY, self._trimmed + TRIM_EVERY - loop.time())
+        self._trim_handle = loop.call_later(delay, trim)
 
     def _evict_idle(self) -> bool:
         """Close the connection idle the longest to make room; False if none is idle."""
@@ -210,8 +285,9 @@ class Server(Routes):
             return False
         conn, _ = self._idle.popitem(last=False)
         self._conns.discard(conn)
-        # The abort alone ends its task (its read or handshake fails at once). Cancelling it
-        # made asyncio 3.11 log an error with a traceback for each (streams.py asks a
+        # The abort alone ends its task, if it has one (its read fails at once). Cancelling
+        # it made asyncio 3.11 log an error with a traceback for each (streams.py asks a
         # cancelled task for its exception): a flood of evictions filled the log.
-        conn.writer.transport.abort()
+        if conn.transport is not None:
+            conn.transport.abort()
         return True
