@@ -354,19 +354,10 @@ def panels() -> list[Json]:
             L,
             "Failing targets: phase, kind and last reply",
             "Targets whose last probe failed: the phase and failure kind (README, 'Phases and "
-            "failure kinds') and the last SMTP reply code (0: none).",
-            [
-                query(
-                    # Match on every label but phase and kind: an mx: target has one
-                    # reply code per MX host.
-                    f"(smtp_probe_failed_phase{{{SEL}}} == 1)"
-                    f" * ignoring (phase, kind) group_left smtp_probe_reply_code{{{SEL}}}",
-                    instant=True,
-                    table=True,
-                )
-            ],
-            keep=["target", "module", *EXPANSION, "phase", "kind", "Value"],
-            rename={"Value": "reply code"},
+            "failure kinds') and the last SMTP reply code (empty: none).",
+            [query(f"smtp_probe_failed_phase{{{SEL}}} == 1", instant=True, table=True)],
+            keep=["target", "module", *EXPANSION, "phase", "kind", "reply_code"],
+            rename={"reply_code": "reply code"},
             size=(12, 8),
         )
     )
@@ -448,10 +439,12 @@ def panels() -> list[Json]:
     add(
         timeseries(
             L,
-            "Failed probes by phase",
-            "smtp_probe_failures_total: failed probes per target and failing phase in each "
-            "interval. Shows intermittent failures that the last probe's gauges hide between "
-            "scrapes; alert SMTPProbesFailingIntermittently.",
+            "Failed probes",
+            "smtp_probe_failures_total: failed probes per target in each interval, by failing "
+            "phase for modules with metrics_detail. Shows intermittent failures that the last "
+            "probe's gauges hide between scrapes; alert SMTPProbesFailingIntermittently. The "
+            "phase and kind of the failures the scrapes saw: 'Targets failing, by phase and "
+            "kind'.",
             [
                 query(
                     f"increase(smtp_probe_failures_total{{{SEL}}}[$__rate_interval]) > 0",
@@ -580,10 +573,10 @@ def panels() -> list[Json]:
     add(
         table(
             L,
-            "TLS version and cipher",
-            "Negotiated in each target's last probe.",
+            "TLS version, cipher and certificate",
+            "Negotiated in each target's last probe, and the leaf certificate it presented.",
             [query(f"smtp_tls_info{{{SEL}}}", instant=True, table=True)],
-            keep=["target", "module", *EXPANSION, "version", "cipher"],
+            keep=["target", "module", *EXPANSION, "version", "cipher", "subject", "issuer"],
             rename={},
         )
     )
@@ -628,11 +621,12 @@ def panels() -> list[Json]:
     add(
         table(
             L,
-            "AUTH mechanisms advertised",
-            "Mechanisms the last EHLO offered.",
-            [query(f"smtp_auth_mechanism_advertised{{{SEL}}} == 1", instant=True, table=True)],
-            keep=["target", "module", *EXPANSION, "mechanism"],
-            rename={},
+            "Capabilities advertised",
+            "Extensions and AUTH mechanisms the last EHLO offered (of the fixed lists in "
+            "docs/metrics.md), and the SIZE limit in bytes.",
+            [query(f"smtp_capabilities_info{{{SEL}}}", instant=True, table=True)],
+            keep=["target", "module", *EXPANSION, "extensions", "mechanisms", "size_limit"],
+            rename={"size_limit": "SIZE limit"},
         )
     )
 

@@ -102,7 +102,7 @@ def _inside(concurrency: int | None) -> dict[str, object]:
     cfg.write_text(f"""
 defaults: {{module: plain}}
 modules:
-  plain: {{tls: none, timeout: {INTERVAL:g}s}}
+  plain: {{tls: none, timeout: {INTERVAL:g}s, metrics_detail: true}}  # failures by phase
   slow: {{tls: none, timeout: 5s}}
 targets:
   - {{target: "localhost:{smtp.port}", interval: {INTERVAL:g}s}}

@@ -65,9 +65,9 @@ PROTOCOLS = ("smtp", "imap", "pop3")
 
 
 def metrics_summary(samples: list[Sample], **labels: str) -> str:
-    """One line for the matrix: success, the failed phase and kind, the canary's outcome;
-    an IMAP or POP3 target's from its own families (named by their prefix), with the
-    mailbox's count."""
+    """One line for the matrix: success, the failed phase, kind and (SMTP) last reply code
+    (``-``: none), the canary's outcome; an IMAP or POP3 target's from its own families
+    (named by their prefix), with the mailbox's count."""
     parts = []
     for p in PROTOCOLS:
         prefix = "" if p == "smtp" else f"{p}_"
@@ -75,7 +75,10 @@ def metrics_summary(samples: list[Sample], **labels: str) -> str:
             parts.append(f"{prefix}success={s.value:g}")
         for s in select(samples, f"{p}_probe_failed_phase", **labels):
             if s.value == 1:
-                parts.append(f"failed_phase={s.labels.get('phase')}/{s.labels.get('kind')}")
+                failed = f"failed_phase={s.labels.get('phase')}/{s.labels.get('kind')}"
+                if p == "smtp":
+                    failed += f"/{s.labels.get('reply_code') or '-'}"
+                parts.append(failed)
         for s in select(samples, f"{p}_mailbox_messages", **labels):
             parts.append(f"messages={s.value:g}")
     for name in ("smtp_canary_send_success", "smtp_canary_delivered"):

@@ -7,7 +7,8 @@ pointing at an aiosmtpd with STARTTLS (relay test), with every check of its mail
 (records, MTA-STS from an HTTPS server, DANE, a DNSBL that lists it, a DKIM selector,
 reverse DNS of the MX address and its greeting). The test waits until
 every metric family docs/metrics.md documents is in the scrape, so a family that only
-appears with some feature is linted too, then runs promtool on that scrape.
+appears with some feature (or with ``metrics_detail``, on for the submission module) is
+linted too, then runs promtool on that scrape.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def test_promtool_accepts_a_scrape_with_every_feature_on(mailstack, ca, ca_file,
             f"    tls: starttls\n    tls_ca_file: {mailstack.ca_file}\n    timeout: 2s\n"
             f"    auth: {{username: probe, password_file: {smtp_pw}}}\n"
             "    posture: {auth_before_tls: true, tls_scan: true}\n"
+            # The per-flag and per-phase families too, so promtool sees every family.
+            "    metrics_detail: true\n"
             "    canary:\n"
             "      from: probe@localhost\n      to: canary@localhost\n"
             "      interval: 1m\n      timeout: 20s\n"

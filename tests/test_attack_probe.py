@@ -160,7 +160,7 @@ targets:
         assert exp.value("smtp_probe_success", target=name) == 1
         assert exp.value("smtp_exporter_probe_requests_refused_total", reason="busy") == 1
         status, body = probe(exp, f"target=127.0.0.1:{good.port}")  # the slot is free again
-        assert status == 200 and 'phase="",kind=""} 0' in body
+        assert status == 200 and 'phase="",kind="",reply_code=""} 0' in body
     finally:
         exp.stop()
 

@@ -186,7 +186,7 @@ def test_dashboard_structure():
             assert t["datasource"]["uid"] == "${datasource}", panel["title"]
             # Per-target metrics honour both variables; the histogram has no target label
             # and the exporter's own metrics none either.
-            if re.search(r"smtp_(probe|tls|auth|extension|size|canary)_", t["expr"]):
+            if re.search(r"smtp_(probe|tls|auth|extension|size|canary|capabilities)_", t["expr"]):
                 assert 'job=~"$job"' in t["expr"] and 'target=~"$target"' in t["expr"], panel[
                     "title"
                 ]

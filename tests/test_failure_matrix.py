@@ -637,6 +637,20 @@ def check_samples(sc: Scenario, samples: list[Sample], **labels: str) -> None:
         if s.value == 1
     }
     assert failed == ({(sc.failed.phase, sc.failed.kind)} if sc.failed else set())
+    # An SMTP failure carries the last reply code: the refusal's own for kind reply, none
+    # when the server never answered; after a success, none at all. (IMAP and POP3 replies
+    # have no codes: their text is in --once.)
+    codes = {
+        s.labels["reply_code"]
+        for s in select(samples, "smtp_probe_failed_phase", **labels)
+        if s.value == 1
+    }
+    if p != "smtp" or sc.failed is None:
+        assert codes == set(), codes
+    elif sc.failed.kind == "reply":
+        assert codes == {sc.failed.reason}, codes
+    elif sc.failed.phase in ("connect", "greeting", "mx_lookup"):
+        assert codes == {""}, codes
     delivered = [s.value for s in select(samples, "smtp_canary_delivered", **labels)]
     assert (0 in delivered) == sc.canary_lost, delivered
     imap = [s.value for s in select(samples, "smtp_canary_imap_success", **labels)]
@@ -763,6 +777,10 @@ def test_alerts(observed: Observed, sc: Scenario) -> None:
             assert f"phase {sc.failed.phase}" in said, (name, said)
         if sc.failed and name == sc.down_alert:
             assert f"phase {sc.failed.phase}, kind {sc.failed.kind}" in said, said
+        if sc.failed and name == DOWN:
+            assert f"phase {sc.failed.phase}, kind {sc.failed.kind}, last reply code " in said
+        if sc.failed and sc.failed.kind == "reply" and name in (DOWN, "SMTPAuthFailing"):
+            assert f"last reply code {sc.failed.reason}." in said, (name, said)
         if sc.canary_lost:
             assert "not found over IMAP" in said, (name, said)
         if sc.canary_blind:

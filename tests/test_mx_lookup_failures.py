@@ -181,13 +181,13 @@ def test_exporter_shows_every_failed_lookup(dns, smtp_server, tmp_path):
             got = lookup_samples(text, case.target)
             failed = (
                 "smtp_probe_failed_phase",
-                (("kind", case.kind.value), ("phase", "mx_lookup")),
+                (("kind", case.kind.value), ("phase", "mx_lookup"), ("reply_code", "")),
             )
             assert got[("smtp_probe_success", ())] == 0, name
             assert got[failed] == 1, name
             assert got[("smtp_mx_lookup_success", ())] == case.lookup_success, name
             assert got[("smtp_mx_null", ())] == (1 if name == "null_mx" else 0), name
-            assert got[("smtp_probe_failures_total", (("phase", "mx_lookup"),))] == 1, name
+            assert got[("smtp_probe_failures_total", ())] == 1, name
             durations = {k[1] for k in got if k[0] == "smtp_probe_phase_duration_seconds"}
             assert durations == {(("phase", "mx_lookup"),)}, (name, durations)
             assert ("smtp_auth_success", (("mechanism", ""),)) not in got
@@ -216,7 +216,10 @@ def test_exporter_shows_every_failed_lookup(dns, smtp_server, tmp_path):
             assert got[("smtp_probe_success", ())] == 0, name
             assert (
                 got[
-                    ("smtp_probe_failed_phase", (("kind", case.kind.value), ("phase", "mx_lookup")))
+                    (
+                        "smtp_probe_failed_phase",
+                        (("kind", case.kind.value), ("phase", "mx_lookup"), ("reply_code", "")),
+                    )
                 ]
                 == 1
             ), name
@@ -251,7 +254,8 @@ def test_probe_lookup_cut_by_the_scrape_timeout(dns_server, tmp_path):
     assert status == 200
     got = lookup_samples(body, "mx:silent.test")
     assert got[("smtp_probe_success", ())] == 0
-    assert got[("smtp_probe_failed_phase", (("kind", "timeout"), ("phase", "mx_lookup")))] == 1
+    failed = (("kind", "timeout"), ("phase", "mx_lookup"), ("reply_code", ""))
+    assert got[("smtp_probe_failed_phase", failed)] == 1
     assert got[("smtp_mx_lookup_success", ())] == 0
     assert elapsed < 4.0  # 1 s budget (+ slack), not the resolver's 5 s
 

@@ -55,7 +55,9 @@ def test_tls_handshake_failure_exports_no_later_phase(smtp_server, ca_file, tmp_
     path.write_text(
         "modules:\n"
         f"  right: {{tls: starttls, tls_ca_file: {ca_file}, timeout: 1s, {auth}}}\n"
-        f"  wrongca: {{tls: starttls, tls_ca_file: {other_ca}, timeout: 1s, {auth}}}\n"
+        # metrics_detail: the failure counter by phase, every phase from the start
+        f"  wrongca: {{tls: starttls, tls_ca_file: {other_ca}, timeout: 1s, {auth},"
+        " metrics_detail: true}\n"
         "targets:\n"
         f'  - {{target: "127.0.0.1:{good.port}", module: right, interval: 1s}}\n'
         f'  - {{target: "127.0.0.1:{bad.port}", module: wrongca, interval: 1s}}\n'
@@ -88,8 +90,12 @@ def test_tls_handshake_failure_exports_no_later_phase(smtp_server, ca_file, tmp_
     # The histogram saw only the phases that ran.
     hist = {dict(k[1])["phase"] for k in bad_metrics if k[0] == "smtp_probe_phase_seconds_count"}
     assert hist == REACHED
-    # The healthy neighbour keeps every phase and its AUTH verdict.
+    # The healthy neighbour keeps every phase and its AUTH verdict; without metrics_detail
+    # its one failure counter has no phase.
     good_metrics = samples(text, module="right")
+    assert [
+        dict(k[1]).get("phase") for k in good_metrics if k[0] == "smtp_probe_failures_total"
+    ] == [None]
     assert phases_of(good_metrics, "smtp_probe_phase_duration_seconds") == REACHED | LATER
     assert values(good_metrics, "smtp_auth_success", mechanism="PLAIN") == [1]
 

@@ -83,8 +83,9 @@ def test_open_relay_fails_the_probe_in_its_own_phase(smtp_server, ca_file, tmp_p
         base = {"target": t.name, "module": t.module.name, **labels}
         return got.get((name, tuple(sorted(base.items()))))
 
-    assert value("smtp_probe_failed_phase", phase="posture", kind="finding") == 1
-    assert value("smtp_probe_failures_total", phase="posture") == 1
+    code = str(r.last_reply_code)
+    assert value("smtp_probe_failed_phase", phase="posture", kind="finding", reply_code=code) == 1
+    assert value("smtp_probe_failures_total") == 1
     assert value("smtp_auth_success", mechanism="PLAIN") == 1
     timed = {dict(k[1])["phase"] for k in got if k[0] == "smtp_probe_phase_duration_seconds"}
     assert timed == {"resolve", "connect", "greeting", "ehlo", "auth", "noop", "quit"}

@@ -280,6 +280,9 @@ class Module:
     # IMAP: the mailbox the probe opens (read-only, with EXAMINE, unless mailbox_select).
     mailbox: str = "INBOX"
     mailbox_select: bool = False
+    # Also the per-flag and per-phase series (docs/metrics.md, "Series per target"): off,
+    # the same facts come in fewer series.
+    metrics_detail: bool = False
 
     @property
     def default_port(self) -> int:

@@ -149,6 +149,7 @@ class ConfigValidator(FeatureSections):
                 if d.get("probe_allow") is not None
                 else None
             ),
+            "metrics_detail": self.typed(d, "metrics_detail", path, bool, _M("metrics_detail")),
         }
         if ehlo:
             kwargs["ehlo_name"] = ehlo

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
 
-from ..config import Target, TLSMode, is_ip
-from ..errors import ProbeError, ProtocolError, TLSError
-from ..net import sasl, tls
+from ..config import Target, TLSMode
+from ..errors import ProbeError, ProtocolError
+from ..net import phases, sasl
 from ..net.connection import Connection
 from ..net.resolve import resolve
 from ..results import AuthInfo, FailureKind, MailboxInfo, Phase, PhaseTiming, TLSInfo
@@ -95,9 +94,9 @@ class IMAPSession:
         """The SASL mechanisms offered (the ``AUTH=`` capabilities)."""
         return tuple(c[5:] for c in self.capabilities if c.startswith("AUTH="))
 
-    def step(self, phase: Phase) -> _Step:
+    def step(self, phase: Phase) -> phases.Step:
         """Enter ``phase``; its duration is recorded when the ``with`` block ends."""
-        return _Step(self, phase)
+        return phases.Step(self, phase)
 
     async def execute(self) -> None:
         """The whole health check."""
@@ -201,23 +200,8 @@ class IMAPSession:
 
     async def _handshake(self) -> None:
         assert self.conn is not None
-        server_name = self.module.tls_server_name or self.target.host
-        sni = None if is_ip(server_name) else server_name
-        obj = await self.conn.start_tls(tls.client_context(), sni)
-        self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
-        if self.wire is not None:
-            self.note(_tls_note(self.tls))
-        if self.module.tls_verify:
-            if not self.tls.verified:
-                raise TLSError(
-                    Phase.TLS_HANDSHAKE,
-                    FailureKind.TLS_VERIFY,
-                    f"certificate did not verify: {self.tls.verify_error}",
-                )
-            if not self.tls.hostname_match:
-                raise TLSError(
-                    Phase.TLS_HANDSHAKE, FailureKind.TLS_HOSTNAME, tls.hostname_mismatch(self.tls)
-                )
+        self.tls = await phases.handshake(self.conn, self.target)
+        phases.verify(self.tls, self.target, self.note if self.wire is not None else None)
 
     async def _auth(self) -> None:
         auth = self.module.auth
@@ -420,28 +404,6 @@ class IMAPSession:
             self.conn.close(graceful=self.logout_ok)
 
 
-class _Step:
-    """``IMAPSession.step``'s context manager (a class: cheaper than @contextmanager)."""
-
-    __slots__ = ("_phase", "_session", "_start")
-
-    def __init__(self, session: IMAPSession, phase: Phase) -> None:
-        self._session = session
-        self._phase = phase
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._session.phase = self._phase
-        self._start = time.perf_counter()
-
-    def __exit__(self, exc_type: object, *_exc: object) -> None:
-        seconds = time.perf_counter() - self._start
-        self._session.timings.append(PhaseTiming(self._phase, seconds))
-        if self._session.wire is not None:
-            done = "ok" if exc_type is None else "failed"
-            self._session.note(f"phase {self._phase} {done} in {seconds * 1000:.1f} ms")
-
-
 # --- pure helpers ------------------------------------------------------------------------------
 def parse_capabilities(raw: bytes | str) -> tuple[str, ...]:
     """The capability names of a CAPABILITY response, upper case, bounded in count and size;
@@ -520,17 +482,6 @@ def _masked_command(line: str, phase: Phase) -> str:
     if len(words) >= 2 and words[1].upper() == "LOGIN":
         return " ".join(words[:3]) + " ***"
     return "***" if line else ""
-
-
-def _tls_note(info: TLSInfo) -> str:
-    leaf = info.leaf
-    cert = "no certificate"
-    if leaf is not None:
-        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(leaf.not_after))
-        cert = f"certificate {leaf.subject!r} issued by {leaf.issuer!r}, expires {expires}"
-    verified = "verified" if info.verified else f"not verified ({info.verify_error})"
-    name = "matches" if info.hostname_match else "does not match"
-    return f"TLS {info.version} {info.cipher}; {cert}; {verified}; {info.server_name} {name}"
 
 
 def _text(response: Response) -> str:

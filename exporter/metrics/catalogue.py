@@ -40,6 +40,9 @@ class MetricSpec:
     type: str  # gauge | counter | histogram
     help: str
     labels: tuple[str, ...] = ()  # beyond target, module and the target's extra labels
+    # Served only for modules with ``metrics_detail: true``: the per-flag and per-phase
+    # series whose facts the default series carry in fewer series (docs/metrics.md).
+    detail: bool = False
 
 
 PER_TARGET: tuple[MetricSpec, ...] = (
@@ -54,28 +57,23 @@ PER_TARGET: tuple[MetricSpec, ...] = (
     MetricSpec(
         "smtp_probe_failed_phase",
         "gauge",
-        "1 with the phase and kind of the last probe's failure; 0 with empty labels "
-        "after a success.",
-        ("phase", "kind"),
-    ),
-    MetricSpec(
-        "smtp_probe_reply_code",
-        "gauge",
-        "Last SMTP reply code received in the last probe (0 if none).",
+        "1 with the phase, kind and last reply code of the last probe's failure; 0 with "
+        "empty labels after a success.",
+        ("phase", "kind", "reply_code"),
     ),
     MetricSpec("smtp_probe_ip_protocol", "gauge", "IP version of the address probed (4 or 6)."),
     MetricSpec("smtp_probe_timestamp_seconds", "gauge", "When the last probe started."),
     MetricSpec(
-        "smtp_tls_info", "gauge", "TLS version and cipher of the last probe.", ("version", "cipher")
-    ),
-    MetricSpec(
-        "smtp_tls_cert_info",
+        "smtp_tls_info",
         "gauge",
-        "The leaf certificate presented.",
-        ("subject", "issuer", "serial", "fingerprint_sha256"),
+        "TLS version and cipher of the last probe, and the leaf certificate presented.",
+        ("version", "cipher", "subject", "issuer", "serial", "fingerprint_sha256"),
     ),
     MetricSpec(
-        "smtp_tls_leaf_cert_expiry_timestamp_seconds", "gauge", "notAfter of the leaf certificate."
+        "smtp_tls_leaf_cert_expiry_timestamp_seconds",
+        "gauge",
+        "notAfter of the leaf certificate.",
+        detail=True,
     ),
     MetricSpec(
         "smtp_tls_earliest_cert_expiry_timestamp_seconds",
@@ -99,18 +97,32 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         ("mechanism",),
     ),
     MetricSpec(
+        "smtp_capabilities_info",
+        "gauge",
+        "Extensions and AUTH mechanisms the last EHLO (after STARTTLS, if any) advertised, "
+        "of a fixed list, sorted, space-separated; the SIZE limit in bytes.",
+        ("extensions", "mechanisms", "size_limit"),
+    ),
+    MetricSpec(
         "smtp_extension_advertised",
         "gauge",
         "1 if the last EHLO (after STARTTLS, if any) advertised the extension.",
         ("extension",),
+        detail=True,
     ),
     MetricSpec(
         "smtp_auth_mechanism_advertised",
         "gauge",
         "1 if the last EHLO advertised the AUTH mechanism.",
         ("mechanism",),
+        detail=True,
     ),
-    MetricSpec("smtp_size_limit_bytes", "gauge", "Message size limit advertised with SIZE."),
+    MetricSpec(
+        "smtp_size_limit_bytes",
+        "gauge",
+        "Message size limit advertised with SIZE.",
+        detail=True,
+    ),
     MetricSpec(
         "smtp_posture_auth_advertised_before_tls",
         "gauge",
@@ -284,8 +296,13 @@ PER_TARGET: tuple[MetricSpec, ...] = (
         ("route",),
     ),
     MetricSpec("smtp_probes_total", "counter", "Probes completed since the exporter started."),
+    # One series per target; with metrics_detail, one per phase the target can fail in
+    # (``sum without (phase)`` reads both shapes alike).
     MetricSpec(
-        "smtp_probe_failures_total", "counter", "Failed probes by failing phase.", ("phase",)
+        "smtp_probe_failures_total",
+        "counter",
+        "Failed probes (by failing phase with metrics_detail).",
+        ("phase",),
     ),
 )
 DISCOVERY: tuple[MetricSpec, ...] = (
@@ -507,10 +524,11 @@ def _mailbox_families(p: str, name: str) -> tuple[MetricSpec, ...]:
             f"TLS version and cipher of the last {name} probe, and the leaf certificate presented.",
             ("version", "cipher", "subject", "issuer", "serial", "fingerprint_sha256"),
         ),
-        MetricSpec(  # with the module's metrics_detail only, as SMTP's (#17)
+        MetricSpec(
             f"{p}_tls_leaf_cert_expiry_timestamp_seconds",
             "gauge",
             "notAfter of the leaf certificate.",
+            detail=True,
         ),
         MetricSpec(
             f"{p}_tls_earliest_cert_expiry_timestamp_seconds",

@@ -50,8 +50,7 @@ def render_mailbox(lines: Lines, entry: Entry, counters: bool) -> None:
     """Every ``<protocol>_*`` sample of an IMAP or POP3 target into ``lines``; without
     ``counters`` (a /probe answer), no counter and no timestamp."""
     p = entry.target.module.protocol
-    # The module key comes with the series budget (#17); a Module without it has no detail.
-    detail = getattr(entry.target.module, "metrics_detail", False)
+    detail = entry.target.module.metrics_detail
     if counters:
         lines.add(f"{p}_probes_total", entry.probes)
         failures = dict(entry.failures)

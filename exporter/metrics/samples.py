@@ -7,7 +7,7 @@ its own into one ``_Lines`` buffer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from prometheus_client.utils import floatToGoString
 
@@ -26,8 +26,9 @@ _CANARY_LE = tuple(floatToGoString(bound) for bound in CANARY_BUCKETS)
 
 
 def phase_plan(entry: Entry) -> tuple[Phase, ...]:
-    """The phases this target can fail in, so each failure counter exists from the start.
-    (Durations are exported only for the phases a probe did run.)"""
+    """The phases this target can fail in, so each per-phase failure counter (with
+    ``metrics_detail``) exists from the start. (Durations are exported only for the phases
+    a probe did run.)"""
     if is_lookup(entry):
         return (Phase.MX_LOOKUP,)
     module = entry.target.module
@@ -66,24 +67,32 @@ class _Lines:
 
 def render_target(entry: Entry, *, counters: bool = True) -> tuple[str, ...]:
     """One string per PER_TARGET family (possibly empty) for this target; without
-    ``counters``, the counter and histogram families stay empty (what /probe leaves out,
-    not worth formatting at every request)."""
+    ``counters`` (the /probe answer), the counter and histogram families and the probe's
+    timestamp stay empty (what /probe leaves out, not worth formatting at every request).
+    The module's ``metrics_detail`` adds the per-flag and per-phase families."""
     lines = _Lines(entry)
     if entry.target.module.protocol != "smtp":  # IMAP, POP3: imap_* / pop3_* (mailbox.py)
         render_mailbox(lines, entry, counters)
         return tuple("".join(family) for family in lines.out)
     plan = phase_plan(entry)
+    detail = entry.target.module.metrics_detail
     if counters:
         lines.add("smtp_probes_total", entry.probes)
         failures = dict(entry.failures)
-        for phase in plan:
-            lines.add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+        if detail:
+            for phase in plan:
+                lines.add("smtp_probe_failures_total", failures.get(phase, 0), f',phase="{phase}"')
+        else:
+            # One series from the start: increase() sees every failure, the first one too
+            # (a series born at 1 would hide it). The failing phase of the last probe is in
+            # smtp_probe_failed_phase.
+            lines.add("smtp_probe_failures_total", sum(failures.values()))
     r = entry.result
     if r is not None:
-        _probe(lines, r, plan)
+        _probe(lines, r, plan, counters)
         if r.tls is not None:
-            _tls(lines, r.tls)
-        _capabilities(lines, entry, r)
+            _tls(lines, r.tls, detail)
+        _capabilities(lines, entry, r, detail)
         _posture(lines, r.posture)
     for route in entry.routes:
         _canary(lines, route.canary)
@@ -91,7 +100,7 @@ def render_target(entry: Entry, *, counters: bool = True) -> tuple[str, ...]:
     return tuple("".join(family) for family in lines.out)
 
 
-def _probe(lines: _Lines, r: ProbeResult, plan: tuple[Phase, ...]) -> None:
+def _probe(lines: _Lines, r: ProbeResult, plan: tuple[Phase, ...], scheduled: bool) -> None:
     lines.add("smtp_probe_success", 1 if r.success else 0)
     lines.add("smtp_probe_duration_seconds", r.duration_seconds)
     # Only the phases that ran: a 0 for a phase never reached would read as a result and
@@ -103,27 +112,37 @@ def _probe(lines: _Lines, r: ProbeResult, plan: tuple[Phase, ...]) -> None:
                 "smtp_probe_phase_duration_seconds", timing.seconds, f',phase="{timing.phase}"'
             )
     f = r.failure
+    # The reply code goes with the failure: after a success it is always QUIT's 221.
     lines.add(
         "smtp_probe_failed_phase",
         1 if f else 0,
-        f',phase="{f.phase}",kind="{f.kind}"' if f else ',phase="",kind=""',
+        f',phase="{f.phase}",kind="{f.kind}",reply_code="{r.last_reply_code or ""}"'
+        if f
+        else ',phase="",kind="",reply_code=""',
     )
-    lines.add("smtp_probe_reply_code", r.last_reply_code or 0)
     if r.address:
         lines.add("smtp_probe_ip_protocol", 6 if ":" in r.address else 4)
-    lines.add("smtp_probe_timestamp_seconds", r.started_at)
+    if scheduled:
+        # /probe probes when it is scraped: the sample's own timestamp says when.
+        lines.add("smtp_probe_timestamp_seconds", r.started_at)
 
 
-def _tls(lines: _Lines, tls: TLSInfo) -> None:
-    lines.add("smtp_tls_info", 1, f',version="{escape(tls.version)}",cipher="{escape(tls.cipher)}"')
+def _tls(lines: _Lines, tls: TLSInfo, detail: bool) -> None:
+    # One info series for the session and its leaf: they change together, at a new
+    # certificate or a server upgrade.
     leaf = tls.leaf
-    if leaf is not None:
-        lines.add(
-            "smtp_tls_cert_info",
-            1,
-            f',subject="{escape(leaf.subject)}",issuer="{escape(leaf.issuer)}",'
-            f'serial="{leaf.serial}",fingerprint_sha256="{leaf.sha256}"',
-        )
+    cert = (
+        f',subject="{escape(leaf.subject)}",issuer="{escape(leaf.issuer)}",'
+        f'serial="{leaf.serial}",fingerprint_sha256="{leaf.sha256}"'
+        if leaf is not None
+        else ',subject="",issuer="",serial="",fingerprint_sha256=""'
+    )
+    lines.add(
+        "smtp_tls_info",
+        1,
+        f',version="{escape(tls.version)}",cipher="{escape(tls.cipher)}"{cert}',
+    )
+    if leaf is not None and detail:
         lines.add("smtp_tls_leaf_cert_expiry_timestamp_seconds", leaf.not_after)
     if tls.earliest_not_after is not None:
         lines.add("smtp_tls_earliest_cert_expiry_timestamp_seconds", tls.earliest_not_after)
@@ -131,7 +150,7 @@ def _tls(lines: _Lines, tls: TLSInfo) -> None:
     lines.add("smtp_tls_hostname_match", 1 if tls.hostname_match else 0)
 
 
-def _capabilities(lines: _Lines, entry: Entry, r: ProbeResult) -> None:
+def _capabilities(lines: _Lines, entry: Entry, r: ProbeResult, detail: bool) -> None:
     """AUTH outcome, advertised extensions and mechanisms, SIZE."""
     if entry.target.module.auth is not None and any(p.phase is Phase.AUTH for p in r.phases):
         # Only when the AUTH phase ran: a probe that failed before it did not fail AUTH.
@@ -140,19 +159,36 @@ def _capabilities(lines: _Lines, entry: Entry, r: ProbeResult) -> None:
             1 if r.auth.success else 0,
             f',mechanism="{r.auth.mechanism or ""}"',
         )
-    if r.extensions or r.failure is None:
-        for ext in EXTENSIONS:
-            lines.add(
-                "smtp_extension_advertised", 1 if ext in r.extensions else 0, f',extension="{ext}"'
-            )
-        for mech in MECHANISMS:
-            lines.add(
-                "smtp_auth_mechanism_advertised",
-                1 if mech in r.auth_mechanisms else 0,
-                f',mechanism="{mech}"',
-            )
+    if not (r.extensions or r.failure is None):
+        return  # no EHLO answered: nothing is known about the server's capabilities
+    size = "" if r.size_limit is None else str(r.size_limit)
+    lines.add(
+        "smtp_capabilities_info",
+        1,
+        f',extensions="{capability_list(EXTENSIONS, r.extensions)}"'
+        f',mechanisms="{capability_list(MECHANISMS, r.auth_mechanisms)}",size_limit="{size}"',
+    )
+    if not detail:
+        return
+    for ext in EXTENSIONS:
+        lines.add(
+            "smtp_extension_advertised", 1 if ext in r.extensions else 0, f',extension="{ext}"'
+        )
+    for mech in MECHANISMS:
+        lines.add(
+            "smtp_auth_mechanism_advertised",
+            1 if mech in r.auth_mechanisms else 0,
+            f',mechanism="{mech}"',
+        )
     if r.size_limit is not None:
         lines.add("smtp_size_limit_bytes", r.size_limit)
+
+
+def capability_list(known: Sequence[str], advertised: Collection[str]) -> str:
+    """The advertised names that are on the ``known`` list, sorted, space-separated: a
+    server's EHLO can add no label value outside the 2^len(known) combinations, and the
+    same set always reads the same. (A space: no name on the lists contains one.)"""
+    return " ".join(sorted(name for name in known if name in advertised))
 
 
 def _posture(lines: _Lines, p: Posture) -> None:

@@ -12,11 +12,11 @@ masked; the probe boundary clips it).
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 
-from ..config import Target, TLSMode, is_ip
-from ..errors import ProbeError, ProtocolError, TLSError
-from ..net import sasl, tls
+from ..config import Target, TLSMode
+from ..errors import ProbeError, ProtocolError
+from ..net import phases, sasl
 from ..net.connection import Connection
 from ..net.resolve import resolve
 from ..results import AuthInfo, FailureKind, MailboxInfo, Phase, PhaseTiming, TLSInfo
@@ -43,6 +43,7 @@ class POP3Session:
         self.module = target.module
         self.phase = Phase.RESOLVE
         self.timings: list[PhaseTiming] = []
+        self.wire: Callable[[str], None] | None = None  # no transcript for POP3 yet
         self.conn: Connection[Response] | None = None
         self.reader = POP3Reader()
         self.address: str | None = None
@@ -72,9 +73,14 @@ class POP3Session:
         """The SASL mechanisms the server offers (CAPA's SASL tag)."""
         return self.sasl_mechanisms
 
-    def step(self, phase: Phase) -> _Step:
+    def note(self, text: str) -> None:
+        """A transcript line (none is kept for POP3 yet)."""
+        if self.wire is not None:
+            self.wire("* " + text)
+
+    def step(self, phase: Phase) -> phases.Step:
         """Enter ``phase``; its duration is recorded when the ``with`` block ends."""
-        return _Step(self, phase)
+        return phases.Step(self, phase)
 
     async def execute(self) -> None:
         """The whole health check."""
@@ -154,21 +160,8 @@ class POP3Session:
 
     async def _handshake(self) -> None:
         assert self.conn is not None
-        server_name = self.module.tls_server_name or self.target.host
-        sni = None if is_ip(server_name) else server_name
-        obj = await self.conn.start_tls(tls.client_context(), sni)
-        self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
-        if self.module.tls_verify:
-            if not self.tls.verified:
-                raise TLSError(
-                    Phase.TLS_HANDSHAKE,
-                    FailureKind.TLS_VERIFY,
-                    f"certificate did not verify: {self.tls.verify_error}",
-                )
-            if not self.tls.hostname_match:
-                raise TLSError(
-                    Phase.TLS_HANDSHAKE, FailureKind.TLS_HOSTNAME, tls.hostname_mismatch(self.tls)
-                )
+        self.tls = await phases.handshake(self.conn, self.target)
+        phases.verify(self.tls, self.target)
 
     def _choose(self) -> str:
         """The first configured mechanism the server offers and we speak (``auto``:
@@ -309,24 +302,6 @@ class POP3Session:
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close(graceful=self.quit_ok)
-
-
-class _Step:
-    """``POP3Session.step``'s context manager (a class: cheaper than @contextmanager)."""
-
-    __slots__ = ("_phase", "_session", "_start")
-
-    def __init__(self, session: POP3Session, phase: Phase) -> None:
-        self._session = session
-        self._phase = phase
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._session.phase = self._phase
-        self._start = time.perf_counter()
-
-    def __exit__(self, *_exc: object) -> None:
-        self._session.timings.append(PhaseTiming(self._phase, time.perf_counter() - self._start))
 
 
 def _secret_forms(target: Target) -> tuple[str, ...]:

@@ -9,14 +9,13 @@ phase; ``probe.run`` turns it into the result's ``Failure``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..config import Target, TLSMode, is_ip
+from ..config import Target, TLSMode
 from ..deadline import Deadline
-from ..errors import ProbeError, ProtocolError, ReplyError, TLSError
-from ..net import sasl, tls
+from ..errors import ProbeError, ProtocolError, ReplyError
+from ..net import phases, sasl
 from ..results import AuthInfo, FailureKind, Phase, PhaseTiming, Posture, TLSInfo
 from . import tlsscan
 from .esmtp import NO_EXTENSIONS, Extensions, parse_ehlo
@@ -46,10 +45,10 @@ class Session:
         self.posture = Posture()
         self.secrets = _secret_forms(target)
 
-    def step(self, phase: Phase) -> _Step:
+    def step(self, phase: Phase) -> phases.Step:
         """Enter ``phase``; its duration is recorded when the ``with`` block ends, by an
         exception or not."""
-        return _Step(self, phase)
+        return phases.Step(self, phase)
 
     async def execute(self) -> None:
         """The whole health check."""
@@ -158,25 +157,8 @@ class Session:
 
     async def _handshake(self) -> None:
         assert self.conn is not None
-        server_name = self.module.tls_server_name or self.target.host
-        sni = None if is_ip(server_name) else server_name
-        obj = await self.conn.start_tls(tls.client_context(), sni)
-        self.tls = tls.inspect(obj, server_name, self.module.tls_ca_file)
-        if self.wire is not None:
-            self.note(_tls_note(self.tls))
-        if self.module.tls_verify:
-            if not self.tls.verified:
-                raise TLSError(
-                    Phase.TLS_HANDSHAKE,
-                    FailureKind.TLS_VERIFY,
-                    f"certificate did not verify: {self.tls.verify_error}",
-                )
-            if not self.tls.hostname_match:
-                raise TLSError(
-                    Phase.TLS_HANDSHAKE,
-                    FailureKind.TLS_HOSTNAME,
-                    tls.hostname_mismatch(self.tls),
-                )
+        self.tls = await phases.handshake(self.conn, self.target)
+        phases.verify(self.tls, self.target, self.note if self.wire is not None else None)
 
     async def _auth(self) -> None:
         auth = self.module.auth
@@ -284,29 +266,6 @@ class Session:
             self.conn.close(graceful=self.quit_ok)
 
 
-class _Step:
-    """``Session.step``'s context manager: a class rather than a @contextmanager generator,
-    which costs several times as much, and a probe times ten phases."""
-
-    __slots__ = ("_phase", "_session", "_start")
-
-    def __init__(self, session: Session, phase: Phase) -> None:
-        self._session = session
-        self._phase = phase
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._session.phase = self._phase
-        self._start = time.perf_counter()
-
-    def __exit__(self, exc_type: object, *_exc: object) -> None:
-        seconds = time.perf_counter() - self._start
-        self._session.timings.append(PhaseTiming(self._phase, seconds))
-        if self._session.wire is not None:
-            done = "ok" if exc_type is None else "failed"
-            self._session.note(f"phase {self._phase} {done} in {seconds * 1000:.1f} ms")
-
-
 def _masked_command(line: str, phase: Phase) -> str:
     """``line`` as the transcript shows it: in AUTH, the mechanism but never a payload
     (credentials, or a proof derived from them), whatever the mechanism."""
@@ -316,17 +275,6 @@ def _masked_command(line: str, phase: Phase) -> str:
     if words[0].upper() == "AUTH":
         return " ".join(words[:2]) + (" ***" if len(words) > 2 else "")
     return "***" if line else ""
-
-
-def _tls_note(info: TLSInfo) -> str:
-    leaf = info.leaf
-    cert = "no certificate"
-    if leaf is not None:
-        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(leaf.not_after))
-        cert = f"certificate {leaf.subject!r} issued by {leaf.issuer!r}, expires {expires}"
-    verified = "verified" if info.verified else f"not verified ({info.verify_error})"
-    name = "matches" if info.hostname_match else "does not match"
-    return f"TLS {info.version} {info.cipher}; {cert}; {verified}; {info.server_name} {name}"
 
 
 def _data(reply: Reply) -> bytes:

@@ -1,0 +1,89 @@
+"""What every protocol session does the same way: time its phases, and upgrade to TLS
+with the module's verification rules. (The sessions differ in their dialogue only.)"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..config import Target, is_ip
+from ..errors import TLSError
+from ..results import FailureKind, Phase, PhaseTiming, TLSInfo
+from . import tls
+from .connection import Connection
+
+
+class Timed(Protocol):
+    """A session whose phases ``Step`` times: it names the phase running, keeps the
+    timings and, with a transcript sink (``wire``), notes each phase's end."""
+
+    phase: Phase
+    timings: list[PhaseTiming]
+    wire: Callable[[str], None] | None
+
+    def note(self, text: str) -> None: ...
+
+
+class Step:
+    """A session's ``step(phase)`` context manager: the phase's duration is recorded when
+    the ``with`` block ends, by an exception or not. A class rather than a
+    @contextmanager generator, which costs several times as much, and a probe times ten
+    phases."""
+
+    __slots__ = ("_phase", "_session", "_start")
+
+    def __init__(self, session: Timed, phase: Phase) -> None:
+        self._session = session
+        self._phase = phase
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._session.phase = self._phase
+        self._start = time.perf_counter()
+
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        seconds = time.perf_counter() - self._start
+        self._session.timings.append(PhaseTiming(self._phase, seconds))
+        if self._session.wire is not None:
+            done = "ok" if exc_type is None else "failed"
+            self._session.note(f"phase {self._phase} {done} in {seconds * 1000:.1f} ms")
+
+
+async def handshake(conn: Connection[Any], target: Target) -> TLSInfo:
+    """TLS on ``conn`` (after the server's yes to STARTTLS / STLS, or at once for implicit
+    TLS): what the handshake showed. The caller keeps it before ``verify`` applies the
+    module's rules, so a result reports the certificate of a server it then refused."""
+    module = target.module
+    server_name = module.tls_server_name or target.host
+    sni = None if is_ip(server_name) else server_name
+    obj = await conn.start_tls(tls.client_context(), sni)
+    return tls.inspect(obj, server_name, module.tls_ca_file)
+
+
+def verify(info: TLSInfo, target: Target, note: Callable[[str], None] | None = None) -> None:
+    """Note the handshake in the transcript; raise if the module verifies and it fails."""
+    if note is not None:
+        note(tls_note(info))
+    if not target.module.tls_verify:
+        return
+    if not info.verified:
+        raise TLSError(
+            Phase.TLS_HANDSHAKE,
+            FailureKind.TLS_VERIFY,
+            f"certificate did not verify: {info.verify_error}",
+        )
+    if not info.hostname_match:
+        raise TLSError(Phase.TLS_HANDSHAKE, FailureKind.TLS_HOSTNAME, tls.hostname_mismatch(info))
+
+
+def tls_note(info: TLSInfo) -> str:
+    """The handshake in one transcript line."""
+    leaf = info.leaf
+    cert = "no certificate"
+    if leaf is not None:
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(leaf.not_after))
+        cert = f"certificate {leaf.subject!r} issued by {leaf.issuer!r}, expires {expires}"
+    verified = "verified" if info.verified else f"not verified ({info.verify_error})"
+    name = "matches" if info.hostname_match else "does not match"
+    return f"TLS {info.version} {info.cipher}; {cert}; {verified}; {info.server_name} {name}"
