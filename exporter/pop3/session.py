@@ -266,7 +266,7 @@ class POP3Session:
     async def _stat(self) -> None:
         response = self.expect_ok(await self.command("STAT", Phase.STAT), Phase.STAT)
         words = response.text.split()
-        if len(words) < 2 or not all(w.isdigit() and len(w) <= 20 for w in words[:2]):
+        if len(words) < 2 or not all(w.isdecimal() and len(w) <= 20 for w in words[:2]):
             raise ProtocolError(f"malformed STAT response {response.text[:40]!r}", Phase.STAT)
         self.mailbox = MailboxInfo(name="", messages=int(words[0]), size_bytes=int(words[1]))
 
