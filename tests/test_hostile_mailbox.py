@@ -52,9 +52,9 @@ KNOWN: dict[tuple[str, str], str] = {
         "on a loaded machine the deadline overshoots when a flood starts just before it "
         "(idle: the bound ends it at 1.9-2.0 s; at load 7-14 on 2 cores: 2.1-3.0 s): "
         "exporter/net/connection.py feeds the reader a whole 256 KiB socket read (~8,500 "
-        "short responses) in one data_received, and Connection.read() hands the session "
-        "every ready response without yielding, so the timeout waits for both; with 16-64 "
-        "KiB reads it overshot by 0.02-0.2 s under the same load"
+        "short responses) in one data_received (Connection.read() now yields every 256 ready responses, "
+        "so only that one parse delays the timeout); with 16-64 KiB reads it overshot by "
+        "0.02-0.2 s under the same load"
     ),
 }
 # The password and the SASL PLAIN forms that carry it.
@@ -286,16 +286,6 @@ def test_tarpits_beside_healthy_mailboxes_in_one_loop(server_ctx, certs):
     assert {r.failure.phase for r in stuck if r.failure} == {Phase.GREETING}
 
 
-REPLAY_LEAK = (
-    "the password a server replays as a capability name reaches the result upper-cased, in "
-    "extensions (and IMAP's auth_mechanisms), whence --once and /probe's debug output: "
-    "exporter/imap/session.py (_names, the CAPABILITY list) and exporter/pop3/session.py "
-    "(CAPA's names and SASL list) keep every well-formed name, and redact() is exact-case "
-    "and applied to failure details only"
-)
-
-
-@pytest.mark.xfail(reason=REPLAY_LEAK, strict=False)
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
 def test_replayed_credentials_never_reach_the_result(protocol, server_ctx, certs):
     """A server that saw the password once lists it among its capabilities from then on: no

@@ -20,6 +20,7 @@ from .memtls import MemoryTLS
 from .raw import Closing, RawConnection, connect
 
 Item = TypeVar("Item")
+_YIELD_EVERY = 256
 _Co = TypeVar("_Co", covariant=True)
 
 
@@ -47,6 +48,7 @@ class Connection(Closing, Generic[Item]):
 
     def __init__(self, reader: Reader[Item]) -> None:
         self._reader = reader
+        self._ready_in_a_row = 0  # items read without waiting (see read)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._broken: str | None = None  # why the reader refused the server's bytes
@@ -104,7 +106,14 @@ class Connection(Closing, Generic[Item]):
         while True:
             item = self._reader.pop()
             if item is not None:
+                self._ready_in_a_row += 1
+                if self._ready_in_a_row >= _YIELD_EVERY:
+                    # A server can send thousands of short responses in one read; a caller
+                    # taking them all without awaiting would never let its deadline fire.
+                    self._ready_in_a_row = 0
+                    await asyncio.sleep(0)
                 return item
+            self._ready_in_a_row = 0
             if self._broken is not None:
                 raise ProtocolError(self._broken, phase)
             if self._closed is not None:

@@ -3,6 +3,7 @@ with the module's verification rules. (The sessions differ in their dialogue onl
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -87,3 +88,25 @@ def tls_note(info: TLSInfo) -> str:
     verified = "verified" if info.verified else f"not verified ({info.verify_error})"
     name = "matches" if info.hostname_match else "does not match"
     return f"TLS {info.version} {info.cipher}; {cert}; {verified}; {info.server_name} {name}"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every form of a secret masked, whatever its case: a server may echo a
+    password back upper-cased (as a capability name, say) as easily as verbatim."""
+    if not secrets or not text:
+        return text
+    folded = text.casefold()
+    if not any(s.casefold() in folded for s in secrets):
+        return text
+    for secret in secrets:  # longest first (the sessions sort them so)
+        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+    return text
+
+
+def without_secrets(names: tuple[str, ...], secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """The names (capabilities, mechanisms) a server listed, less any that carries a form
+    of a secret: a hostile server can replay the password it saw as a capability."""
+    if not secrets:
+        return names
+    forms = [s.casefold() for s in secrets]
+    return tuple(n for n in names if not any(f in n.casefold() for f in forms))

@@ -295,9 +295,7 @@ class POP3Session:
 
     def redact(self, text: str) -> str:
         """Mask anything derived from our credentials that a server might echo back."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return phases.redact(text, self.secrets)
 
     def close(self) -> None:
         if self.conn is not None:

@@ -14,6 +14,7 @@ from ..config import Target
 from ..deadline import Deadline
 from ..errors import ProbeError, ReplyError
 from ..imap.session import IMAPSession
+from ..net.phases import without_secrets
 from ..pop3.session import POP3Session
 from ..results import (
     AuthInfo,
@@ -102,8 +103,8 @@ async def run(
         address=session.address,
         tls=session.tls,
         greeting_host=session.greeting_host,
-        extensions=ext.keywords,
-        auth_mechanisms=ext.auth_mechanisms,
+        extensions=without_secrets(ext.keywords, session.secrets),
+        auth_mechanisms=without_secrets(ext.auth_mechanisms, session.secrets),
         size_limit=ext.size_limit,
         used_helo=session.used_helo,
         auth=session.auth,
@@ -114,9 +115,10 @@ async def run(
 
 
 class MailboxSession(Interface):
-    """What ``run`` reads of an IMAP or POP3 session (DESIGN18's session surface)."""
+    """What ``run`` reads of an IMAP or POP3 session (the surface both clients share)."""
 
     phase: Phase
+    secrets: tuple[str, ...]
     timings: list[PhaseTiming]
     address: str | None
     tls: TLSInfo | None
@@ -172,8 +174,8 @@ async def _run_mailbox(
         failure=failure,
         address=session.address,
         tls=session.tls,
-        extensions=session.extensions,
-        auth_mechanisms=session.auth_mechanisms,
+        extensions=without_secrets(session.extensions, session.secrets),
+        auth_mechanisms=without_secrets(session.auth_mechanisms, session.secrets),
         auth=session.auth,
         labels=target.labels,
         protocol=protocol,

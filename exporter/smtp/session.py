@@ -257,9 +257,7 @@ class Session:
 
     def redact(self, text: str) -> str:
         """Mask anything derived from our credentials that a server might echo back."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return phases.redact(text, self.secrets)
 
     def close(self) -> None:
         if self.conn is not None:
