@@ -52,8 +52,9 @@ KNOWN: dict[tuple[str, str], str] = {
         "on a loaded machine the deadline overshoots when a flood starts just before it "
         "(idle: the bound ends it at 1.9-2.0 s; at load 7-14 on 2 cores: 2.1-3.0 s): "
         "exporter/net/connection.py feeds the reader a whole 256 KiB socket read (~8,500 "
-        "short responses) in one data_received (Connection.read() now yields every 256 ready responses, "
-        "so only that one parse delays the timeout); with 16-64 KiB reads it overshot by "
+        "short responses) in one data_received (Connection.read() now yields every 256 "
+        "ready responses, so only that one parse delays the timeout); with 16-64 KiB reads "
+        "it overshot by "
         "0.02-0.2 s under the same load"
     ),
 }
