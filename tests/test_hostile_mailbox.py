@@ -192,7 +192,7 @@ def test_hostile_mailbox(protocol, behaviour, server_ctx, certs):
     result, elapsed, _ = run_against(
         protocol, behaviour, server_ctx, str(certs.ca_file), transcript=transcript
     )
-    # The /probe?debug=true transcript (IMAP's; POP3 keeps none): secrets masked, bounded.
+    # The /probe?debug=true transcript: secrets masked, bounded.
     text = transcript.text()
     for secret in SECRET_FORMS:
         assert secret not in text, f"{behaviour}: a credential in the transcript"

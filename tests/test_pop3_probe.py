@@ -514,3 +514,34 @@ def test_dovecot_bad_certificates(mailstack, cert, kind, tls):
     r = dovecot(mailstack, port, tls=tls, tls_verify=False)
     assert r.success, r.failure
     assert r.tls is not None and not (r.tls.verified and r.tls.hostname_match)
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize("mechanism", ["LOGIN", "PLAIN", "SCRAM-SHA-256"])
+def test_dovecot_transcript_shows_the_dialogue_never_the_password(mailstack, mechanism):
+    """/probe?debug=true's transcript of a POP3 probe: every command and response, the
+    login's payloads and SASL challenges masked, no form of the password anywhere."""
+    lines: list[str] = []
+    password = mailstack.users[USER]
+    target = pop3_target(
+        mailstack.host,
+        mailstack.pop3_port,
+        tls=TLSMode.STARTTLS,
+        tls_ca_file=str(mailstack.ca_file),
+        password=password,
+        mechanism=mechanism,
+    )
+    r = asyncio.run(probe.run(target, wire=lines.append))
+    assert r.success, r.failure
+    text = "\n".join(lines)
+    for needle in ("C: CAPA", "C: STLS", "C: STAT", "C: QUIT", "S: +OK"):
+        assert needle in text, text
+    if mechanism == "LOGIN":
+        assert f"C: USER {USER}" in text and "C: PASS ***" in text, text
+    else:
+        assert f"C: AUTH {mechanism}" in text, text
+    assert "phase stat ok" in text and "TLS TLSv1." in text, text
+    forms = {password, base64.b64encode(password.encode()).decode()}
+    forms.add(base64.b64encode(f"\0{USER}\0{password}".encode()).decode())
+    for form in forms:
+        assert form.casefold() not in text.casefold(), (form, text)

@@ -38,12 +38,12 @@ class POP3Session:
     """State of one POP3 probe run. Everything it learns stays readable after a failure, so
     the result can report the certificate of a server whose login then failed."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, wire: Callable[[str], None] | None = None) -> None:
         self.target = target
         self.module = target.module
         self.phase = Phase.RESOLVE
         self.timings: list[PhaseTiming] = []
-        self.wire: Callable[[str], None] | None = None  # no transcript for POP3 yet
+        self.wire = wire  # debug transcript sink; lines are masked and redacted first
         self.conn: Connection[Response] | None = None
         self.reader = POP3Reader()
         self.address: str | None = None
@@ -74,7 +74,7 @@ class POP3Session:
         return self.sasl_mechanisms
 
     def note(self, text: str) -> None:
-        """A transcript line (none is kept for POP3 yet)."""
+        """A note in the transcript (phase ends, the TLS handshake)."""
         if self.wire is not None:
             self.wire("* " + text)
 
@@ -161,7 +161,7 @@ class POP3Session:
     async def _handshake(self) -> None:
         assert self.conn is not None
         self.tls = await phases.handshake(self.conn, self.target)
-        phases.verify(self.tls, self.target)
+        phases.verify(self.tls, self.target, self.note if self.wire is not None else None)
 
     def _choose(self) -> str:
         """The first configured mechanism the server offers and we speak (``auto``:
@@ -276,6 +276,8 @@ class POP3Session:
         the response cannot arrive before it knows."""
         assert self.conn is not None
         self.reader.expect(multiline)
+        if self.wire is not None:
+            self.wire("C: " + self.redact(_masked(line, phase)))
         self.conn.send_line(line, phase)
         return await self.read(phase)
 
@@ -283,6 +285,12 @@ class POP3Session:
         assert self.conn is not None
         item = await self.conn.read(phase)
         assert isinstance(item, Response)
+        if self.wire is not None:
+            # A SASL challenge is as secret as the answer to it: its status only.
+            shown = "+ ***" if item.status is Status.CONTINUE else str(item)
+            self.wire("S: " + self.redact(shown))
+            for line in item.lines:
+                self.wire("S: " + self.redact(line))
         return item
 
     def expect_ok(self, response: Response, phase: Phase) -> Response:
@@ -322,3 +330,19 @@ def _secret_forms(target: Target) -> tuple[str, ...]:
     forms |= {clean(f.encode("utf-8")) for f in forms}
     # Longest first, so a base64 form is masked whole rather than around an inner match.
     return tuple(sorted((f for f in forms if f), key=len, reverse=True))
+
+
+def _masked(line: str, phase: Phase) -> str:
+    """``line`` as the transcript shows it: in the login, the command (USER with its name,
+    AUTH with its mechanism) but never a password, SASL payload or proof."""
+    if phase is not Phase.AUTH:
+        return line
+    words = line.split(" ")
+    verb = words[0].upper()
+    if verb == "USER":
+        return line
+    if verb == "PASS":
+        return "PASS ***"
+    if verb == "AUTH" and len(words) >= 2:
+        return " ".join(words[:2]) + (" ***" if len(words) > 2 else "")
+    return "***" if line else ""

@@ -44,7 +44,7 @@ async def run(
     ``wire``, if given, hears the redacted transcript (``/probe?debug=true``)."""
     deadline = deadline or Deadline.after(target.module.timeout)
     if target.module.protocol == Protocol.POP3:
-        return await _run_mailbox(POP3Session(target), Protocol.POP3, target, deadline)
+        return await _run_mailbox(POP3Session(target, wire), Protocol.POP3, target, deadline)
     if target.module.protocol == Protocol.IMAP:
         return await _run_mailbox(IMAPSession(target, wire), Protocol.IMAP, target, deadline)
     started_at = time.time()

@@ -76,8 +76,7 @@ def debug_text(
     for concrete, result, transcript in probes:
         out.append(f"\n--- {display_name(concrete.name, concrete.labels)}\n")
         if transcript is not None:
-            # A client that logs no dialogue (POP3's, so far): say so.
-            out.append(transcript.text() or "no dialogue logged for this protocol\n")
+            out.append(transcript.text() or "nothing logged\n")
         out.append(_outcome(result) + "\n")
     out.append("\n\nMetrics that would have been returned:\n")
     out.append(metrics)
