@@ -208,12 +208,7 @@ class IMAPSession:
     async def _auth(self) -> None:
         auth = self.module.auth
         assert auth is not None
-        if self.tls is None and not auth.allow_insecure:
-            raise ProbeError(
-                Phase.AUTH,
-                FailureKind.INSECURE,
-                "refusing to send credentials over an unencrypted connection",
-            )
+        phases.require_encryption(self.tls, auth)
         mechanism = choose(self.capabilities, auth.mechanisms)
         if mechanism is None:
             offered = " ".join(self.auth_mechanisms) or "none"

@@ -1,5 +1,6 @@
-"""What every protocol session does the same way: time its phases, and upgrade to TLS
-with the module's verification rules. (The sessions differ in their dialogue only.)"""
+"""What every protocol session does the same way: time its phases, upgrade to TLS with
+the module's verification rules, keep credentials off clear connections, mask secrets.
+(The sessions differ in their dialogue only.)"""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..config import Target, is_ip
-from ..errors import TLSError
+from ..config import AuthConfig, Target, is_ip
+from ..errors import ProbeError, TLSError
 from ..results import FailureKind, Phase, PhaseTiming, TLSInfo
 from . import tls
 from .connection import Connection
@@ -76,6 +77,16 @@ def verify(info: TLSInfo, target: Target, note: Callable[[str], None] | None = N
         )
     if not info.hostname_match:
         raise TLSError(Phase.TLS_HANDSHAKE, FailureKind.TLS_HOSTNAME, tls.hostname_mismatch(info))
+
+
+def require_encryption(tls: TLSInfo | None, auth: AuthConfig) -> None:
+    """Credentials go only over TLS, unless the module says ``allow_insecure``."""
+    if tls is None and not auth.allow_insecure:
+        raise ProbeError(
+            Phase.AUTH,
+            FailureKind.INSECURE,
+            "refusing to send credentials over an unencrypted connection",
+        )
 
 
 def tls_note(info: TLSInfo) -> str:

@@ -190,12 +190,7 @@ class POP3Session:
     async def _auth(self) -> None:
         auth = self.module.auth
         assert auth is not None
-        if self.tls is None and not auth.allow_insecure:
-            raise ProbeError(
-                Phase.AUTH,
-                FailureKind.INSECURE,
-                "refusing to send credentials over an unencrypted connection",
-            )
+        phases.require_encryption(self.tls, auth)
         mechanism = self._choose()
         self.auth = AuthInfo(attempted=True, mechanism=mechanism)
         password = auth.password.reveal()

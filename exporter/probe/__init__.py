@@ -50,27 +50,7 @@ async def run(
     started_at = time.time()
     start = time.perf_counter()
     session = Session(target, wire)
-    failure: Failure | None = None
-    try:
-        async with asyncio.timeout_at(deadline.at):
-            await session.execute()
-    except TimeoutError:
-        failure = Failure(
-            session.phase,
-            FailureKind.TIMEOUT,
-            f"no answer within the probe's {deadline.budget:g}s deadline",
-        )
-    except ReplyError as exc:
-        failure = Failure(
-            exc.phase, exc.kind, _clip(session.redact(exc.detail)), exc.code, exc.enhanced
-        )
-    except ProbeError as exc:
-        failure = Failure(exc.phase, exc.kind, _clip(session.redact(exc.detail)))
-    except Exception as exc:  # a bug of ours must not take the exporter down
-        log.exception("internal error probing %s", target.name)
-        failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
-    finally:
-        session.close()
+    failure = await _execute(session, target, deadline)
     if failure is not None and wire is not None:
         session.note(f"failed in phase {failure.phase}: {failure.kind}: {failure.detail}")
     if _should_scan(target, session, failure):
@@ -114,10 +94,21 @@ async def run(
     )
 
 
-class MailboxSession(Interface):
-    """What ``run`` reads of an IMAP or POP3 session (the surface both clients share)."""
+class Runnable(Interface):
+    """What ``_execute`` needs of any protocol's session."""
 
     phase: Phase
+
+    async def execute(self) -> None: ...
+
+    def redact(self, text: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class MailboxSession(Runnable, Interface):
+    """What ``run`` reads of an IMAP or POP3 session (the surface both clients share)."""
+
     secrets: tuple[str, ...]
     timings: list[PhaseTiming]
     address: str | None
@@ -131,12 +122,6 @@ class MailboxSession(Interface):
     @property
     def auth_mechanisms(self) -> tuple[str, ...]: ...
 
-    async def execute(self) -> None: ...
-
-    def redact(self, text: str) -> str: ...
-
-    def close(self) -> None: ...
-
 
 async def _run_mailbox(
     session: MailboxSession, protocol: Protocol, target: Target, deadline: Deadline
@@ -146,23 +131,7 @@ async def _run_mailbox(
     server's text)."""
     started_at = time.time()
     start = time.perf_counter()
-    failure: Failure | None = None
-    try:
-        async with asyncio.timeout_at(deadline.at):
-            await session.execute()
-    except TimeoutError:
-        failure = Failure(
-            session.phase,
-            FailureKind.TIMEOUT,
-            f"no answer within the probe's {deadline.budget:g}s deadline",
-        )
-    except ProbeError as exc:
-        failure = Failure(exc.phase, exc.kind, _clip(session.redact(exc.detail)))
-    except Exception as exc:  # a bug of ours must not take the exporter down
-        log.exception("internal error probing %s", target.name)
-        failure = Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
-    finally:
-        session.close()
+    failure = await _execute(session, target, deadline)
     return ProbeResult(
         target=target.name,
         module=target.module.name,
@@ -181,6 +150,33 @@ async def _run_mailbox(
         protocol=protocol,
         mailbox=session.mailbox,
     )
+
+
+async def _execute(session: Runnable, target: Target, deadline: Deadline) -> Failure | None:
+    """Run a session's dialogue under the one deadline and close it: the first thing that
+    went wrong as a ``Failure`` (a timeout blamed on the phase that was running, details
+    redacted and clipped), or None. Only cancellation passes through."""
+    try:
+        async with asyncio.timeout_at(deadline.at):
+            await session.execute()
+    except TimeoutError:
+        return Failure(
+            session.phase,
+            FailureKind.TIMEOUT,
+            f"no answer within the probe's {deadline.budget:g}s deadline",
+        )
+    except ReplyError as exc:  # SMTP's: a reply code and its enhanced status
+        return Failure(
+            exc.phase, exc.kind, _clip(session.redact(exc.detail)), exc.code, exc.enhanced
+        )
+    except ProbeError as exc:
+        return Failure(exc.phase, exc.kind, _clip(session.redact(exc.detail)))
+    except Exception as exc:  # a bug of ours must not take the exporter down
+        log.exception("internal error probing %s", target.name)
+        return Failure(session.phase, FailureKind.INTERNAL, type(exc).__name__)
+    finally:
+        session.close()
+    return None
 
 
 def _should_scan(target: Target, session: Session, failure: Failure | None) -> bool:

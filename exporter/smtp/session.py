@@ -163,12 +163,7 @@ class Session:
     async def _auth(self) -> None:
         auth = self.module.auth
         assert auth is not None
-        if self.tls is None and not auth.allow_insecure:
-            raise ProbeError(
-                Phase.AUTH,
-                FailureKind.INSECURE,
-                "refusing to send credentials over an unencrypted connection",
-            )
+        phases.require_encryption(self.tls, auth)
         if not self.extensions.has("AUTH"):
             raise ProbeError(Phase.AUTH, FailureKind.NOT_OFFERED, "server advertises no AUTH")
         mechanism = sasl.choose(self.extensions.auth_mechanisms, auth.mechanisms)
