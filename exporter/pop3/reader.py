@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..errors import ProtocolError
+from ..net.lines import take_lines
 
 MAX_LINE = 8192  # RFC 2449 allows 512 octets per response line; a few KiB, then refuse
 MAX_MULTILINE_LINES = 1000
@@ -112,17 +113,9 @@ class POP3Reader:
         return bool(self._buf or self._head or self._ready or self._error)
 
     def _feed(self, data: bytes) -> None:
-        buf = self._buf
-        start = len(buf)
-        buf += data
-        # Only the new bytes can hold a line end not seen yet: a CAPA body comes as one chunk.
-        end = buf.rfind(b"\n", start)
-        if end != -1:
-            complete = bytes(buf[:end]).split(b"\n")
-            del buf[: end + 1]
-            for raw in complete:
-                self._line(raw[:-1] if raw[-1:] == b"\r" else raw)
-        if len(buf) > MAX_LINE:
+        for raw in take_lines(self._buf, data):
+            self._line(raw)
+        if len(self._buf) > MAX_LINE:
             raise ProtocolError(f"response line longer than {MAX_LINE} bytes")
 
     def _line(self, raw: bytes) -> None:

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import ProtocolError
+from ..net.lines import take_lines
 
 MAX_LINE = 4096
 MAX_REPLY_LINES = 200
@@ -88,18 +89,9 @@ class ReplyReader:
         return bool(self._buf or self._lines or self._ready or self._error)
 
     def _feed(self, data: bytes) -> None:
-        buf = self._buf
-        start = len(buf)
-        buf += data
-        # Only the new bytes can hold a line end we have not seen yet. Every complete line
-        # is taken in one split: an EHLO reply comes as one chunk of a dozen lines.
-        end = buf.rfind(b"\n", start)
-        if end != -1:
-            complete = bytes(buf[:end]).split(b"\n")
-            del buf[: end + 1]
-            for raw in complete:
-                self._line(raw[:-1] if raw[-1:] == b"\r" else raw)
-        if len(buf) > MAX_LINE:
+        for raw in take_lines(self._buf, data):
+            self._line(raw)
+        if len(self._buf) > MAX_LINE:
             raise ProtocolError(f"reply line longer than {MAX_LINE} bytes")
 
     def _line(self, raw: bytes) -> None:
